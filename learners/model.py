@@ -1,0 +1,92 @@
+"""The tabular network, and the immutable scoring model built from its weights.
+
+``TabularNet`` is what training updates (torch). ``ScoringModel`` is what is served: the weights of
+one version mirrored to numpy with its schema, never mutated after construction, so a swap is the
+replacement of one reference and scoring needs no autograd or framework dispatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from learners.schema import FeatureSchema
+
+
+class TabularNet(nn.Module):
+    """An MLP over normalised features with two logits (legitimate, fraud)."""
+
+    def __init__(self, n_features: int, hidden: int = 64, depth: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = n_features
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, 2))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> "TabularNet":
+        """A network shaped after its weights (so any saved width or depth loads)."""
+        linear = sorted({k.rsplit(".", 1)[0] for k in state}, key=lambda k: int(k.split(".")[1]))
+        first = state[f"{linear[0]}.weight"]
+        net = cls(n_features=first.shape[1], hidden=first.shape[0], depth=len(linear) - 1)
+        net.load_state_dict(state)
+        return net
+
+
+def state_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().astype(np.float32, copy=True) for k, v in state.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class ScoringModel:
+    """One version ready to score: schema + weights as numpy arrays. Immutable."""
+
+    version: str
+    schema: FeatureSchema
+    weights: dict[str, np.ndarray]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        layers = sorted({k.rsplit(".", 1)[0] for k in self.weights}, key=lambda k: int(k.split(".")[1]))
+        if not layers:
+            raise ValueError("weights hold no layers")
+        mats = []
+        for name in layers:
+            w, b = self.weights.get(f"{name}.weight"), self.weights.get(f"{name}.bias")
+            if w is None or b is None or w.ndim != 2 or b.shape != (w.shape[0],):
+                raise ValueError(f"layer {name!r} is malformed")
+            mats.append((np.ascontiguousarray(w.T), b))
+        if mats[0][0].shape[0] != len(self.schema.names):
+            raise ValueError(
+                f"weights expect {mats[0][0].shape[0]} features but the schema names {len(self.schema.names)}"
+            )
+        if mats[-1][0].shape[1] != 2:
+            raise ValueError("the last layer must have two outputs (legitimate, fraud)")
+        for arr in self.weights.values():
+            arr.setflags(write=False)
+        object.__setattr__(self, "_layers", tuple(mats))
+
+    def score_normalised(self, z: np.ndarray) -> np.ndarray:
+        """Fraud probability for normalised inputs."""
+        h = z
+        layers = self._layers  # type: ignore[attr-defined]
+        for w, b in layers[:-1]:
+            h = np.maximum(h @ w + b, 0.0)
+        w, b = layers[-1]
+        logits = h @ w + b
+        # softmax over two logits == sigmoid of their difference
+        return 1.0 / (1.0 + np.exp(np.clip(logits[:, 0] - logits[:, 1], -60, 60)))
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Fraud probability for raw feature rows in schema order."""
+        return self.score_normalised(self.schema.transform(x))

@@ -1,0 +1,154 @@
+"""The one settings tree. Built once in the entry point and passed down; no other module reads the
+environment.
+
+Every field can be set as an environment variable, ``PERENNIAL_<SECTION>__<FIELD>`` (for example
+``PERENNIAL_KAFKA__BOOTSTRAP_SERVERS=broker:9092``), and the command-line flags override both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    """Kafka bootstrap servers, comma separated. Any Kafka 2.x+ or the local Tansu broker."""
+    topic: str = "transactions.labeled"
+    """Topic of labeled events. Malformed events go to ``<topic>.dlq``."""
+    announce_topic: str = "perennial.announcements"
+    """Topic on which the learner announces each published version to the servers."""
+    group_id: str = "perennial-learner"
+    """Consumer group of the learner (one learner per model)."""
+    security: dict[str, Any] = Field(default_factory=dict)
+    """Extra kafka-python client settings passed to every client unchanged, e.g.
+    ``{"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "sasl_plain_username": ...}``."""
+    session_timeout_ms: int = 10000
+    """Consumer-group session timeout. Small values make groups join fast."""
+    heartbeat_interval_ms: int = 1000
+    """Consumer-group heartbeat interval."""
+    max_poll_interval_ms: int = 120000
+    """Longest time between polls before the group evicts the learner; bounds one training round."""
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+
+class RegistrySettings(BaseModel):
+    path: Path = Path("var/registry")
+    """Directory of the model registry (local path or mounted shared volume)."""
+
+
+class ServeSettings(BaseModel):
+    host: str = "127.0.0.1"
+    """Interface the HTTP server binds."""
+    port: int = 8000
+    """Port of the HTTP server."""
+    max_batch: int = 4096
+    """Most events accepted in one POST /v1/predict."""
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Largest request body accepted, in bytes."""
+    registry_poll_s: float = 2.0
+    """How often the server re-reads the registry's CURRENT pointer, as a fallback to announcements."""
+    torch_threads: int = 1
+    """Threads torch may use in the server process (scoring itself runs on numpy)."""
+
+
+class GateSettings(BaseModel):
+    max_retention_drop: float = 0.02
+    """Largest allowed drop of average precision on the retention set, candidate vs incumbent."""
+    min_recent_gain: float = 0.0
+    """Candidate AP on recent held-out events must reach incumbent AP plus this."""
+    min_recent_positives: int = 5
+    """Fewest frauds the recent held-out set must hold before any decision is taken."""
+    min_score_std: float = 1e-3
+    """Scores with less spread than this are called collapsed."""
+    max_latency_ms: float = 5.0
+    """Largest allowed per-event scoring time of the candidate, in milliseconds (batch of 1)."""
+
+
+class LearnSettings(BaseModel):
+    checkpoint_path: Path = Path("var/checkpoint/learner.safetensors")
+    """File of the learner's atomic checkpoint."""
+    round_events: int = 2048
+    """A training round starts when this many new labeled events are pending..."""
+    round_max_s: float = 5.0
+    """...or when the oldest pending event has waited this long (and at least round_min_events)."""
+    round_min_events: int = 256
+    """Fewest pending events a time-triggered round trains on."""
+    epochs: int = 2
+    """Passes over each round's events (replayed samples are mixed into every batch)."""
+    batch_size: int = 256
+    """Mini-batch size of new events; the same number of replayed events is added to each batch."""
+    learning_rate: float = 1e-3
+    """Adam learning rate of fine-tuning."""
+    replay_size: int = 4000
+    """Replay memory size in events."""
+    replay_policy: Literal["class_balanced", "reservoir"] = "class_balanced"
+    """Replay storage policy: per-class reservoirs (fraud stays represented) or one reservoir."""
+    ewc_lambda: float = 5.0
+    """Weight of the online-EWC penalty."""
+    ewc_decay: float = 0.9
+    """Decay of accumulated EWC importances per round (online EWC)."""
+    holdout_percent: int = 15
+    """Share of events (by hash of the event id) held out from training to judge candidates."""
+    holdout_size: int = 8000
+    """Most recent held-out events kept for the gate."""
+    dedup_window: int = 200000
+    """Number of most recent event ids remembered to drop duplicates."""
+    reset_after_failures: int = 3
+    """After this many consecutive gate failures the learner restarts from the served weights."""
+    metrics_host: str = "127.0.0.1"
+    """Interface of the learner's /metrics endpoint."""
+    metrics_port: int = 9101
+    """Port of the learner's /metrics endpoint (0 disables it)."""
+    torch_threads: int = 1
+    """Threads torch may use for training."""
+    gates: GateSettings = Field(default_factory=GateSettings)
+
+
+class SimulateSettings(BaseModel):
+    seed: int = 7
+    """Seed of every random draw of the simulator."""
+    customers: int = 5000
+    """Number of simulated cards (customers)."""
+    terminals: int = 2000
+    """Number of simulated terminals."""
+    label_delay_days: float = 1.0
+    """Mean delay between a transaction and its label (exponentially distributed)."""
+    rate: float = 2000.0
+    """Events per second pushed to the topic by `perennial simulate`."""
+
+
+class PretrainSettings(BaseModel):
+    history_days: int = 45
+    """Days of simulated history the first version is fitted on when no file is given."""
+    epochs: int = 8
+    """Training epochs of pretraining."""
+    retention_size: int = 4000
+    """Size of the class-balanced retention (anchor) set kept with the registry."""
+    hidden: int = 64
+    """Width of the hidden layers of the network."""
+
+
+class DemoSettings(BaseModel):
+    duration_s: float = 120.0
+    """How long `perennial demo` streams before it stops and summarises."""
+    workdir: Path = Path("var/demo")
+    """Where the demo keeps its registry and checkpoint."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PERENNIAL_", env_nested_delimiter="__", extra="forbid")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    learn: LearnSettings = Field(default_factory=LearnSettings)
+    simulate: SimulateSettings = Field(default_factory=SimulateSettings)
+    pretrain: PretrainSettings = Field(default_factory=PretrainSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)

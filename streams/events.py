@@ -1,0 +1,172 @@
+"""The labeled-event format and its validation.
+
+A labeled event is one JSON object::
+
+    {"id": "tx-42", "time": 1764331200.0, "features": {"amount": 12.5, ...}, "label": 0,
+     "entities": {"card": "c-17", "terminal": "t-3"}}
+
+``time`` is the event time, epoch seconds or an ISO-8601 string; ``label`` is 0 or 1 (true/false
+also accepted); ``entities`` is optional. ``features`` must hold exactly the model's feature names,
+each a finite number. Anything else is rejected with a reason code (bounded set, used as a metric
+label and a dead-letter header) and a message a producer can act on.
+
+Examples
+--------
+>>> e = parse_event(b'{"id": "a", "time": 0, "features": {"x": 1}, "label": 1}', ("x",))
+>>> e.id, e.features, e.label
+('a', (1.0,), 1)
+>>> parse_event(b'{"id": "a", "time": 0, "features": {}, "label": 1}', ("x",))
+Traceback (most recent call last):
+...
+streams.events.EventError: missing_feature: feature 'x' is missing; the model expects x
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import orjson
+
+MAX_EVENT_BYTES = 64 * 1024
+MAX_ID_CHARS = 256
+
+REASONS = (
+    "too_large",
+    "not_json",
+    "not_object",
+    "bad_id",
+    "bad_time",
+    "bad_features",
+    "missing_feature",
+    "unknown_feature",
+    "bad_value",
+    "bad_label",
+    "bad_entities",
+)
+
+
+class EventError(ValueError):
+    """An event that cannot be used, with a reason code from REASONS and a readable message."""
+
+    def __init__(self, reason: str, message: str):
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class LabeledEvent:
+    id: str
+    time: float
+    features: tuple[float, ...]
+    """Feature values in the model's feature order."""
+    label: int
+    entities: dict[str, str] = field(default_factory=dict)
+
+
+def parse_time(value: Any) -> float:
+    """Epoch seconds from a number or an ISO-8601 string (naive strings are taken as UTC)."""
+    if isinstance(value, bool):
+        raise EventError("bad_time", "'time' must be epoch seconds or an ISO-8601 string, not a boolean")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise EventError("bad_time", "'time' must be finite")
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise EventError("bad_time", f"'time' {value[:40]!r} is not an ISO-8601 timestamp") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+    raise EventError("bad_time", "'time' is missing or not epoch seconds / an ISO-8601 string")
+
+
+def feature_vector(features: Any, names: Sequence[str], reason_prefix: str = "") -> tuple[float, ...]:
+    """Values of ``features`` (a mapping of name to number) in the order of ``names``.
+
+    Shared by the event parser and the HTTP API, so both reject the same inputs the same way.
+    """
+    if not isinstance(features, dict):
+        raise EventError("bad_features", f"{reason_prefix}'features' must be an object of feature name to number")
+    missing = [n for n in names if n not in features]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5])
+        raise EventError(
+            "missing_feature",
+            f"{reason_prefix}feature {shown} is missing; the model expects {', '.join(names)}",
+        )
+    if len(features) != len(names):
+        unknown = sorted(set(features) - set(names))
+        shown = ", ".join(repr(u[:60]) for u in unknown[:5])
+        raise EventError(
+            "unknown_feature",
+            f"{reason_prefix}unknown feature {shown}; the model expects {', '.join(names)}",
+        )
+    values = []
+    for name in names:
+        v = features[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise EventError("bad_value", f"{reason_prefix}feature {name!r} must be a number, got {type(v).__name__}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise EventError("bad_value", f"{reason_prefix}feature {name!r} must be finite")
+        values.append(v)
+    return tuple(values)
+
+
+def _label(value: Any) -> int:
+    if value is True or value is False:
+        return int(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return int(value)
+    raise EventError("bad_label", "'label' must be 0 or 1")
+
+
+def _entities(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in value.items()
+    ):
+        raise EventError("bad_entities", "'entities' must be an object of name to string, e.g. {\"card\": \"c-1\"}")
+    return {k: str(v) for k, v in value.items()}
+
+
+def parse_event(raw: bytes, feature_names: Sequence[str], max_bytes: int = MAX_EVENT_BYTES) -> LabeledEvent:
+    """Validate one labeled event from its raw bytes; raise EventError saying what is wrong."""
+    if len(raw) > max_bytes:
+        raise EventError("too_large", f"event is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise EventError("not_json", f"event is not valid JSON ({exc.msg})") from None
+    if not isinstance(doc, dict):
+        raise EventError("not_object", "event must be a JSON object")
+    event_id = doc.get("id")
+    if isinstance(event_id, int) and not isinstance(event_id, bool):
+        event_id = str(event_id)
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_CHARS:
+        raise EventError("bad_id", f"'id' must be a non-empty string of at most {MAX_ID_CHARS} characters")
+    return LabeledEvent(
+        id=event_id,
+        time=parse_time(doc.get("time")),
+        features=feature_vector(doc.get("features"), feature_names),
+        label=_label(doc.get("label")),
+        entities=_entities(doc.get("entities")),
+    )
+
+
+def encode_event(
+    event_id: str, time: float, features: dict[str, float], label: int, entities: dict[str, str] | None = None
+) -> bytes:
+    """The wire form of one labeled event."""
+    doc: dict[str, Any] = {"id": event_id, "time": time, "features": features, "label": int(label)}
+    if entities:
+        doc["entities"] = entities
+    return orjson.dumps(doc)
