@@ -1,0 +1,221 @@
+"""The one module that talks to Avalanche (avalanche-lib).
+
+Each training round is one Avalanche experience trained by its ``Naive`` template with
+``ReplayPlugin`` (class-balanced or reservoir storage) and ``EWCPlugin(mode="online")``: replayed
+events are mixed into every mini-batch, and the online-EWC penalty keeps weights that mattered for
+earlier rounds close to where they were. The rest of the code sees ``ContinualLearner``:
+``learn(x, y)``, ``predict(x)``, ``weights()``, ``state()`` / ``restore()``.
+
+Inputs are normalised float32 features; labels are 0/1.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as tensor_dataset
+    from avalanche.training.plugins import EWCPlugin, ReplayPlugin, SupervisedPlugin
+    from avalanche.training.plugins.evaluation import EvaluationPlugin
+    from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
+    from avalanche.training.supervised import Naive
+    from avalanche.training.utils import ParamData
+
+from learners.model import TabularNet, state_numpy
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 2
+    replay_size: int = 4000
+    replay_policy: str = "class_balanced"
+    ewc_lambda: float = 5.0
+    ewc_decay: float = 0.9
+
+
+class _LossProbe(SupervisedPlugin):
+    """Records the loss as it stands when its ``before_backward`` runs (before or after EWC adds its penalty)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[float] = []
+
+    def before_backward(self, strategy, **kwargs):  # noqa: ANN001 - Avalanche's signature
+        self.values.append(float(strategy.loss.detach()))
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    events: int
+    train_loss: float
+    ewc_penalty: float
+    replay_size: int
+    replay_positives: int
+
+
+class ContinualLearner:
+    def __init__(self, net: TabularNet, config: LearnerConfig = LearnerConfig()):
+        self.config = config
+        self.net = net
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+        if config.replay_policy == "class_balanced":
+            storage = ClassBalancedBuffer(max_size=config.replay_size, adaptive_size=True)
+        elif config.replay_policy == "reservoir":
+            storage = ReservoirSamplingBuffer(max_size=config.replay_size)
+        else:
+            raise ValueError(f"unknown replay policy {config.replay_policy!r}; use class_balanced or reservoir")
+        self.replay = ReplayPlugin(mem_size=config.replay_size, storage_policy=storage)
+        self.ewc = EWCPlugin(ewc_lambda=config.ewc_lambda, mode="online", decay_factor=config.ewc_decay)
+        self._before_ewc, self._after_ewc = _LossProbe(), _LossProbe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.strategy = Naive(
+                model=net,
+                optimizer=self.optimizer,
+                criterion=torch.nn.CrossEntropyLoss(),
+                train_mb_size=config.batch_size,
+                train_epochs=config.epochs,
+                device="cpu",
+                plugins=[self.replay, self._before_ewc, self.ewc, self._after_ewc],
+                evaluator=EvaluationPlugin(loggers=[]),
+                eval_every=-1,
+            )
+
+    # -- the learner interface --------------------------------------------------------------
+
+    def learn(self, x: np.ndarray, y: np.ndarray) -> RoundStats:
+        """Train one round (one Avalanche experience) on new events."""
+        dataset = tensor_dataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
+        experience = benchmark_from_datasets(train=[dataset]).train_stream[0]
+        self._before_ewc.values.clear()
+        self._after_ewc.values.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.strategy.train(experience)
+        self._compact_replay()
+        before, after = self._before_ewc.values, self._after_ewc.values
+        _, replay_y = self._replay_arrays()
+        return RoundStats(
+            events=len(y),
+            train_loss=float(np.mean(before)) if before else float("nan"),
+            ewc_penalty=float(np.mean(np.subtract(after, before))) if after else 0.0,
+            replay_size=len(replay_y),
+            replay_positives=int(replay_y.sum()),
+        )
+
+    @torch.inference_mode()
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.net.eval()
+        logits = self.net(torch.as_tensor(x, dtype=torch.float32))
+        self.net.train()
+        return torch.softmax(logits, dim=1)[:, 1].numpy()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return state_numpy(self.net.state_dict())
+
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Start over from other weights (e.g. the served version); the replay memory and EWC anchors stay."""
+        self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+        self.optimizer.state.clear()
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to resume: tensors (for safetensors) and JSON-able metadata."""
+        tensors = {f"model.{k}": v.detach().clone() for k, v in self.net.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        opt_meta: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
+        for idx, st in opt["state"].items():
+            opt_meta["state"][str(idx)] = sorted(st)
+            for key, val in st.items():
+                tensors[f"opt.{idx}.{key}"] = torch.as_tensor(val).clone()
+        groups = self._replay_groups()
+        for name, (buf, _) in groups.items():
+            x, y = _dataset_tensors(buf.buffer)
+            tensors[f"replay.{name}.x"], tensors[f"replay.{name}.y"] = x, y
+            tensors[f"replay.{name}.w"] = buf._buffer_weights.clone()
+        counter = self.strategy.clock.train_exp_counter
+        if counter > 0:
+            for k, p in self.ewc.importances[counter - 1].items():
+                tensors[f"ewc.importance.{k}"] = p.data.clone()
+            for k, p in self.ewc.saved_params[counter - 1].items():
+                tensors[f"ewc.anchor.{k}"] = p.data.clone()
+        meta = {
+            "optimizer": opt_meta,
+            "replay_policy": self.config.replay_policy,
+            "replay_groups": {name: max_size for name, (_, max_size) in groups.items()},
+            "rounds": counter,
+        }
+        return tensors, meta
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if meta["replay_policy"] != self.config.replay_policy:
+            raise ValueError(
+                f"checkpoint used replay policy {meta['replay_policy']!r}, settings say {self.config.replay_policy!r}"
+            )
+        self.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        opt_state = {
+            int(idx): {key: tensors[f"opt.{idx}.{key}"] for key in keys} for idx, keys in meta["optimizer"]["state"].items()
+        }
+        self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]})
+        # Avalanche resets the optimizer on a strategy's first experience unless it already knows the
+        # parameters; tell it, so the restored Adam moments survive.
+        self.strategy.optimized_param_id = dict(self.net.named_parameters())
+        storage = self.replay.storage_policy
+        for name, max_size in meta["replay_groups"].items():
+            buf = ReservoirSamplingBuffer(max_size) if isinstance(storage, ClassBalancedBuffer) else storage
+            buf.max_size = max_size
+            buf.buffer = tensor_dataset(tensors[f"replay.{name}.x"], tensors[f"replay.{name}.y"])
+            buf._buffer_weights = tensors[f"replay.{name}.w"]
+            if isinstance(storage, ClassBalancedBuffer):
+                storage.buffer_groups[int(name)] = buf
+                storage.seen_classes.add(int(name))
+        counter = int(meta["rounds"])
+        self.strategy.clock.train_exp_counter = counter
+        if counter > 0:
+            self.ewc.importances[counter - 1] = _param_dict(tensors, "ewc.importance.")
+            self.ewc.saved_params[counter - 1] = _param_dict(tensors, "ewc.anchor.")
+
+    # -- replay memory --------------------------------------------------------------------
+
+    def _replay_groups(self) -> dict[str, tuple[ReservoirSamplingBuffer, int]]:
+        storage = self.replay.storage_policy
+        if isinstance(storage, ClassBalancedBuffer):
+            return {str(c): (b, b.max_size) for c, b in storage.buffer_groups.items()}
+        return {"all": (storage, storage.max_size)} if len(storage.buffer) else {}
+
+    def _replay_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        parts = [_dataset_tensors(b.buffer) for b, _ in self._replay_groups().values()]
+        if not parts:
+            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+        return torch.cat([p[0] for p in parts]).numpy(), torch.cat([p[1] for p in parts]).numpy()
+
+    def _compact_replay(self) -> None:
+        """Rebuild each buffer as a flat tensor dataset: Avalanche's subset-of-concat chains
+        otherwise deepen every round and slow each later round down."""
+        for buf, _ in self._replay_groups().values():
+            x, y = _dataset_tensors(buf.buffer)
+            buf.buffer = tensor_dataset(x, y)
+
+
+def _dataset_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001 - an AvalancheDataset
+    if len(dataset) == 0:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    x, y, *_ = next(iter(DataLoader(dataset, batch_size=len(dataset), shuffle=False)))
+    return x.clone(), y.clone().long()
+
+
+def _param_dict(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, ParamData]:
+    return {
+        k[len(prefix):]: ParamData(k[len(prefix):], v.shape, init_tensor=v.clone(), device="cpu")
+        for k, v in tensors.items()
+        if k.startswith(prefix)
+    }

@@ -1,0 +1,336 @@
+"""`perennial learn`: the only writer of the registry.
+
+The loop (after quix-streams): poll → validate each event (malformed ones to the dead-letter topic,
+duplicates by id dropped, a hashed share held out for the gates) → when a round is due, train it,
+gate the candidate against the served version, publish and announce what passes → checkpoint
+atomically → commit offsets. Offsets are committed only after the checkpoint that accounts for
+those events is durable, and on restart the consumer seeks to the checkpoint's offsets, so a crash
+at any point loses no labeled event and counts none twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from learners.avalanche_adapter import ContinualLearner, LearnerConfig
+from learners.checkpoint import load_checkpoint, save_checkpoint
+from learners.gates import GateThresholds, decide
+from learners.metrics import LearnerMetrics
+from learners.model import ScoringModel, TabularNet
+from learners.registry import Registry, RegistryError
+from perennial.settings import Settings
+from streams import kafka as kio
+from streams.events import EventError, parse_event
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[..., None]
+
+
+@dataclass
+class Accounting:
+    """Where every consumed event went. consumed == trained + held_out + pending + dead_lettered + duplicates."""
+
+    consumed: int = 0
+    trained: int = 0
+    held_out: int = 0
+    duplicates: int = 0
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+    rounds: int = 0
+    published: int = 0
+
+
+class EventBuffer:
+    """Rows of raw feature values with labels, appended one at a time, bounded or not."""
+
+    def __init__(self, n_features: int, limit: int | None = None):
+        self.n_features, self.limit = n_features, limit
+        self._x: list[tuple[float, ...]] = []
+        self._y: list[int] = []
+
+    def add(self, x: tuple[float, ...], y: int) -> None:
+        self._x.append(x)
+        self._y.append(y)
+        if self.limit and len(self._y) > self.limit * 2:  # trim in bulk, not per event
+            del self._x[: -self.limit], self._y[: -self.limit]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self._x, self._y
+        if self.limit:
+            x, y = x[-self.limit :], y[-self.limit :]
+        return np.asarray(x, np.float32).reshape(-1, self.n_features), np.asarray(y, np.int64)
+
+    def load(self, x: np.ndarray, y: np.ndarray) -> None:
+        self._x = [tuple(r) for r in x.tolist()]
+        self._y = y.tolist()
+
+    def clear(self) -> None:
+        self._x, self._y = [], []
+
+    def __len__(self) -> int:
+        return min(len(self._y), self.limit) if self.limit else len(self._y)
+
+
+class Learner:
+    def __init__(self, settings: Settings, metrics: LearnerMetrics, emit: Emit):
+        self.settings, self.metrics, self.emit = settings, metrics, emit
+        cfg = settings.learn
+        self.registry = Registry(settings.registry.path)
+        incumbent = self.registry.load_current()
+        if incumbent is None:
+            raise RegistryError(f"registry {settings.registry.path} has no version yet; run `perennial pretrain` first")
+        self.incumbent: ScoringModel = incumbent
+        self.schema = incumbent.schema
+        self.retention_x, self.retention_y = self.registry.load_retention()
+        torch.set_num_threads(cfg.torch_threads)
+        net = TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in incumbent.weights.items()})
+        self.adapter = ContinualLearner(
+            net,
+            LearnerConfig(cfg.learning_rate, cfg.batch_size, cfg.epochs, cfg.replay_size, cfg.replay_policy, cfg.ewc_lambda, cfg.ewc_decay),
+        )
+        self.thresholds = GateThresholds(**cfg.gates.model_dump())
+        n = len(self.schema.names)
+        self.pending = EventBuffer(n)
+        self.holdout = EventBuffer(n, limit=cfg.holdout_size)
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.acct = Accounting()
+        self.offsets: dict[str, int] = {}  # "topic:partition" -> next offset to read
+        self.failures = 0
+        self.pending_since: float | None = None
+        self._restore()
+
+    # -- checkpoint -------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        loaded = load_checkpoint(self.settings.learn.checkpoint_path)
+        if loaded is None:
+            return
+        tensors, meta = loaded
+        if meta["features"] != list(self.schema.names):
+            raise RegistryError("checkpoint was written for other features than the served version; remove it to start over")
+        self.adapter.restore({k[8:]: v for k, v in tensors.items() if k.startswith("learner.")}, meta["learner"])
+        self.pending.load(tensors["pending.x"].numpy(), tensors["pending.y"].numpy())
+        self.holdout.load(tensors["holdout.x"].numpy(), tensors["holdout.y"].numpy())
+        self.seen = OrderedDict.fromkeys(meta["seen"])
+        self.acct = Accounting(**meta["accounting"])
+        self.offsets = meta["offsets"]
+        self.failures = meta["failures"]
+        if self.pending:
+            self.pending_since = time.monotonic()
+        self.emit("restored", offsets=self.offsets, accounting=asdict(self.acct), pending=len(self.pending))
+
+    def checkpoint(self) -> None:
+        started = time.perf_counter()
+        ltensors, lmeta = self.adapter.state()
+        tensors = {f"learner.{k}": v for k, v in ltensors.items()}
+        for name, buf in (("pending", self.pending), ("holdout", self.holdout)):
+            x, y = buf.arrays()
+            tensors[f"{name}.x"], tensors[f"{name}.y"] = torch.from_numpy(x), torch.from_numpy(y)
+        meta = {
+            "features": list(self.schema.names),
+            "learner": lmeta,
+            "seen": list(self.seen),
+            "accounting": asdict(self.acct),
+            "offsets": self.offsets,
+            "failures": self.failures,
+            "incumbent": self.incumbent.version,
+        }
+        save_checkpoint(self.settings.learn.checkpoint_path, tensors, meta)
+        self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def handle(self, raw: bytes | None, key: bytes | None, source: tuple[str, int, int], dead_letters: kio.DeadLetters) -> None:
+        """Account for one consumed record."""
+        self.acct.consumed += 1
+        self.metrics.consumed.inc()
+        try:
+            event = parse_event(raw or b"", self.schema.names)
+        except EventError as exc:
+            dead_letters.send(raw or b"", key, exc.reason, exc.message, source)
+            self.acct.dead_lettered[exc.reason] = self.acct.dead_lettered.get(exc.reason, 0) + 1
+            self.metrics.dead_lettered.labels(exc.reason).inc()
+            return
+        if event.id in self.seen:
+            self.acct.duplicates += 1
+            self.metrics.duplicates.inc()
+            return
+        self.seen[event.id] = None
+        if len(self.seen) > self.settings.learn.dedup_window:
+            self.seen.popitem(last=False)
+        self.metrics.label_delay.observe(max(0.0, time.time() - event.time))
+        if zlib.crc32(event.id.encode()) % 100 < self.settings.learn.holdout_percent:
+            self.holdout.add(event.features, event.label)
+            self.acct.held_out += 1
+            self.metrics.held_out.inc()
+        else:
+            if not self.pending:
+                self.pending_since = time.monotonic()
+            self.pending.add(event.features, event.label)
+        self.metrics.pending.set(len(self.pending))
+
+    def round_due(self) -> bool:
+        cfg = self.settings.learn
+        if len(self.pending) >= cfg.round_events:
+            return True
+        waited = time.monotonic() - self.pending_since if self.pending_since is not None else 0.0
+        return len(self.pending) >= cfg.round_min_events and waited >= cfg.round_max_s
+
+    # -- rounds -----------------------------------------------------------------------------
+
+    def train_round(self, announce: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Train on the pending events, gate the candidate, publish it if it passes."""
+        started = time.perf_counter()
+        x, y = self.pending.arrays()
+        stats = self.adapter.learn(self.schema.transform(x), y)
+        self.acct.trained += len(y)
+        self.acct.rounds += 1
+        self.pending.clear()
+        self.pending_since = None
+        candidate = ScoringModel("candidate", self.schema, self.adapter.weights())
+        hx, hy = self.holdout.arrays()
+        decision = decide(
+            recent_y=hy,
+            candidate_recent=candidate.score(hx),
+            incumbent_recent=self.incumbent.score(hx),
+            retention_y=self.retention_y,
+            candidate_retention=candidate.score(self.retention_x),
+            incumbent_retention=self.incumbent.score(self.retention_x),
+            candidate_latency_ms=_latency_ms(candidate, hx if len(hx) else self.retention_x),
+            thresholds=self.thresholds,
+        )
+        report = {"round": self.acct.rounds, "trained_events": len(y), **decision.to_dict()}
+        version = None
+        if decision.passed:
+            manifest = self.registry.publish(
+                candidate.weights, self.schema, parent=self.incumbent.version, metrics=decision.metrics,
+                gate_report=report, offsets=dict(self.offsets),
+            )
+            version = manifest["version"]
+            self.incumbent = self.registry.load(version)
+            self.acct.published += 1
+            self.failures = 0
+            announce(manifest)
+        else:
+            self.failures += 1
+            for check in decision.checks:
+                if not check.passed:
+                    self.metrics.gate_failures.labels(check.name).inc()
+            if self.failures >= self.settings.learn.reset_after_failures:
+                self.adapter.load_weights(self.incumbent.weights)
+                self.failures = 0
+                self.metrics.resets.inc()
+                self.emit("reset", round=self.acct.rounds, to_version=self.incumbent.version)
+        self._observe_round(stats, decision, version, time.perf_counter() - started)
+        self.emit(
+            "gate", round=self.acct.rounds, passed=decision.passed, version=version,
+            reasons=decision.reasons, metrics=decision.metrics, train_loss=stats.train_loss,
+            ewc_penalty=stats.ewc_penalty, trained_events=len(y),
+        )
+        return report
+
+    def _observe_round(self, stats, decision, version, seconds) -> None:  # noqa: ANN001
+        m = self.metrics
+        m.trained.inc(stats.events)
+        m.rounds.inc()
+        m.round_duration.observe(seconds)
+        m.train_loss.set(stats.train_loss)
+        m.ewc_penalty.set(stats.ewc_penalty)
+        m.replay_size.set(stats.replay_size)
+        m.replay_positive_ratio.set(stats.replay_positives / max(stats.replay_size, 1))
+        m.gate_decisions.labels("passed" if decision.passed else "failed").inc()
+        for model in ("candidate", "incumbent"):
+            for name in ("recent", "retention"):
+                value = decision.metrics.get(f"{model}_{name}_ap")
+                if value is not None:
+                    m.ap.labels(model, name).set(value)
+        if version:
+            m.published.inc()
+        m.pending.set(0)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        s = self.settings
+        cfg = kio.client_config(s.kafka.bootstrap_servers, s.kafka.security)
+        kio.ensure_topics(cfg, [s.kafka.topic, s.kafka.dlq_topic, s.kafka.announce_topic])
+        producer = kio.producer(cfg)
+        dead_letters = kio.DeadLetters(producer, s.kafka.dlq_topic)
+        consumer = kio.consumer(
+            cfg, group_id=s.kafka.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=s.kafka.session_timeout_ms, heartbeat_interval_ms=s.kafka.heartbeat_interval_ms,
+            max_poll_interval_ms=s.kafka.max_poll_interval_ms,
+        )
+        learner = self
+
+        class Seek(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):  # noqa: ANN001
+                if revoked:
+                    learner._durable(consumer, dead_letters)
+
+            def on_partitions_assigned(self, assigned):  # noqa: ANN001
+                for tp in assigned:
+                    offset = learner.offsets.get(f"{tp.topic}:{tp.partition}")
+                    if offset is not None:
+                        consumer.seek(tp, offset)
+                learner.emit("assigned", partitions=[tp.partition for tp in assigned])
+
+        consumer.subscribe([s.kafka.topic], listener=Seek())
+        announce = lambda manifest: kio.announce(producer, s.kafka.announce_topic, manifest)  # noqa: E731
+        last_durable = time.monotonic()
+        dirty = False
+        try:
+            while not stop.is_set():
+                batches = consumer.poll(timeout_ms=200, max_records=s.learn.round_events)
+                for tp, records in batches.items():
+                    for rec in records:
+                        self.handle(rec.value, rec.key, (tp.topic, tp.partition, rec.offset), dead_letters)
+                        self.offsets[f"{tp.topic}:{tp.partition}"] = rec.offset + 1
+                        dirty = True
+                if self.round_due():
+                    dead_letters.flush()
+                    self.train_round(announce)
+                    self._durable(consumer, dead_letters)
+                    last_durable, dirty = time.monotonic(), False
+                elif dirty and time.monotonic() - last_durable > 5.0:
+                    self._durable(consumer, dead_letters)
+                    last_durable, dirty = time.monotonic(), False
+            self._durable(consumer, dead_letters)
+        finally:
+            consumer.close(autocommit=False)
+            producer.close(timeout=10)
+
+    def _durable(self, consumer, dead_letters: kio.DeadLetters) -> None:  # noqa: ANN001
+        """Dead letters flushed, checkpoint written, then (and only then) offsets committed."""
+        dead_letters.flush()
+        self.checkpoint()
+        commit = {}
+        for key, offset in self.offsets.items():
+            topic, _, partition = key.rpartition(":")
+            tp = TopicPartition(topic, int(partition))
+            if tp in consumer.assignment():
+                commit[tp] = OffsetAndMetadata(offset, "", -1)
+        if commit:
+            consumer.commit(commit)
+
+
+def _latency_ms(model: ScoringModel, x: np.ndarray, n: int = 200) -> float:
+    """Median time to score one event alone, in milliseconds."""
+    rows = x[:n] if len(x) else np.zeros((1, len(model.schema.names)), np.float32)
+    times = []
+    for row in rows:
+        t = time.perf_counter()
+        model.score(row[None, :])
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1000)

@@ -1,0 +1,45 @@
+"""Prometheus metrics of `perennial learn`, on their own CollectorRegistry (base units, _total counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streams.events import REASONS
+
+
+class LearnerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.consumed = Counter("perennial_learner_events_consumed_total", "Labeled events read from the topic.", registry=r)
+        self.trained = Counter("perennial_learner_events_trained_total", "Labeled events trained on.", registry=r)
+        self.held_out = Counter("perennial_learner_events_held_out_total", "Labeled events kept out of training to judge candidates.", registry=r)
+        self.duplicates = Counter("perennial_learner_events_deduplicated_total", "Events dropped because their id was already seen.", registry=r)
+        self.dead_lettered = Counter("perennial_learner_events_dead_lettered_total", "Malformed events sent to the dead-letter topic.", ["reason"], registry=r)
+        for reason in REASONS:
+            self.dead_lettered.labels(reason)
+        self.label_delay = Histogram(
+            "perennial_learner_label_delay_seconds", "Event time to consumption of its label.", registry=r,
+            buckets=(60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400),
+        )
+        self.rounds = Counter("perennial_learner_rounds_total", "Training rounds completed.", registry=r)
+        self.round_duration = Histogram(
+            "perennial_learner_round_duration_seconds", "Duration of one round (training and gates).", registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+        )
+        self.train_loss = Gauge("perennial_learner_train_loss", "Mean cross-entropy of the last round.", registry=r)
+        self.ewc_penalty = Gauge("perennial_learner_ewc_penalty", "Mean online-EWC penalty added to the loss in the last round.", registry=r)
+        self.replay_size = Gauge("perennial_learner_replay_events", "Events in the replay memory.", registry=r)
+        self.replay_positive_ratio = Gauge("perennial_learner_replay_positive_ratio", "Share of frauds in the replay memory.", registry=r)
+        self.gate_decisions = Counter("perennial_learner_gate_decisions_total", "Gate decisions by result.", ["result"], registry=r)
+        self.gate_failures = Counter("perennial_learner_gate_failures_total", "Failed gate checks by check.", ["check"], registry=r)
+        self.ap = Gauge(
+            "perennial_learner_average_precision", "Average precision at the last gate, by model and evaluation set.",
+            ["model", "set"], registry=r,
+        )
+        self.published = Counter("perennial_learner_versions_published_total", "Versions published to the registry.", registry=r)
+        self.resets = Counter("perennial_learner_resets_total", "Restarts of training from the served weights after repeated gate failures.", registry=r)
+        self.checkpoint_duration = Histogram(
+            "perennial_learner_checkpoint_duration_seconds", "Time to write a checkpoint durably.", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.pending = Gauge("perennial_learner_pending_events", "Events waiting for the next round.", registry=r)

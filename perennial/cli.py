@@ -1,0 +1,217 @@
+"""`perennial <command>`: broker, simulate, pretrain, serve, learn, demo.
+
+Settings come from the environment (``PERENNIAL_<SECTION>__<FIELD>``); flags override them. The
+settings tree is built here, once, and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from learners.registry import RegistryError
+from perennial.settings import Settings
+
+# flag dest -> settings path
+_FLAGS: dict[str, tuple[str, ...]] = {
+    "bootstrap": ("kafka", "bootstrap_servers"),
+    "topic": ("kafka", "topic"),
+    "registry": ("registry", "path"),
+    "host": ("serve", "host"),
+    "port": ("serve", "port"),
+    "checkpoint": ("learn", "checkpoint_path"),
+    "metrics_port": ("learn", "metrics_port"),
+    "rate": ("simulate", "rate"),
+    "seed": ("simulate", "seed"),
+    "duration": ("demo", "duration_s"),
+    "workdir": ("demo", "workdir"),
+}
+
+
+def build_settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for dest, path in _FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides.setdefault(path[0], {})[path[1]] = value
+    return Settings(**overrides)
+
+
+def emit_json(kind: str, **fields: Any) -> None:
+    """One JSON line per event on stdout: what `perennial demo` and log collectors read."""
+    sys.stdout.write(orjson.dumps({"ts": round(time.time(), 3), "event": kind, **fields}, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+    sys.stdout.flush()
+
+
+def stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.broker import LocalBroker
+
+    with LocalBroker(port=args.broker_port) as broker:
+        emit_json("broker", bootstrap=broker.bootstrap)
+        stop = stop_on_signals()
+        while not stop.wait(0.5):
+            if broker.process.poll() is not None:
+                return 1
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.simulator import DEFAULT_SCHEDULE, Simulator
+    from streams import simulate as sim_io
+
+    sim = Simulator(
+        seed=settings.simulate.seed, customers=settings.simulate.customers, terminals=settings.simulate.terminals,
+        label_delay_days=settings.simulate.label_delay_days, schedule=args.schedule or DEFAULT_SCHEDULE,
+    )
+    if args.history:
+        n = sim_io.write_history(sim, Path(args.history), args.start_day, args.days or 45)
+        emit_json("history", path=args.history, events=n)
+        return 0
+    stop = stop_on_signals()
+    end = args.start_day + args.days if args.days else float("inf")
+    sent = sim_io.push(sim, settings, args.start_day, end, stop, max_events=args.max_events)
+    emit_json("simulated", events=sent)
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
+    from learners.pretrain import pretrain
+    from learners.registry import Registry
+    from streams.simulator import FEATURES, Simulator
+    from streams.tables import read_labeled_table
+
+    if args.history:
+        features = args.features.split(",") if args.features else None
+        table = read_labeled_table(args.history, args.label_column, args.time_column, features)
+        names, x, y = table.features, table.x, table.y
+    else:
+        s = settings.simulate
+        tx = Simulator(seed=s.seed, customers=s.customers, terminals=s.terminals, label_delay_days=s.label_delay_days).generate(0, settings.pretrain.history_days)
+        names, x, y = FEATURES, tx.features, tx.label
+    p = settings.pretrain
+    manifest = pretrain(names, x, y, Registry(settings.registry.path), epochs=p.epochs, hidden=p.hidden, retention_size=p.retention_size, seed=settings.simulate.seed)
+    emit_json("pretrained", version=manifest["version"], metrics=manifest["metrics"], registry=str(settings.registry.path))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import torch
+    import uvicorn
+
+    from service.app import create_app
+
+    torch.set_num_threads(settings.serve.torch_threads)
+    uvicorn.run(create_app(settings), host=settings.serve.host, port=settings.serve.port, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
+    from prometheus_client import start_http_server
+
+    from learners.learner import Learner
+    from learners.metrics import LearnerMetrics
+
+    metrics = LearnerMetrics()
+    if settings.learn.metrics_port:
+        start_http_server(settings.learn.metrics_port, addr=settings.learn.metrics_host, registry=metrics.registry)
+    stop = stop_on_signals()
+    learner = Learner(settings, metrics, emit_json)
+    emit_json("learning", topic=settings.kafka.topic, incumbent=learner.incumbent.version, metrics_port=settings.learn.metrics_port)
+    learner.run(stop)
+    emit_json("stopped", accounting=learner.acct.__dict__)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from perennial.demo import run_demo
+
+    return run_demo(settings, summary_json=Path(args.summary_json) if args.summary_json else None, keep=args.keep)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="perennial", description="Continual learning for streaming fraud data.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str, *flags: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        common = {
+            "bootstrap": ("--bootstrap", dict(help="Kafka bootstrap servers (kafka.bootstrap_servers)")),
+            "topic": ("--topic", dict(help="labeled-event topic (kafka.topic)")),
+            "registry": ("--registry", dict(type=Path, help="registry directory (registry.path)")),
+        }
+        for f in flags:
+            sp.add_argument(common[f][0], **common[f][1])
+        return sp
+
+    b = add("broker", "Run the local Kafka-protocol broker (Tansu, memory-only) on loopback.")
+    b.add_argument("--broker-port", type=int, default=19092, help="port to listen on (default 19092)")
+
+    s = add("simulate", "Push simulated labeled events to the topic at a rate, or write a history file.", "bootstrap", "topic")
+    s.add_argument("--rate", type=float, help="events per second (simulate.rate)")
+    s.add_argument("--seed", type=int, help="random seed (simulate.seed)")
+    s.add_argument("--start-day", type=int, default=45, help="first simulated day (default 45, after the pretraining history)")
+    s.add_argument("--days", type=int, help="number of days (default: without end when pushing, 45 for --history)")
+    s.add_argument("--max-events", type=int, help="stop after this many events")
+    s.add_argument("--schedule", help="fraud-pattern schedule, e.g. 'card_testing:45-;card_compromise:0-50,66-'")
+    s.add_argument("--history", help="write a CSV of labeled events to this path instead of pushing")
+
+    pt = add("pretrain", "Fit the first version on history (a CSV/Parquet file, or simulated) and save the retention set.", "registry")
+    pt.add_argument("--history", help="CSV or Parquet file of labeled events (default: simulate 45 days)")
+    pt.add_argument("--label-column", default="label")
+    pt.add_argument("--time-column", default="time")
+    pt.add_argument("--features", help="comma-separated feature columns (default: every numeric column but label, time, ids)")
+    pt.add_argument("--seed", type=int, help="random seed (simulate.seed)")
+
+    sv = add("serve", "Serve predictions over HTTP and follow the registry's published versions.", "bootstrap", "registry")
+    sv.add_argument("--host")
+    sv.add_argument("--port", type=int)
+
+    ln = add("learn", "Consume labeled events, fine-tune with replay + online EWC, gate, publish.", "bootstrap", "topic", "registry")
+    ln.add_argument("--checkpoint", type=Path, help="checkpoint file (learn.checkpoint_path)")
+    ln.add_argument("--metrics-port", type=int, help="port of the learner's /metrics (learn.metrics_port)")
+
+    d = add("demo", "Run the whole loop locally for a bounded time and summarise it.")
+    d.add_argument("--duration", type=float, help="seconds to stream (demo.duration_s, default 120)")
+    d.add_argument("--rate", type=float, help="labeled events per second (simulate.rate)")
+    d.add_argument("--summary-json", help="write the summary as JSON to this path")
+    d.add_argument("--workdir", type=Path, help="where the demo keeps its registry and checkpoint (demo.workdir)")
+    d.add_argument("--keep", action="store_true", help="keep the workdir's registry instead of starting fresh")
+    return p
+
+
+COMMANDS = {
+    "broker": cmd_broker, "simulate": cmd_simulate, "pretrain": cmd_pretrain,
+    "serve": cmd_serve, "learn": cmd_learn, "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = parser().parse_args(argv)
+    try:
+        settings = build_settings(args)
+        return COMMANDS[args.command](args, settings)
+    except (ValueError, FileNotFoundError, RuntimeError, TimeoutError, RegistryError) as exc:
+        print(f"perennial {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

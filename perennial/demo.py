@@ -1,0 +1,291 @@
+"""`perennial demo`: the whole loop on this machine for a bounded time.
+
+Starts the local broker, pretrains a first version on simulated history (days 0-45: no card
+testing), starts `perennial serve` and `perennial learn` as separate processes and `perennial
+simulate` from day 45 (card testing appears; card compromise vanishes at day 50 and recurs at 66),
+keeps posting predictions over HTTP, and prints live what happens. Every 15 s it measures, over
+HTTP on the served model, average precision per fraud pattern on an independent sample. At the end
+it stops every process it started and prints (and optionally writes) a summary.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from learners.quality import average_precision
+from perennial.settings import Settings
+from streams.broker import LocalBroker, free_port
+from streams.simulator import FEATURES, Simulator
+
+NEW_PATTERN = "card_testing"
+OLD_PATTERNS = ("compromised_terminal", "card_compromise")
+STREAM_START_DAY = 45
+
+
+class Child:
+    """A `perennial` subcommand in its own process; its JSON lines go to a queue."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], events: queue.Queue, log_dir: Path):
+        self.name = name
+        self.log = open(log_dir / f"{name}.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "perennial.cli", *args], env=env, stdout=subprocess.PIPE, stderr=self.log,
+        )
+        threading.Thread(target=self._read, args=(events,), daemon=True).start()
+
+    def _read(self, events: queue.Queue) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            self.log.write(line)
+            try:
+                events.put((self.name, orjson.loads(line)))
+            except orjson.JSONDecodeError:
+                pass
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def pattern_ap(client: httpx.Client, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[str | None, dict[str, float | None]]:
+    """Average precision of the served model per pattern, scored over HTTP in batches."""
+    out, version = {}, None
+    for name, (x, y) in sets.items():
+        scores = []
+        for i in range(0, len(y), 1024):
+            body = [{"features": dict(zip(FEATURES, row))} for row in x[i : i + 1024].tolist()]
+            r = client.post("/v1/predict", content=orjson.dumps(body), headers={"content-type": "application/json"})
+            r.raise_for_status()
+            doc = r.json()
+            version = doc["version"]
+            scores.extend(p["score"] for p in doc["predictions"])
+        out[name] = average_precision(y, np.asarray(scores))
+    return version, out
+
+
+def evaluation_sets(sim: Simulator, legit: int = 8000) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per pattern: a sample of legitimate transactions and every fraud of that pattern."""
+    rng = np.random.default_rng(0)
+    sets = {}
+    for name, (x, y) in sim.pattern_sets(STREAM_START_DAY + 5, 6).items():
+        neg = np.flatnonzero(y == 0)
+        keep = np.sort(np.concatenate([np.flatnonzero(y == 1), rng.choice(neg, min(legit, len(neg)), replace=False)]))
+        sets[name] = (x[keep], y[keep])
+    return sets
+
+
+def scrape(url: str) -> dict[str, float]:
+    try:
+        text = httpx.get(url, timeout=2).text
+    except httpx.HTTPError:
+        return {}
+    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples if not s.labels}
+
+
+class Traffic(threading.Thread):
+    """A client that keeps posting single-event predictions, as a payment system would."""
+
+    def __init__(self, base_url: str, rows: np.ndarray, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.base_url, self.rows, self.stop_event = base_url, rows, stop
+        self.ok = self.failed = 0
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=5) as client:
+            i = 0
+            while not self.stop_event.wait(0.02):
+                row = self.rows[i % len(self.rows)]
+                i += 1
+                try:
+                    r = client.post("/v1/predict", content=orjson.dumps({"id": f"live-{i}", "features": dict(zip(FEATURES, row.tolist()))}))
+                    self.ok += r.status_code == 200
+                    self.failed += r.status_code != 200
+                except httpx.HTTPError:
+                    self.failed += 1
+
+
+def _say(t0: float, text: str) -> None:
+    print(f"[{time.monotonic() - t0:6.1f}s] {text}", flush=True)
+
+
+def _fmt_ap(aps: dict[str, float | None]) -> str:
+    return "  ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in aps.items())
+
+
+def run_demo(settings: Settings, summary_json: Path | None = None, keep: bool = False) -> int:
+    work = settings.demo.workdir.resolve()
+    registry = work / "registry"
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    # The local broker is memory-only: offsets from an earlier run mean nothing to it.
+    shutil.rmtree(work / "checkpoint", ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    broker = LocalBroker(log_path=work / "broker.log").start()
+    _say(t0, f"broker (Tansu, memory-only) on {broker.bootstrap}")
+    children: list[Child] = []
+    stop = threading.Event()
+    try:
+        return _run(settings, work, registry, broker, children, stop, t0, summary_json)
+    finally:
+        stop.set()
+        for child in reversed(children):
+            child.stop()
+        broker.stop()
+        _say(t0, "stopped every process the demo started")
+
+
+def _run(settings, work, registry, broker, children, stop, t0, summary_json) -> int:  # noqa: ANN001, PLR0915
+    from learners.registry import Registry
+
+    sim = Simulator(seed=settings.simulate.seed, customers=settings.simulate.customers, terminals=settings.simulate.terminals, label_delay_days=settings.simulate.label_delay_days)
+    serve_port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+        "PERENNIAL_REGISTRY__PATH": str(registry),
+        "PERENNIAL_LEARN__CHECKPOINT_PATH": str(work / "checkpoint" / "learner.safetensors"),
+        "PERENNIAL_LEARN__METRICS_PORT": str(metrics_port),
+        "PERENNIAL_SERVE__PORT": str(serve_port),
+        "PERENNIAL_SIMULATE__RATE": str(settings.simulate.rate),
+        "PYTHONUNBUFFERED": "1",
+    }
+    events: queue.Queue = queue.Queue()
+    if Registry(registry).current_version() is None:
+        _say(t0, f"pretraining the first version on {settings.pretrain.history_days} days of simulated history ...")
+        pre = Child("pretrain", ["pretrain"], env, events, work)
+        pre.proc.wait()
+        if pre.proc.returncode:
+            _say(t0, f"pretraining failed; see {work / 'pretrain.log'}")
+            return 1
+        _, done = events.get(timeout=5)
+        _say(t0, f"pretrained {done['version']}: validation AP {done['metrics']['validation_ap']:.3f}")
+    children.append(Child("serve", ["serve"], env, events, work))
+    children.append(Child("learn", ["learn"], env, events, work))
+    base = f"http://127.0.0.1:{serve_port}"
+    client = httpx.Client(base_url=base, timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    else:
+        _say(t0, f"server did not become ready; see {work / 'serve.log'}")
+        return 1
+    sets = evaluation_sets(sim)
+    version_start, ap_start = pattern_ap(client, sets)
+    _say(t0, f"serving {version_start} at {base}  (metrics: {base}/metrics, learner metrics: http://127.0.0.1:{metrics_port}/metrics)")
+    _say(t0, f"served model AP at start: {_fmt_ap(ap_start)}   (new pattern: {NEW_PATTERN})")
+    children.append(Child("simulate", ["simulate", "--start-day", str(STREAM_START_DAY)], env, events, work))
+    traffic = Traffic(base, sets[OLD_PATTERNS[0]][0][:2000], stop)
+    traffic.start()
+    _say(t0, f"streaming labeled events at {settings.simulate.rate:.0f}/s for {settings.demo.duration_s:.0f} s; posting predictions meanwhile")
+
+    gate_decisions: list[dict[str, Any]] = []
+    learner_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    stream_start = time.monotonic()
+    last_status, last_eval, last_consumed = stream_start, stream_start, 0.0
+    ap_now = ap_start
+    while time.monotonic() - stream_start < settings.demo.duration_s:
+        try:
+            name, ev = events.get(timeout=0.5)
+            if name == "learn" and ev["event"] == "gate":
+                gate_decisions.append({k: ev[k] for k in ("round", "version", "passed", "reasons", "metrics")})
+                m = ev["metrics"]
+                verdict = f"PASSED -> published {ev['version']}" if ev["passed"] else "failed"
+                _say(t0, f"round {ev['round']}: gate {verdict}; recent AP {_f(m['candidate_recent_ap'])} vs {_f(m['incumbent_recent_ap'])}, retention AP {_f(m['candidate_retention_ap'])} vs {_f(m['incumbent_retention_ap'])}")
+                if not ev["passed"]:
+                    _say(t0, "    why: " + "; ".join(ev["reasons"]))
+            elif name == "learn" and ev["event"] == "reset":
+                _say(t0, f"    {ev['round']} rounds in: training restarts from served {ev['to_version']} after repeated gate failures")
+        except queue.Empty:
+            pass
+        now = time.monotonic()
+        if now - last_status >= 5:
+            consumed = scrape(learner_url).get("perennial_learner_events_consumed_total", last_consumed)
+            served = client.get("/v1/model").json()["version"]
+            _say(t0, f"consumed {(consumed - last_consumed) / (now - last_status):,.0f} events/s (total {consumed:,.0f}); serving {served}; requests ok {traffic.ok}, failed {traffic.failed}")
+            last_status, last_consumed = now, consumed
+        if now - last_eval >= 15:
+            _, ap_now = pattern_ap(client, sets)
+            _say(t0, f"served model AP now: {_fmt_ap(ap_now)}")
+            last_eval = now
+
+    stop.set()
+    for child in children:
+        if child.name == "simulate":
+            child.stop()
+    final_metrics = scrape(learner_url)
+    version_end, ap_end = pattern_ap(client, sets)
+    traffic.join(5)
+    summary = {
+        "duration_s": settings.demo.duration_s,
+        "versions_promoted": sum(1 for g in gate_decisions if g["passed"]),
+        "gate_decisions": gate_decisions,
+        "served_version_start": version_start,
+        "served_version_end": version_end,
+        "events_consumed": int(final_metrics.get("perennial_learner_events_consumed_total", 0)),
+        "events_trained": int(final_metrics.get("perennial_learner_events_trained_total", 0)),
+        "events_dead_lettered": int(sum(v for k, v in _labelled(learner_url, "perennial_learner_events_dead_lettered_total"))),
+        "new_pattern": NEW_PATTERN,
+        "new_pattern_ap_start": ap_start[NEW_PATTERN],
+        "new_pattern_ap_end": ap_end[NEW_PATTERN],
+        "old_patterns_ap_start": _mean([ap_start[p] for p in OLD_PATTERNS]),
+        "old_patterns_ap_end": _mean([ap_end[p] for p in OLD_PATTERNS]),
+        "pattern_ap_start": ap_start,
+        "pattern_ap_end": ap_end,
+        "prediction_requests_ok": traffic.ok,
+        "prediction_requests_failed": traffic.failed,
+    }
+    print()
+    print("Summary")
+    print(f"  events consumed {summary['events_consumed']:,}, trained {summary['events_trained']:,}, dead-lettered {summary['events_dead_lettered']}")
+    print(f"  gate decisions {len(gate_decisions)}, versions promoted {summary['versions_promoted']}; served {version_start} -> {version_end}")
+    print(f"  new pattern ({NEW_PATTERN}) AP: {_f(summary['new_pattern_ap_start'])} -> {_f(summary['new_pattern_ap_end'])}")
+    print(f"  old patterns ({', '.join(OLD_PATTERNS)}) mean AP: {_f(summary['old_patterns_ap_start'])} -> {_f(summary['old_patterns_ap_end'])}")
+    print(f"  per pattern at end: {_fmt_ap(ap_end)}")
+    print(f"  prediction requests while learning and swapping: {traffic.ok} ok, {traffic.failed} failed")
+    if summary_json:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        print(f"  summary written to {summary_json}")
+    return 0
+
+
+def _labelled(url: str, name: str) -> list[tuple[str, float]]:
+    try:
+        text = httpx.get(url, timeout=2).text
+    except httpx.HTTPError:
+        return []
+    return [(str(s.labels), s.value) for fam in text_string_to_metric_families(text) for s in fam.samples if s.name == name]
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"

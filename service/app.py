@@ -1,0 +1,166 @@
+"""`perennial serve`: the HTTP API. ``create_app(settings)`` builds it; nothing runs at import time.
+
+- ``POST /v1/predict``: one event ``{"id": ..., "features": {...}}`` or a list of them; returns the
+  fraud probability and the model version for each.
+- ``GET /v1/model``: the served version, its manifest and gate report.
+- ``GET /healthz`` (process up), ``GET /readyz`` (a model is loaded), ``GET /metrics``.
+
+The predict body is parsed with orjson and checked by the same validation as labeled events, so a
+request is refused for the same reasons an event is dead-lettered, with a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from learners.registry import Registry
+from perennial.settings import Settings
+from service.metrics import ServerMetrics
+from service.model_store import Follower, ModelStore
+from streams.events import EventError, feature_vector
+
+PREDICT_ROUTE = "/v1/predict"
+
+_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["features"],
+    "properties": {
+        "id": {"type": "string"},
+        "features": {"type": "object", "additionalProperties": {"type": "number"}},
+    },
+}
+_PREDICT_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1}]}}},
+    },
+    "responses": {"422": {"description": "The body names a missing or unknown feature, a non-number, or is empty"}},
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def json_response(doc: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
+
+
+def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[list[Any], np.ndarray, bool]:
+    """Event ids, feature rows in schema order, and whether the body was a list."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(422, f"body is not valid JSON ({exc.msg}); NaN and Infinity are not allowed") from None
+    single = isinstance(doc, dict)
+    events = [doc] if single else doc
+    if not isinstance(events, list):
+        raise ApiError(422, "body must be an event object or a list of events")
+    if not events:
+        raise ApiError(422, "the list of events is empty")
+    if len(events) > max_batch:
+        raise ApiError(413, f"{len(events)} events in one request; the limit is {max_batch}")
+    rows, ids = [], []
+    for i, event in enumerate(events):
+        prefix = "" if single else f"event {i}: "
+        if not isinstance(event, dict):
+            raise ApiError(422, f"{prefix}each event must be an object with 'features'")
+        try:
+            rows.append(feature_vector(event.get("features"), names, prefix))
+        except EventError as exc:
+            raise ApiError(422, exc.message) from None
+        ids.append(event.get("id"))
+    return ids, np.asarray(rows, dtype=np.float32), not single
+
+
+def create_app(settings: Settings, store: ModelStore | None = None, metrics: ServerMetrics | None = None) -> FastAPI:
+    metrics = metrics or ServerMetrics()
+    store = store or ModelStore(Registry(settings.registry.path), metrics)
+    serve = settings.serve
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        store.refresh()
+        follower = Follower(store, serve.registry_poll_s, settings.kafka.bootstrap_servers, settings.kafka.security, settings.kafka.announce_topic)
+        follower.start()
+        yield
+        follower.stop()
+
+    app = FastAPI(title="Perennial", version="0.1.0", lifespan=lifespan)
+    app.state.store, app.state.metrics = store, metrics
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> Response:
+        return json_response({"error": exc.message}, exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's default echoes the input and fails with a 500 on NaN; name the fields only.
+        problems = [f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors()]
+        return json_response({"error": "; ".join(problems)}, 422)
+
+    @app.post(PREDICT_ROUTE, openapi_extra=_PREDICT_OPENAPI)
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        metrics.in_flight.inc()
+        code = 200
+        try:
+            model = store.model  # read once: a swap during this request does not affect it
+            if model is None:
+                raise ApiError(503, "no model is loaded yet; the registry has no version")
+            length = int(request.headers.get("content-length") or 0)
+            if length > serve.max_body_bytes:
+                raise ApiError(413, f"body is {length} bytes; the limit is {serve.max_body_bytes}")
+            body = await request.body()
+            if len(body) > serve.max_body_bytes:
+                raise ApiError(413, f"body is {len(body)} bytes; the limit is {serve.max_body_bytes}")
+            ids, rows, batch = parse_predict(body, model.schema.names, serve.max_batch)
+            scores = model.score(rows)
+            metrics.predictions.labels("scored").inc(len(scores))
+            for s in scores[:64]:
+                metrics.scores.observe(float(s))
+            items = [{"id": i, "score": float(s), "version": model.version} for i, s in zip(ids, scores)]
+            return json_response({"version": model.version, "predictions": items} if batch else items[0])
+        except ApiError as exc:
+            code = exc.status
+            metrics.predictions.labels("rejected").inc()
+            raise
+        finally:
+            metrics.in_flight.dec()
+            metrics.requests.labels(PREDICT_ROUTE, str(code)).inc()
+            metrics.duration.labels(PREDICT_ROUTE).observe(time.perf_counter() - started)
+
+    @app.get("/v1/model")
+    async def model_info() -> Response:
+        model = store.model
+        if model is None:
+            raise ApiError(503, "no model is loaded yet")
+        return json_response({"version": model.version, "features": list(model.schema.names), "manifest": model.manifest})
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        model = store.model
+        if model is None:
+            return json_response({"status": "not ready", "reason": "no model loaded"}, 503)
+        return json_response({"status": "ready", "version": model.version})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

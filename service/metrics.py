@@ -1,0 +1,41 @@
+"""Prometheus metrics of `perennial serve`, on their own CollectorRegistry (base units, _total counters)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("perennial_server_requests_total", "HTTP requests by route and status code.", ["route", "code"], registry=r)
+        self.duration = Histogram(
+            "perennial_server_request_duration_seconds", "Time to answer a request, by route.", ["route"], registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.in_flight = Gauge("perennial_server_requests_in_flight", "Requests being answered.", registry=r)
+        self.predictions = Counter("perennial_server_predictions_total", "Events scored, by outcome.", ["outcome"], registry=r)
+        self.scores = Histogram(
+            "perennial_server_fraud_score", "Fraud probabilities served.", registry=r,
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99),
+        )
+        self.model_info = Gauge("perennial_server_model_info", "The served version (value 1).", ["version", "sha256", "parent"], registry=r)
+        self.swaps = Counter("perennial_server_swaps_total", "Attempts to change the served version, by result.", ["result"], registry=r)
+        for result in ("swapped", "refused"):
+            self.swaps.labels(result)
+        self.swap_duration = Histogram(
+            "perennial_server_swap_duration_seconds", "Time to verify, load and warm a version before swapping.", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self._created = 0.0
+        self.model_age = Gauge("perennial_server_model_age_seconds", "Seconds since the served version was created.", registry=r)
+        self.model_age.set_function(lambda: time.time() - self._created if self._created else 0.0)
+
+    def served(self, version: str, sha256: str, parent: str | None, created_ts: float) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version, sha256, parent or "").set(1)
+        self._created = created_ts

@@ -1,0 +1,67 @@
+"""Kafka clients built from the settings: the same bootstrap and security settings (SASL/SSL pass
+through unchanged) for every producer, consumer and admin client of the product."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+def client_config(bootstrap_servers: str, security: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"bootstrap_servers": bootstrap_servers.split(","), **(security or {})}
+
+
+def producer(config: dict[str, Any], **overrides: Any) -> KafkaProducer:
+    return KafkaProducer(**config, **{"acks": "all", "linger_ms": 5, "retries": 5, **overrides})
+
+
+def consumer(config: dict[str, Any], **overrides: Any) -> KafkaConsumer:
+    return KafkaConsumer(**config, **overrides)
+
+
+def ensure_topics(config: dict[str, Any], topics: Iterable[str], partitions: int = 1) -> None:
+    """Create the topics that do not exist yet (a broker may have auto-creation disabled)."""
+    admin = KafkaAdminClient(**config)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+class DeadLetters:
+    """Sends events that cannot be used to ``<topic>.dlq``: the original bytes, with the reason, the
+    message and where the event came from in headers."""
+
+    def __init__(self, kafka_producer: KafkaProducer, topic: str):
+        self.producer = kafka_producer
+        self.topic = topic
+
+    def send(self, raw: bytes, key: bytes | None, reason: str, message: str, source: tuple[str, int, int]) -> None:
+        headers = [
+            ("perennial.reason", reason.encode()),
+            ("perennial.error", message.encode()[:1000]),
+            ("perennial.source", f"{source[0]}/{source[1]}/{source[2]}".encode()),
+        ]
+        self.producer.send(self.topic, value=raw, key=key, headers=headers)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        self.producer.flush(timeout=timeout)
+
+
+def announce(kafka_producer: KafkaProducer, topic: str, manifest: dict[str, Any]) -> None:
+    """Tell the servers that a version is published (they verify and load it from the registry)."""
+    doc = {k: manifest.get(k) for k in ("version", "parent", "sha256", "created")}
+    kafka_producer.send(topic, value=orjson.dumps(doc), key=b"announcement").get(timeout=30)

@@ -1,0 +1,64 @@
+"""Labeled events from a table file (CSV or Parquet) of any schema.
+
+Features are the columns named, or else every numeric column other than the label, the time, the id
+and the entity columns. Rows are ordered by time when a time column exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+RESERVED = ("id", "time", "label", "card", "terminal", "pattern", "label_time", "day")
+
+
+@dataclass
+class LabeledTable:
+    features: tuple[str, ...]
+    x: np.ndarray  # float32 (n, len(features))
+    y: np.ndarray  # int64 0/1
+    time: np.ndarray | None  # float64 epoch seconds, when known
+
+
+def read_labeled_table(
+    path: Path | str,
+    label_column: str = "label",
+    time_column: str | None = "time",
+    features: Sequence[str] | None = None,
+) -> LabeledTable:
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+    if label_column not in df.columns:
+        raise ValueError(f"column {label_column!r} (the label) is not in {path}; columns: {', '.join(map(str, df.columns))}")
+    if features is None:
+        skip = {label_column, time_column, *RESERVED}
+        features = [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+    missing = [f for f in features if f not in df.columns]
+    if missing:
+        raise ValueError(f"feature column(s) {', '.join(missing)} not in {path}")
+    if not features:
+        raise ValueError(f"{path} has no numeric feature columns besides the label")
+    if time_column and time_column in df.columns:
+        t = df[time_column]
+        t = t.astype("int64") / 1e9 if pd.api.types.is_datetime64_any_dtype(t) else pd.to_numeric(t, errors="coerce")
+        if t.isna().any():
+            t = pd.to_datetime(df[time_column], utc=True).astype("int64") / 1e9
+        df = df.assign(_t=t.to_numpy()).sort_values("_t", kind="stable")
+        time = df["_t"].to_numpy(np.float64)
+    else:
+        time = None
+    y = df[label_column].to_numpy()
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"label column {label_column!r} must hold only 0 and 1")
+    x = df[list(features)].to_numpy(np.float64)
+    if not np.isfinite(x).all():
+        bad = [f for f, ok in zip(features, np.isfinite(x).all(axis=0)) if not ok]
+        raise ValueError(f"feature column(s) {', '.join(bad)} hold missing or non-finite values")
+    return LabeledTable(tuple(map(str, features)), x.astype(np.float32), y.astype(np.int64), time)
