@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 from torch.utils.data import DataLoader
 
@@ -41,6 +42,14 @@ class LearnerConfig:
     replay_policy: str = "class_balanced"
     ewc_lambda: float = 5.0
     ewc_decay: float = 0.9
+
+
+class _Replay(ReplayPlugin):
+    """Avalanche's ReplayPlugin, updating its storage through ``post_adapt`` (the API that replaces
+    the deprecated ``update``, which warns on every round)."""
+
+    def after_training_exp(self, strategy, **kwargs):  # noqa: ANN001 - Avalanche's signature
+        self.storage_policy.post_adapt(strategy, strategy.experience)
 
 
 class _LossProbe(SupervisedPlugin):
@@ -74,7 +83,7 @@ class ContinualLearner:
             storage = ReservoirSamplingBuffer(max_size=config.replay_size)
         else:
             raise ValueError(f"unknown replay policy {config.replay_policy!r}; use class_balanced or reservoir")
-        self.replay = ReplayPlugin(mem_size=config.replay_size, storage_policy=storage)
+        self.replay = _Replay(mem_size=config.replay_size, storage_policy=storage)
         self.ewc = EWCPlugin(ewc_lambda=config.ewc_lambda, mode="online", decay_factor=config.ewc_decay)
         self._before_ewc, self._after_ewc = _LossProbe(), _LossProbe()
         with warnings.catch_warnings():
@@ -132,7 +141,8 @@ class ContinualLearner:
         """Everything needed to resume: tensors (for safetensors) and JSON-able metadata."""
         tensors = {f"model.{k}": v.detach().clone() for k, v in self.net.state_dict().items()}
         opt = self.optimizer.state_dict()
-        opt_meta: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
+        # JSON-native (tuples become lists) so the state is the same before and after a checkpoint
+        opt_meta: dict[str, Any] = {"param_groups": orjson.loads(orjson.dumps(opt["param_groups"])), "state": {}}
         for idx, st in opt["state"].items():
             opt_meta["state"][str(idx)] = sorted(st)
             for key, val in st.items():
@@ -181,8 +191,9 @@ class ContinualLearner:
         counter = int(meta["rounds"])
         self.strategy.clock.train_exp_counter = counter
         if counter > 0:
-            self.ewc.importances[counter - 1] = _param_dict(tensors, "ewc.importance.")
-            self.ewc.saved_params[counter - 1] = _param_dict(tensors, "ewc.anchor.")
+            names = [n for n, _ in self.net.named_parameters()]  # Avalanche pairs them by position
+            self.ewc.importances[counter - 1] = _param_dict(tensors, "ewc.importance.", names)
+            self.ewc.saved_params[counter - 1] = _param_dict(tensors, "ewc.anchor.", names)
 
     # -- replay memory --------------------------------------------------------------------
 
@@ -213,9 +224,5 @@ def _dataset_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN
     return x.clone(), y.clone().long()
 
 
-def _param_dict(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, ParamData]:
-    return {
-        k[len(prefix):]: ParamData(k[len(prefix):], v.shape, init_tensor=v.clone(), device="cpu")
-        for k, v in tensors.items()
-        if k.startswith(prefix)
-    }
+def _param_dict(tensors: dict[str, torch.Tensor], prefix: str, names: list[str]) -> dict[str, ParamData]:
+    return {n: ParamData(n, tensors[prefix + n].shape, init_tensor=tensors[prefix + n].clone(), device="cpu") for n in names}

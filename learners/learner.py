@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
@@ -87,6 +88,7 @@ class Learner:
         self.settings, self.metrics, self.emit = settings, metrics, emit
         cfg = settings.learn
         self.registry = Registry(settings.registry.path)
+        self.registry.remove_incomplete()
         incumbent = self.registry.load_current()
         if incumbent is None:
             raise RegistryError(f"registry {settings.registry.path} has no version yet; run `perennial pretrain` first")
@@ -322,7 +324,11 @@ class Learner:
             if tp in consumer.assignment():
                 commit[tp] = OffsetAndMetadata(offset, "", -1)
         if commit:
-            consumer.commit(commit)
+            try:
+                consumer.commit(commit)
+            except KafkaError as exc:
+                # Harmless: the checkpoint holds the offsets and a restart seeks to them.
+                log.warning("offset commit failed (%s); the checkpoint keeps the position", exc)
 
 
 def _latency_ms(model: ScoringModel, x: np.ndarray, n: int = 200) -> float:

@@ -145,6 +145,15 @@ class Registry:
         self.set_current(version)
         return manifest
 
+    def remove_incomplete(self) -> list[str]:
+        """Delete versions a crashed publisher left half-assembled (never visible to readers)."""
+        if not self.versions_dir.is_dir():
+            return []
+        stale = [p for p in self.versions_dir.iterdir() if p.name.startswith(".incoming-")]
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True)
+        return [p.name for p in stale]
+
     def set_current(self, version: str) -> None:
         self._check_id(version)
         if not (self.versions_dir / version / MANIFEST).is_file():

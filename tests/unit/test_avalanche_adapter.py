@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from learners.avalanche_adapter import ContinualLearner, LearnerConfig
+from learners.checkpoint import load_checkpoint, save_checkpoint
+from learners.model import TabularNet
+
+rng = np.random.default_rng(0)
+
+
+def batch(n=512, d=6, fraud=0.1):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (rng.random(n) < fraud).astype(np.int64)
+    x[y == 1, 0] += 3  # learnable signal
+    return x, y
+
+
+def learner(policy="class_balanced", seed=0):
+    torch.manual_seed(seed)
+    return ContinualLearner(TabularNet(6, hidden=16), LearnerConfig(replay_size=200, replay_policy=policy, batch_size=64))
+
+
+def test_a_round_changes_the_weights_and_fills_replay():
+    L = learner()
+    before = L.weights()
+    stats = L.learn(*batch())
+    after = L.weights()
+    assert any(not np.allclose(before[k], after[k]) for k in before)
+    assert stats.events == 512 and 0 < stats.replay_size <= 200 and stats.replay_positives > 0
+    assert np.isfinite(stats.train_loss)
+
+
+def test_ewc_penalty_applies_from_the_second_round():
+    L = learner()
+    assert L.learn(*batch()).ewc_penalty == 0.0
+    assert L.learn(*batch()).ewc_penalty > 0.0
+
+
+def test_class_balanced_replay_keeps_fraud_represented():
+    L = learner()
+    for _ in range(4):
+        stats = L.learn(*batch(fraud=0.02))
+    assert stats.replay_positives / stats.replay_size > 0.05  # far above the 2% in the stream
+
+
+@pytest.mark.parametrize("policy", ["class_balanced", "reservoir"])
+def test_state_survives_a_checkpoint_and_training_resumes_identically(tmp_path, policy):
+    a = learner(policy)
+    for _ in range(3):
+        a.learn(*batch())
+    tensors, meta = a.state()
+    save_checkpoint(tmp_path / "ckpt.safetensors", tensors, meta)
+    loaded_tensors, loaded_meta = load_checkpoint(tmp_path / "ckpt.safetensors")
+    b = learner(policy, seed=99)  # different initial weights: everything must come from the checkpoint
+    b.restore(loaded_tensors, loaded_meta)
+
+    t2, m2 = b.state()
+    assert m2 == meta and set(t2) == set(tensors)
+    assert all(torch.equal(tensors[k], t2[k]) for k in tensors)
+    assert any(k.startswith("replay.") for k in tensors) and any(k.startswith("ewc.importance.") for k in tensors)
+
+    x, y = batch()
+    torch.manual_seed(5)
+    sa = a.learn(x, y)
+    torch.manual_seed(5)
+    sb = b.learn(x, y)
+    assert sa == sb
+    assert np.allclose(a.predict(x), b.predict(x), atol=1e-6)
+
+
+def test_restore_refuses_another_replay_policy():
+    a = learner("class_balanced")
+    a.learn(*batch())
+    with pytest.raises(ValueError, match="replay policy"):
+        learner("reservoir").restore(*a.state())
+
+
+def test_no_checkpoint_yet(tmp_path):
+    assert load_checkpoint(tmp_path / "none.safetensors") is None
