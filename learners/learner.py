@@ -278,8 +278,11 @@ class Learner:
 
         class Seek(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):  # noqa: ANN001
+                # Runs on kafka-python's IO thread, where a blocking commit is forbidden: write the
+                # checkpoint (what a restart seeks to); the main loop commits.
                 if revoked:
-                    learner._durable(consumer, dead_letters)
+                    dead_letters.flush()
+                    learner.checkpoint()
 
             def on_partitions_assigned(self, assigned):  # noqa: ANN001
                 for tp in assigned:

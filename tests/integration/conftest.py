@@ -1,0 +1,157 @@
+"""Real components: the Tansu broker over the Kafka protocol, `perennial` processes, real ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from learners.pretrain import pretrain
+from learners.registry import Registry
+from streams.broker import LocalBroker, free_port
+from streams.simulate import encode_rows
+from streams.simulator import FEATURES, Simulator
+
+SIM = Simulator(seed=11, customers=2000, terminals=800)
+
+
+@pytest.fixture(scope="session")
+def broker():
+    with LocalBroker() as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def base_registry(tmp_path_factory) -> Path:
+    """One small pretrained registry (30 days, no card testing), copied by each test."""
+    path = tmp_path_factory.mktemp("base") / "registry"
+    tx = SIM.generate(0, 30)
+    pretrain(FEATURES, tx.features, tx.label, Registry(path), epochs=4, retention_size=2000)
+    return path
+
+
+class Stack:
+    def __init__(self, root: Path, bootstrap: str, base_registry: Path):
+        self.root = root
+        self.registry = root / "registry"
+        shutil.copytree(base_registry, self.registry)
+        self.topic = f"tx-{uuid.uuid4().hex[:8]}"
+        self.bootstrap = bootstrap
+        self.serve_port, self.metrics_port = free_port(), free_port()
+        self.checkpoint = root / "checkpoint" / "learner.safetensors"
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "PERENNIAL_KAFKA__TOPIC": self.topic,
+            "PERENNIAL_KAFKA__ANNOUNCE_TOPIC": f"{self.topic}.announce",
+            "PERENNIAL_KAFKA__GROUP_ID": f"{self.topic}-learner",
+            "PERENNIAL_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "PERENNIAL_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+            "PERENNIAL_KAFKA__MAX_POLL_INTERVAL_MS": "30000",
+            "PERENNIAL_REGISTRY__PATH": str(self.registry),
+            "PERENNIAL_LEARN__CHECKPOINT_PATH": str(self.checkpoint),
+            "PERENNIAL_LEARN__METRICS_PORT": str(self.metrics_port),
+            "PERENNIAL_LEARN__ROUND_EVENTS": "1024",
+            "PERENNIAL_LEARN__ROUND_MAX_S": "1",
+            "PERENNIAL_LEARN__ROUND_MIN_EVENTS": "64",
+            "PERENNIAL_SERVE__PORT": str(self.serve_port),
+            "PERENNIAL_SERVE__REGISTRY_POLL_S": "1",
+        }
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.serve_port}"
+
+    def start(self, command: str) -> subprocess.Popen:
+        log = open(self.root / f"{command}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "perennial.cli", command], env=self.env, stdout=log, stderr=log)
+        self.procs[command] = proc
+        return proc
+
+    def stop(self, command: str, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        proc = self.procs.pop(command)
+        proc.send_signal(sig)
+        return proc.wait(timeout)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_for(lambda: _status(f"{self.url}/readyz") == 200, timeout, "server ready")
+
+    def learner_metric(self, name: str) -> float:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return -1.0
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return -1.0
+
+    def log(self, command: str) -> str:
+        return (self.root / f"{command}.log").read_text(errors="replace")
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def stack(tmp_path, broker, base_registry):
+    s = Stack(tmp_path, broker.bootstrap, base_registry)
+    yield s
+    s.close()
+
+
+def _status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def producer(bootstrap: str) -> KafkaProducer:
+    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+
+
+def produce_stream(bootstrap: str, topic: str, start_day: int, end_day: int) -> list[bytes]:
+    """Simulated labeled events of [start_day, end_day) in label order; returns their values."""
+    p = producer(bootstrap)
+    values = []
+    for chunk in SIM.labeled_stream(start_day, end_day=end_day):
+        for key, value in encode_rows(chunk):
+            p.send(topic, key=key, value=value)
+            values.append(value)
+    p.flush(30)
+    p.close()
+    return values
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list:
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=1000)
+    records, deadline = [], time.monotonic() + timeout
+    while len(records) < expected and time.monotonic() < deadline:
+        for batch in c.poll(timeout_ms=500).values():
+            records.extend(batch)
+    c.close()
+    return records

@@ -1,0 +1,113 @@
+"""The loop on real components: pretrain → serve + learn → labeled events of a new pattern → a
+version passes the gates → the server swaps to it while a client keeps posting, none failing."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from learners.quality import average_precision
+from learners.registry import Registry
+from streams.simulator import FEATURES
+
+from .conftest import SIM, produce_stream, producer, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class Client(threading.Thread):
+    """Posts single events over HTTP until stopped; records every status and served version."""
+
+    def __init__(self, url: str, rows: np.ndarray):
+        super().__init__(daemon=True)
+        self.url, self.rows = url, rows
+        self.stop = threading.Event()
+        self.statuses: list[int] = []
+        self.versions: list[str] = []
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as c:
+            i = 0
+            while not self.stop.is_set():
+                row = self.rows[i % len(self.rows)].tolist()
+                i += 1
+                try:
+                    r = c.post("/v1/predict", content=orjson.dumps({"id": str(i), "features": dict(zip(FEATURES, row))}))
+                    self.statuses.append(r.status_code)
+                    if r.status_code == 200:
+                        self.versions.append(r.json()["version"])
+                except httpx.HTTPError:
+                    self.statuses.append(0)
+
+
+def test_new_pattern_is_learned_gated_and_swapped_in_under_traffic(stack):
+    sets = SIM.pattern_sets(50, 4)
+    new_x, new_y = sets["card_testing"]
+    before = average_precision(new_y, Registry(stack.registry).load("v000001").score(new_x))
+
+    stack.start("serve")
+    stack.start("learn")
+    stack.wait_ready()
+    client = Client(stack.url, new_x[:500])
+    client.start()
+    produced = produce_stream(stack.bootstrap, stack.topic, 45, 57)  # card testing is new from day 45
+
+    wait_for(lambda: stack.learner_metric("perennial_learner_events_consumed_total") >= len(produced), 120, "learner to consume the stream")
+    wait_for(lambda: stack.learner_metric("perennial_learner_pending_events") == 0, 30, "last round")
+    reg = Registry(stack.registry)
+    current = reg.current_version()
+    wait_for(lambda: httpx.get(f"{stack.url}/v1/model").json()["version"] == current, 15, "server to serve CURRENT")
+    client.stop.set()
+    client.join(10)
+
+    assert current != "v000001", stack.log("learn")[-3000:]
+    assert client.statuses and set(client.statuses) == {200}, "a prediction request failed during swaps"
+    assert len(set(client.versions)) >= 2 and client.versions[-1] == current
+    manifest = reg.manifest(current)
+    assert manifest["gate_report"]["passed"] is True and manifest["parent"] is not None
+    assert any(r.startswith("retention:") for r in manifest["gate_report"]["reasons"])
+    assert sum(manifest["offsets"].values()) > 0
+    after = average_precision(new_y, reg.load(current).score(new_x))
+    assert after > before + 0.2, (before, after)
+    old_x, old_y = sets["compromised_terminal"]
+    old_before = average_precision(old_y, reg.load("v000001").score(old_x))
+    assert average_precision(old_y, reg.load(current).score(old_x)) > old_before - 0.05  # not forgotten
+
+
+def test_malformed_events_go_to_the_dead_letter_topic_and_learning_goes_on(stack):
+    stack.start("learn")
+    valid = produce_stream(stack.bootstrap, stack.topic, 45, 46)
+    good = orjson.loads(valid[0])
+    bad = {
+        "not_json": b"{oops",
+        "bad_label": orjson.dumps({**good, "id": "b1", "label": 3}),
+        "missing_feature": orjson.dumps({**good, "id": "b2", "features": {"amount": 1.0}}),
+        "unknown_feature": orjson.dumps({**good, "id": "b3", "features": {**good["features"], "colour": 1}}),
+        "bad_value": orjson.dumps({**good, "id": "b4", "features": {**good["features"], "amount": "12"}}),
+        "too_large": orjson.dumps({**good, "id": "b5", "pad": "x" * 70000}),
+    }
+    p = producer(stack.bootstrap)
+    for value in bad.values():
+        p.send(stack.topic, value=value)
+    p.send(stack.topic, value=b'{"id": "b6", "features": {"amount": NaN}}')
+    p.flush()
+    dlq = read_topic(stack.bootstrap, f"{stack.topic}.dlq", len(bad) + 1, timeout=60)
+    reasons = {dict(r.headers)["perennial.reason"].decode(): r for r in dlq}
+    assert set(reasons) == set(bad), stack.log("learn")[-2000:]
+    for reason, value in bad.items():
+        record = reasons[reason]
+        assert record.value == value  # the original bytes, untouched
+        headers = dict(record.headers)
+        assert headers["perennial.error"] and headers["perennial.source"].decode().startswith(f"{stack.topic}/")
+    assert len(dlq) == len(bad) + 1
+    # the learner is still alive and still consuming
+    p.send(stack.topic, value=valid[1])
+    p.flush()
+    total = len(valid) + len(bad) + 2
+    wait_for(lambda: stack.learner_metric("perennial_learner_events_consumed_total") == total, 60, "learner to consume everything")
+    assert stack.learner_metric("perennial_learner_events_deduplicated_total") == 1  # valid[1] was sent twice
+    assert stack.procs["learn"].poll() is None
