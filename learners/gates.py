@@ -21,6 +21,9 @@ import numpy as np
 from learners.quality import average_precision, roc_auc
 
 
+CHECKS = ("finite", "score_spread", "latency", "evidence", "recent", "retention")
+
+
 @dataclass(frozen=True)
 class GateThresholds:
     max_retention_drop: float = 0.02

@@ -26,6 +26,7 @@ from kafka.structs import OffsetAndMetadata
 
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.checkpoint import load_checkpoint, save_checkpoint
+from learners.drift import DriftMonitor, log_loss
 from learners.gates import GateThresholds, decide
 from learners.metrics import LearnerMetrics
 from learners.model import ScoringModel, TabularNet
@@ -110,7 +111,12 @@ class Learner:
         self.offsets: dict[str, int] = {}  # "topic:partition" -> next offset to read
         self.failures = 0
         self.pending_since: float | None = None
+        self.drift = DriftMonitor()
         self._restore()
+        self._observe_served()
+        baseline = self.registry.manifest(self.registry.versions()[0]).get("metrics", {}).get("retention_ap")
+        if baseline is not None:
+            metrics.retention_baseline.set(baseline)
 
     # -- checkpoint -------------------------------------------------------------------------
 
@@ -195,6 +201,10 @@ class Learner:
         """Train on the pending events, gate the candidate, publish it if it passes."""
         started = time.perf_counter()
         x, y = self.pending.arrays()
+        drifts = self.drift.update(log_loss(y, self.incumbent.score(x)))  # prequential: before training
+        if drifts:
+            self.metrics.drift_detected.inc(drifts)
+            self.emit("drift", round=self.acct.rounds + 1, loss_estimation=self.drift.estimation, window_events=self.drift.width)
         stats = self.adapter.learn(self.schema.transform(x), y)
         self.acct.trained += len(y)
         self.acct.rounds += 1
@@ -247,6 +257,9 @@ class Learner:
         m.trained.inc(stats.events)
         m.rounds.inc()
         m.round_duration.observe(seconds)
+        m.last_round.set(time.time())
+        m.drift_estimation.set(self.drift.estimation)
+        m.drift_width.set(self.drift.width)
         m.train_loss.set(stats.train_loss)
         m.ewc_penalty.set(stats.ewc_penalty)
         m.replay_size.set(stats.replay_size)
@@ -254,12 +267,25 @@ class Learner:
         m.gate_decisions.labels("passed" if decision.passed else "failed").inc()
         for model in ("candidate", "incumbent"):
             for name in ("recent", "retention"):
-                value = decision.metrics.get(f"{model}_{name}_ap")
-                if value is not None:
-                    m.ap.labels(model, name).set(value)
+                for gauge, figure in ((m.ap, "ap"), (m.auc, "auc")):
+                    value = decision.metrics.get(f"{model}_{name}_{figure}")
+                    if value is not None:
+                        gauge.labels(model, name).set(value)
         if version:
             m.published.inc()
+            self._observe_served()
         m.pending.set(0)
+
+    def _observe_served(self) -> None:
+        self.metrics.version_number.set(int(self.incumbent.version[1:]))
+        self.metrics.last_publish.set(self.incumbent.manifest.get("created_ts", 0.0))
+
+    def _observe_lag(self, consumer) -> None:  # noqa: ANN001
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            position = self.offsets.get(f"{tp.topic}:{tp.partition}")
+            if high is not None and position is not None:
+                self.metrics.lag.labels(str(tp.partition)).set(max(0, high - position))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -303,6 +329,8 @@ class Learner:
                         self.handle(rec.value, rec.key, (tp.topic, tp.partition, rec.offset), dead_letters)
                         self.offsets[f"{tp.topic}:{tp.partition}"] = rec.offset + 1
                         dirty = True
+                if batches:
+                    self._observe_lag(consumer)
                 if self.round_due():
                     dead_letters.flush()
                     self.train_round(announce)

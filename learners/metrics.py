@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from learners.gates import CHECKS
 from streams.events import REASONS
 
 
@@ -32,10 +33,28 @@ class LearnerMetrics:
         self.replay_positive_ratio = Gauge("perennial_learner_replay_positive_ratio", "Share of frauds in the replay memory.", registry=r)
         self.gate_decisions = Counter("perennial_learner_gate_decisions_total", "Gate decisions by result.", ["result"], registry=r)
         self.gate_failures = Counter("perennial_learner_gate_failures_total", "Failed gate checks by check.", ["check"], registry=r)
+        for result in ("passed", "failed"):
+            self.gate_decisions.labels(result)
+        for check in CHECKS:
+            self.gate_failures.labels(check)
         self.ap = Gauge(
             "perennial_learner_average_precision", "Average precision at the last gate, by model and evaluation set.",
             ["model", "set"], registry=r,
         )
+        self.auc = Gauge("perennial_learner_roc_auc", "ROC-AUC at the last gate, by model and evaluation set.", ["model", "set"], registry=r)
+        self.retention_baseline = Gauge(
+            "perennial_learner_retention_baseline_average_precision",
+            "Average precision of the first (pretrained) version on the retention set: what forgetting is measured against.", registry=r,
+        )
+        self.lag = Gauge("perennial_learner_consumer_lag", "Events on the topic not yet read, by partition.", ["partition"], registry=r)
+        self.last_round = Gauge("perennial_learner_last_round_timestamp_seconds", "When the last round finished (Unix time).", registry=r)
+        self.last_publish = Gauge(
+            "perennial_learner_last_publish_timestamp_seconds", "When the served version was created (Unix time).", registry=r,
+        )
+        self.version_number = Gauge("perennial_learner_published_version_number", "Number of the newest version the learner published or started from.", registry=r)
+        self.drift_detected = Counter("perennial_learner_drift_detected_total", "Drifts found by ADWIN in the served model's loss on new events.", registry=r)
+        self.drift_estimation = Gauge("perennial_learner_drift_loss_estimation", "ADWIN's mean of the served model's log-loss on new events.", registry=r)
+        self.drift_width = Gauge("perennial_learner_drift_window_events", "Events in ADWIN's window (it shrinks at a drift).", registry=r)
         self.published = Counter("perennial_learner_versions_published_total", "Versions published to the registry.", registry=r)
         self.resets = Counter("perennial_learner_resets_total", "Restarts of training from the served weights after repeated gate failures.", registry=r)
         self.checkpoint_duration = Histogram(

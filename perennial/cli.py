@@ -140,7 +140,7 @@ def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from perennial.demo import run_demo
 
-    return run_demo(settings, summary_json=Path(args.summary_json) if args.summary_json else None, keep=args.keep)
+    return run_demo(settings, summary_json=Path(args.summary_json) if args.summary_json else None, keep=args.keep, prometheus=args.prometheus)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -191,6 +191,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--summary-json", help="write the summary as JSON to this path")
     d.add_argument("--workdir", type=Path, help="where the demo keeps its registry and checkpoint (demo.workdir)")
     d.add_argument("--keep", action="store_true", help="keep the workdir's registry instead of starting fresh")
+    d.add_argument("--prometheus", action="store_true", help="also start a local Prometheus (if installed) scraping both processes")
     return p
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -36,7 +35,23 @@ OLD_PATTERNS = ("compromised_terminal", "card_compromise")
 STREAM_START_DAY = 45
 
 
-class Child:
+class _Process:
+    """A process the demo stops at the end, like a Child but with nothing to read."""
+
+    def __init__(self, name: str, proc: subprocess.Popen):
+        self.name, self.proc = name, proc
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Child(_Process):
     """A `perennial` subcommand in its own process; its JSON lines go to a queue."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], events: queue.Queue, log_dir: Path):
@@ -56,13 +71,7 @@ class Child:
                 pass
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop(timeout)
         self.log.close()
 
 
@@ -131,7 +140,27 @@ def _fmt_ap(aps: dict[str, float | None]) -> str:
     return "  ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in aps.items())
 
 
-def run_demo(settings: Settings, summary_json: Path | None = None, keep: bool = False) -> int:
+RULES = Path(__file__).resolve().parent.parent / "helm" / "perennial" / "rules" / "perennial-rules.yaml"
+
+
+def start_prometheus(work: Path, targets: dict[str, str], port: int) -> subprocess.Popen | None:
+    """A local Prometheus scraping the demo's processes with the repo's alert rules, if installed."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        return None
+    config = {
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in targets.items()],
+    }
+    (work / "prometheus.yml").write_bytes(orjson.dumps(config))  # JSON is YAML
+    return subprocess.Popen(
+        [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prometheus'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=open(work / "prometheus.log", "ab"), stderr=subprocess.STDOUT,
+    )
+
+
+def run_demo(settings: Settings, summary_json: Path | None = None, keep: bool = False, prometheus: bool = False) -> int:
     work = settings.demo.workdir.resolve()
     registry = work / "registry"
     if not keep:
@@ -145,7 +174,7 @@ def run_demo(settings: Settings, summary_json: Path | None = None, keep: bool = 
     children: list[Child] = []
     stop = threading.Event()
     try:
-        return _run(settings, work, registry, broker, children, stop, t0, summary_json)
+        return _run(settings, work, registry, broker, children, stop, t0, summary_json, prometheus)
     finally:
         stop.set()
         for child in reversed(children):
@@ -154,7 +183,7 @@ def run_demo(settings: Settings, summary_json: Path | None = None, keep: bool = 
         _say(t0, "stopped every process the demo started")
 
 
-def _run(settings, work, registry, broker, children, stop, t0, summary_json) -> int:  # noqa: ANN001, PLR0915
+def _run(settings, work, registry, broker, children, stop, t0, summary_json, prometheus) -> int:  # noqa: ANN001, PLR0915
     from learners.registry import Registry
 
     sim = Simulator(seed=settings.simulate.seed, customers=settings.simulate.customers, terminals=settings.simulate.terminals, label_delay_days=settings.simulate.label_delay_days)
@@ -196,7 +225,16 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json) -> 
         return 1
     sets = evaluation_sets(sim)
     version_start, ap_start = pattern_ap(client, sets)
-    _say(t0, f"serving {version_start} at {base}  (metrics: {base}/metrics, learner metrics: http://127.0.0.1:{metrics_port}/metrics)")
+    _say(t0, f"serving {version_start} at {base}")
+    _say(t0, f"metrics: server {base}/metrics, learner http://127.0.0.1:{metrics_port}/metrics")
+    if prometheus:
+        prom_port = free_port()
+        prom = start_prometheus(work, {"perennial-serve": f"127.0.0.1:{serve_port}", "perennial-learn": f"127.0.0.1:{metrics_port}"}, prom_port)
+        if prom is None:
+            _say(t0, "--prometheus: no prometheus binary found (Debian: apt-get install prometheus); going on without it")
+        else:
+            children.append(_Process("prometheus", prom))
+            _say(t0, f"Prometheus on http://127.0.0.1:{prom_port} with the alert rules; it stops with the demo")
     _say(t0, f"served model AP at start: {_fmt_ap(ap_start)}   (new pattern: {NEW_PATTERN})")
     children.append(Child("simulate", ["simulate", "--start-day", str(STREAM_START_DAY)], env, events, work))
     traffic = Traffic(base, sets[OLD_PATTERNS[0]][0][:2000], stop)

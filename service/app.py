@@ -114,11 +114,12 @@ def create_app(settings: Settings, store: ModelStore | None = None, metrics: Ser
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
         metrics.in_flight.inc()
-        code = 200
+        code, version = 200, "none"
         try:
             model = store.model  # read once: a swap during this request does not affect it
             if model is None:
                 raise ApiError(503, "no model is loaded yet; the registry has no version")
+            version = model.version
             length = int(request.headers.get("content-length") or 0)
             if length > serve.max_body_bytes:
                 raise ApiError(413, f"body is {length} bytes; the limit is {serve.max_body_bytes}")
@@ -127,14 +128,14 @@ def create_app(settings: Settings, store: ModelStore | None = None, metrics: Ser
                 raise ApiError(413, f"body is {len(body)} bytes; the limit is {serve.max_body_bytes}")
             ids, rows, batch = parse_predict(body, model.schema.names, serve.max_batch)
             scores = model.score(rows)
-            metrics.predictions.labels("scored").inc(len(scores))
+            metrics.predictions.labels("scored", version).inc(len(scores))
             for s in scores[:64]:
                 metrics.scores.observe(float(s))
             items = [{"id": i, "score": float(s), "version": model.version} for i, s in zip(ids, scores)]
             return json_response({"version": model.version, "predictions": items} if batch else items[0])
         except ApiError as exc:
             code = exc.status
-            metrics.predictions.labels("rejected").inc()
+            metrics.predictions.labels("rejected", version).inc()
             raise
         finally:
             metrics.in_flight.dec()

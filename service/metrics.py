@@ -18,12 +18,20 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
         )
         self.in_flight = Gauge("perennial_server_requests_in_flight", "Requests being answered.", registry=r)
-        self.predictions = Counter("perennial_server_predictions_total", "Events scored, by outcome.", ["outcome"], registry=r)
+        self.predictions = Counter(
+            "perennial_server_predictions_total",
+            "Events scored or rejected, by outcome and served version (only the served version's series live).",
+            ["outcome", "version"], registry=r,
+        )
         self.scores = Histogram(
             "perennial_server_fraud_score", "Fraud probabilities served.", registry=r,
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99),
         )
         self.model_info = Gauge("perennial_server_model_info", "The served version (value 1).", ["version", "sha256", "parent"], registry=r)
+        self.version_number = Gauge("perennial_server_model_version_number", "Number of the served version (v000012 is 12).", registry=r)
+        self.current_number = Gauge(
+            "perennial_server_registry_current_version_number", "Number of the version the registry's CURRENT names.", registry=r,
+        )
         self.swaps = Counter("perennial_server_swaps_total", "Attempts to change the served version, by result.", ["result"], registry=r)
         for result in ("swapped", "refused"):
             self.swaps.labels(result)
@@ -35,7 +43,15 @@ class ServerMetrics:
         self.model_age = Gauge("perennial_server_model_age_seconds", "Seconds since the served version was created.", registry=r)
         self.model_age.set_function(lambda: time.time() - self._created if self._created else 0.0)
 
-    def served(self, version: str, sha256: str, parent: str | None, created_ts: float) -> None:
+    def served(self, version: str, sha256: str, parent: str | None, created_ts: float, previous: str | None) -> None:
         self.model_info.clear()
         self.model_info.labels(version, sha256, parent or "").set(1)
+        self.version_number.set(int(version[1:]))
         self._created = created_ts
+        for outcome in ("scored", "rejected"):
+            self.predictions.labels(outcome, version)
+            if previous:
+                try:
+                    self.predictions.remove(outcome, previous)
+                except KeyError:
+                    pass

@@ -37,6 +37,8 @@ class ModelStore:
         """Serve what CURRENT points to, if it is new and sound. True when a swap happened."""
         with self._lock:
             version = self.registry.current_version()
+            if version is not None and version[1:].isdigit():
+                self.metrics.current_number.set(int(version[1:]))
             if version is None or (self.model is not None and version == self.model.version):
                 return False
             try:
@@ -58,7 +60,7 @@ class ModelStore:
             previous = self.model.version if self.model else None
             self.model = model  # the swap: one reference
             m = model.manifest
-            self.metrics.served(version, m.get("sha256", ""), m.get("parent"), m.get("created_ts", 0.0))
+            self.metrics.served(version, m.get("sha256", ""), m.get("parent"), m.get("created_ts", 0.0), previous)
             self.metrics.swaps.labels("swapped").inc()
             log.info("serving %s (was %s)", version, previous)
             return True

@@ -71,7 +71,7 @@ def test_model_health_readiness_metrics(client):
     assert client.get("/readyz").json() == {"status": "ready", "version": "v000001"}
     post(client, {"features": {"amount": 1, "hour": 1}})
     text = client.get("/metrics").text
-    assert 'perennial_server_predictions_total{outcome="scored"} 1.0' in text
+    assert 'perennial_server_predictions_total{outcome="scored",version="v000001"} 1.0' in text
     assert 'perennial_server_model_info{parent="",sha256=' in text
 
 
