@@ -256,6 +256,8 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
                 _say(t0, f"round {ev['round']}: gate {verdict}; recent AP {_f(m['candidate_recent_ap'])} vs {_f(m['incumbent_recent_ap'])}, retention AP {_f(m['candidate_retention_ap'])} vs {_f(m['incumbent_retention_ap'])}")
                 if not ev["passed"]:
                     _say(t0, "    why: " + "; ".join(ev["reasons"]))
+            elif name == "learn" and ev["event"] == "drift":
+                _say(t0, f"    drift detected (river ADWIN) before round {ev['round']}: served model's loss now {ev['loss_estimation']:.4f}")
             elif name == "learn" and ev["event"] == "reset":
                 _say(t0, f"    {ev['round']} rounds in: training restarts from served {ev['to_version']} after repeated gate failures")
         except queue.Empty:
