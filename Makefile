@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages the tests use: a real Prometheus server and promtool.
+# Debian packages the tests use: a real Prometheus server and promtool; docker-compose to validate
+# the compose stack (no Docker engine is needed for that).
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v docker-compose >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus docker-compose; }
 
 dashboards: $(STAMP)
 	$(BIN)/python observability/build_dashboards.py

@@ -95,6 +95,10 @@ def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
     from streams.simulator import FEATURES, Simulator
     from streams.tables import read_labeled_table
 
+    registry = Registry(settings.registry.path)
+    if args.if_empty and registry.current_version() is not None:
+        emit_json("pretrained", version=registry.current_version(), skipped="the registry already has a version")
+        return 0
     if args.history:
         features = args.features.split(",") if args.features else None
         table = read_labeled_table(args.history, args.label_column, args.time_column, features)
@@ -104,7 +108,7 @@ def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
         tx = Simulator(seed=s.seed, customers=s.customers, terminals=s.terminals, label_delay_days=s.label_delay_days).generate(0, settings.pretrain.history_days)
         names, x, y = FEATURES, tx.features, tx.label
     p = settings.pretrain
-    manifest = pretrain(names, x, y, Registry(settings.registry.path), epochs=p.epochs, hidden=p.hidden, retention_size=p.retention_size, seed=settings.simulate.seed)
+    manifest = pretrain(names, x, y, registry, epochs=p.epochs, hidden=p.hidden, retention_size=p.retention_size, seed=settings.simulate.seed)
     emit_json("pretrained", version=manifest["version"], metrics=manifest["metrics"], registry=str(settings.registry.path))
     return 0
 
@@ -176,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
     pt.add_argument("--time-column", default="time")
     pt.add_argument("--features", help="comma-separated feature columns (default: every numeric column but label, time, ids)")
     pt.add_argument("--seed", type=int, help="random seed (simulate.seed)")
+    pt.add_argument("--if-empty", action="store_true", help="do nothing when the registry already has a version")
 
     sv = add("serve", "Serve predictions over HTTP and follow the registry's published versions.", "bootstrap", "registry")
     sv.add_argument("--host")

@@ -14,8 +14,24 @@ from kafka.errors import TopicAlreadyExistsError
 log = logging.getLogger(__name__)
 
 
+def _coerce(value: Any) -> Any:
+    """Environment variables arrive as strings; kafka-python wants booleans and numbers."""
+    if isinstance(value, str):
+        if value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if value.isdigit():
+            return int(value)
+    return value
+
+
 def client_config(bootstrap_servers: str, security: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"bootstrap_servers": bootstrap_servers.split(","), **(security or {})}
+    """Settings of every Kafka client: the bootstrap servers plus the security settings unchanged
+    (``PERENNIAL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD=...`` sets ``sasl_plain_password``).
+
+    >>> client_config("a:9092,b:9092", {"security_protocol": "SASL_SSL", "ssl_check_hostname": "false"})
+    {'bootstrap_servers': ['a:9092', 'b:9092'], 'security_protocol': 'SASL_SSL', 'ssl_check_hostname': False}
+    """
+    return {"bootstrap_servers": bootstrap_servers.split(","), **{k: _coerce(v) for k, v in (security or {}).items()}}
 
 
 def producer(config: dict[str, Any], **overrides: Any) -> KafkaProducer:

