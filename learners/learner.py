@@ -1,7 +1,7 @@
 """`perennial learn`: the only writer of the registry.
 
 The loop (after quix-streams): poll → validate each event (malformed ones to the dead-letter topic,
-duplicates by id dropped, a hashed share held out for the gates) → when a round is due, train it,
+duplicate ids to it too, a hashed share held out for the gates) → when a round is due, train it,
 gate the candidate against the served version, publish and announce what passes → checkpoint
 atomically → commit offsets. Offsets are committed only after the checkpoint that accounts for
 those events is durable, and on restart the consumer seeks to the checkpoint's offsets, so a crash
@@ -26,10 +26,13 @@ from kafka.structs import OffsetAndMetadata
 
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.checkpoint import load_checkpoint, save_checkpoint
+from learners.control import ControlChannel
 from learners.drift import DriftMonitor, log_loss
 from learners.gates import GateThresholds, decide
+from learners.label_guard import LabelRateGuard
 from learners.metrics import LearnerMetrics
 from learners.model import ScoringModel, TabularNet
+from learners.probation import Probation
 from learners.registry import Registry, RegistryError
 from perennial.settings import Settings
 from streams import kafka as kio
@@ -42,12 +45,13 @@ Emit = Callable[..., None]
 
 @dataclass
 class Accounting:
-    """Where every consumed event went. consumed == trained + held_out + pending + dead_lettered + duplicates."""
+    """Where every consumed event went:
+    consumed == trained + held_out + quarantined + pending (both buffers) + sum(dead_lettered)."""
 
     consumed: int = 0
     trained: int = 0
     held_out: int = 0
-    duplicates: int = 0
+    quarantined: int = 0
     dead_lettered: dict[str, int] = field(default_factory=dict)
     rounds: int = 0
     published: int = 0
@@ -104,7 +108,8 @@ class Learner:
         )
         self.thresholds = GateThresholds(**cfg.gates.model_dump())
         n = len(self.schema.names)
-        self.pending = EventBuffer(n)
+        self.pending = EventBuffer(n)  # to train on in the next round
+        self.pending_holdout = EventBuffer(n)  # to hold out once the round is accepted
         self.holdout = EventBuffer(n, limit=cfg.holdout_size)
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.acct = Accounting()
@@ -112,6 +117,11 @@ class Learner:
         self.failures = 0
         self.pending_since: float | None = None
         self.drift = DriftMonitor()
+        self.paused = False
+        self.control_offsets: dict[str, int] = {}
+        self.probation: Probation | None = None
+        first = self.registry.manifest(self.registry.versions()[0])
+        self.guard = LabelRateGuard(cfg.max_label_rate_ratio, first.get("metrics", {}).get("fraud_rate"))
         self._restore()
         self._observe_served()
         baseline = self.registry.manifest(self.registry.versions()[0]).get("metrics", {}).get("retention_ap")
@@ -129,11 +139,16 @@ class Learner:
             raise RegistryError("checkpoint was written for other features than the served version; remove it to start over")
         self.adapter.restore({k[8:]: v for k, v in tensors.items() if k.startswith("learner.")}, meta["learner"])
         self.pending.load(tensors["pending.x"].numpy(), tensors["pending.y"].numpy())
+        self.pending_holdout.load(tensors["pending_holdout.x"].numpy(), tensors["pending_holdout.y"].numpy())
+        self.guard.baseline = meta["label_rate"]
         self.holdout.load(tensors["holdout.x"].numpy(), tensors["holdout.y"].numpy())
         self.seen = OrderedDict.fromkeys(meta["seen"])
         self.acct = Accounting(**meta["accounting"])
         self.offsets = meta["offsets"]
         self.failures = meta["failures"]
+        self.paused = meta.get("paused", False)
+        self.control_offsets = meta.get("control_offsets", {})
+        self.metrics.paused.set(int(self.paused))
         if self.pending:
             self.pending_since = time.monotonic()
         self.emit("restored", offsets=self.offsets, accounting=asdict(self.acct), pending=len(self.pending))
@@ -142,7 +157,7 @@ class Learner:
         started = time.perf_counter()
         ltensors, lmeta = self.adapter.state()
         tensors = {f"learner.{k}": v for k, v in ltensors.items()}
-        for name, buf in (("pending", self.pending), ("holdout", self.holdout)):
+        for name, buf in (("pending", self.pending), ("pending_holdout", self.pending_holdout), ("holdout", self.holdout)):
             x, y = buf.arrays()
             tensors[f"{name}.x"], tensors[f"{name}.y"] = torch.from_numpy(x), torch.from_numpy(y)
         meta = {
@@ -153,6 +168,9 @@ class Learner:
             "offsets": self.offsets,
             "failures": self.failures,
             "incumbent": self.incumbent.version,
+            "paused": self.paused,
+            "label_rate": self.guard.baseline,
+            "control_offsets": self.control_offsets,
         }
         save_checkpoint(self.settings.learn.checkpoint_path, tensors, meta)
         self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
@@ -165,23 +183,20 @@ class Learner:
         self.metrics.consumed.inc()
         try:
             event = parse_event(raw or b"", self.schema.names)
+            if event.id in self.seen:
+                self.metrics.duplicates.inc()
+                raise EventError("duplicate_id", f"event id {event.id!r} was already received; it is not trained twice")
         except EventError as exc:
             dead_letters.send(raw or b"", key, exc.reason, exc.message, source)
             self.acct.dead_lettered[exc.reason] = self.acct.dead_lettered.get(exc.reason, 0) + 1
             self.metrics.dead_lettered.labels(exc.reason).inc()
-            return
-        if event.id in self.seen:
-            self.acct.duplicates += 1
-            self.metrics.duplicates.inc()
             return
         self.seen[event.id] = None
         if len(self.seen) > self.settings.learn.dedup_window:
             self.seen.popitem(last=False)
         self.metrics.label_delay.observe(max(0.0, time.time() - event.time))
         if zlib.crc32(event.id.encode()) % 100 < self.settings.learn.holdout_percent:
-            self.holdout.add(event.features, event.label)
-            self.acct.held_out += 1
-            self.metrics.held_out.inc()
+            self.pending_holdout.add(event.features, event.label)
         else:
             if not self.pending:
                 self.pending_since = time.monotonic()
@@ -189,6 +204,8 @@ class Learner:
         self.metrics.pending.set(len(self.pending))
 
     def round_due(self) -> bool:
+        if self.paused:
+            return False
         cfg = self.settings.learn
         if len(self.pending) >= cfg.round_events:
             return True
@@ -201,15 +218,25 @@ class Learner:
         """Train on the pending events, gate the candidate, publish it if it passes."""
         started = time.perf_counter()
         x, y = self.pending.arrays()
+        hx_new, hy_new = self.pending_holdout.arrays()
+        quarantine = self.guard.check(np.concatenate([y, hy_new]))
+        self.pending.clear()
+        self.pending_holdout.clear()
+        self.pending_since = None
+        self.acct.rounds += 1
+        if quarantine:
+            return self._quarantine(len(y) + len(hy_new), quarantine)
+        for row, label in zip(hx_new, hy_new.tolist()):
+            self.holdout.add(tuple(row), label)
+        self.acct.held_out += len(hy_new)
+        self.metrics.held_out.inc(len(hy_new))
+        self._judge_probation(x, y, announce)
         drifts = self.drift.update(log_loss(y, self.incumbent.score(x)))  # prequential: before training
         if drifts:
             self.metrics.drift_detected.inc(drifts)
             self.emit("drift", round=self.acct.rounds + 1, loss_estimation=self.drift.estimation, window_events=self.drift.width)
         stats = self.adapter.learn(self.schema.transform(x), y)
         self.acct.trained += len(y)
-        self.acct.rounds += 1
-        self.pending.clear()
-        self.pending_since = None
         candidate = ScoringModel("candidate", self.schema, self.adapter.weights())
         hx, hy = self.holdout.arrays()
         decision = decide(
@@ -230,7 +257,10 @@ class Learner:
                 gate_report=report, offsets=dict(self.offsets),
             )
             version = manifest["version"]
+            parent = self.incumbent
             self.incumbent = self.registry.load(version)
+            s = self.settings.learn
+            self.probation = Probation(self.incumbent, parent, s.gates.min_recent_positives, s.rollback_margin)
             self.acct.published += 1
             self.failures = 0
             announce(manifest)
@@ -251,6 +281,62 @@ class Learner:
             ewc_penalty=stats.ewc_penalty, trained_events=len(y),
         )
         return report
+
+    def _quarantine(self, events: int, reason: str) -> dict[str, Any]:
+        """Drop a round's events from training and from the held-out set; count and report it."""
+        self.acct.quarantined += events
+        self.metrics.quarantined.inc(events)
+        self.metrics.gate_decisions.labels("quarantined").inc()
+        self.metrics.pending.set(0)
+        self.emit("quarantine", round=self.acct.rounds, events=events, reason=reason)
+        return {"round": self.acct.rounds, "passed": False, "quarantined": True, "reasons": [f"label_rate: {reason}"], "metrics": {}}
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def _judge_probation(self, x: np.ndarray, y: np.ndarray, announce: Callable[[dict[str, Any]], None]) -> None:
+        """Roll back a newly served version that does worse than its parent on events labeled since."""
+        if self.probation is None:
+            return
+        verdict = self.probation.observe(x, y)
+        if verdict is None:
+            return
+        self.probation = None
+        self.emit("probation", rollback=verdict.rollback, **verdict.figures)
+        if verdict.rollback:
+            self.rollback(verdict.figures["parent"], "automatic", verdict.reason, announce)
+
+    def rollback(self, target: str, trigger: str, reason: str, announce: Callable[[dict[str, Any]], None]) -> None:
+        """Serve ``target`` again and train on from it; recorded in the registry's history."""
+        model = self.registry.load(target, expect_features=self.schema.names)
+        previous = self.incumbent.version
+        self.registry.set_current(target, reason=reason, trigger=trigger)
+        self.incumbent = model
+        self.adapter.load_weights(model.weights)
+        self.failures = 0
+        self.probation = None
+        self.metrics.rollbacks.labels(trigger).inc()
+        self._observe_served()
+        announce(model.manifest)
+        self.emit("rollback", trigger=trigger, from_version=previous, to_version=target, reason=reason)
+
+    def apply(self, cmd: dict[str, Any], consumer, announce: Callable[[dict[str, Any]], None]) -> None:  # noqa: ANN001
+        """Apply an operator command from the control topic."""
+        action = cmd["action"]
+        if action == "rollback":
+            target = cmd.get("version") or self.incumbent.manifest.get("parent")
+            if not target or target == self.incumbent.version:
+                self.emit("command", id=cmd.get("id"), action=action, applied=False, reason="no other version to roll back to")
+                return
+            try:
+                self.rollback(target, "manual", cmd.get("reason") or "operator rollback", announce)
+            except RegistryError as exc:
+                self.emit("command", id=cmd.get("id"), action=action, applied=False, reason=str(exc))
+                return
+            action = "pause"  # a manual rollback also pauses learning until an operator resumes it
+        self.paused = action == "pause"
+        (consumer.pause if self.paused else consumer.resume)(*consumer.assignment())
+        self.metrics.paused.set(int(self.paused))
+        self.emit("command", id=cmd.get("id"), action=cmd["action"], applied=True, paused=self.paused)
 
     def _observe_round(self, stats, decision, version, seconds) -> None:  # noqa: ANN001
         m = self.metrics
@@ -292,7 +378,7 @@ class Learner:
     def run(self, stop: threading.Event) -> None:
         s = self.settings
         cfg = kio.client_config(s.kafka.bootstrap_servers, s.kafka.security)
-        kio.ensure_topics(cfg, [s.kafka.topic, s.kafka.dlq_topic, s.kafka.announce_topic])
+        kio.ensure_topics(cfg, [s.kafka.topic, s.kafka.dlq_topic, s.kafka.announce_topic, s.kafka.control_topic])
         producer = kio.producer(cfg)
         dead_letters = kio.DeadLetters(producer, s.kafka.dlq_topic)
         consumer = kio.consumer(
@@ -315,9 +401,12 @@ class Learner:
                     offset = learner.offsets.get(f"{tp.topic}:{tp.partition}")
                     if offset is not None:
                         consumer.seek(tp, offset)
+                if learner.paused:
+                    consumer.pause(*assigned)
                 learner.emit("assigned", partitions=[tp.partition for tp in assigned])
 
         consumer.subscribe([s.kafka.topic], listener=Seek())
+        control = ControlChannel(cfg, s.kafka.control_topic, self.control_offsets)
         announce = lambda manifest: kio.announce(producer, s.kafka.announce_topic, manifest)  # noqa: E731
         last_durable = time.monotonic()
         dirty = False
@@ -331,7 +420,16 @@ class Learner:
                         dirty = True
                 if batches:
                     self._observe_lag(consumer)
-                if self.round_due():
+                commands = control.poll()
+                for cmd in commands:
+                    self.apply(cmd, consumer, announce)
+                if control.offsets != self.control_offsets:
+                    self.control_offsets = dict(control.offsets)
+                    dirty = True
+                if commands:  # an applied command is made durable at once
+                    self._durable(consumer, dead_letters)
+                    last_durable, dirty = time.monotonic(), False
+                elif self.round_due():
                     dead_letters.flush()
                     self.train_round(announce)
                     self._durable(consumer, dead_letters)
@@ -341,6 +439,7 @@ class Learner:
                     last_durable, dirty = time.monotonic(), False
             self._durable(consumer, dead_letters)
         finally:
+            control.close()
             consumer.close(autocommit=False)
             producer.close(timeout=10)
 

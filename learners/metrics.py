@@ -14,6 +14,9 @@ class LearnerMetrics:
         self.consumed = Counter("perennial_learner_events_consumed_total", "Labeled events read from the topic.", registry=r)
         self.trained = Counter("perennial_learner_events_trained_total", "Labeled events trained on.", registry=r)
         self.held_out = Counter("perennial_learner_events_held_out_total", "Labeled events kept out of training to judge candidates.", registry=r)
+        self.quarantined = Counter(
+            "perennial_learner_events_quarantined_total", "Events of rounds quarantined for an implausible fraud rate (label-poisoning guard).", registry=r,
+        )
         self.duplicates = Counter("perennial_learner_events_deduplicated_total", "Events dropped because their id was already seen.", registry=r)
         self.dead_lettered = Counter("perennial_learner_events_dead_lettered_total", "Malformed events sent to the dead-letter topic.", ["reason"], registry=r)
         for reason in REASONS:
@@ -33,7 +36,7 @@ class LearnerMetrics:
         self.replay_positive_ratio = Gauge("perennial_learner_replay_positive_ratio", "Share of frauds in the replay memory.", registry=r)
         self.gate_decisions = Counter("perennial_learner_gate_decisions_total", "Gate decisions by result.", ["result"], registry=r)
         self.gate_failures = Counter("perennial_learner_gate_failures_total", "Failed gate checks by check.", ["check"], registry=r)
-        for result in ("passed", "failed"):
+        for result in ("passed", "failed", "quarantined"):
             self.gate_decisions.labels(result)
         for check in CHECKS:
             self.gate_failures.labels(check)
@@ -61,4 +64,8 @@ class LearnerMetrics:
             "perennial_learner_checkpoint_duration_seconds", "Time to write a checkpoint durably.", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.paused = Gauge("perennial_learner_paused", "1 while an operator has paused learning.", registry=r)
+        self.rollbacks = Counter("perennial_learner_rollbacks_total", "Rollbacks of the served version, by trigger.", ["trigger"], registry=r)
+        for trigger in ("manual", "automatic"):
+            self.rollbacks.labels(trigger)
         self.pending = Gauge("perennial_learner_pending_events", "Events waiting for the next round.", registry=r)

@@ -70,6 +70,7 @@ def pretrain(
     registry.save_retention(x[cut:][retention], y[cut:][retention])
     metrics = {
         "train_events": cut,
+        "fraud_rate": float(y.mean()),
         "validation_events": len(y) - cut,
         "validation_ap": average_precision(y[cut:], val_scores),
         "validation_auc": roc_auc(y[cut:], val_scores),

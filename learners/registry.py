@@ -6,6 +6,7 @@ Layout::
     <root>/versions/<id>/manifest.json       version, parent, created, sha256, feature schema,
                                              metrics, gate report, Kafka offsets trained on
     <root>/CURRENT                           id of the version to serve, replaced atomically
+    <root>/history.jsonl                     every change of CURRENT: when, from, to, why
     <root>/retention/retention.safetensors   the retention (anchor) set fixed at pretraining
 
 A version directory is assembled under a temporary name and renamed into place, so a reader never
@@ -46,6 +47,7 @@ class Registry:
         self.root = Path(root)
         self.versions_dir = self.root / "versions"
         self.current_path = self.root / "CURRENT"
+        self.history_path = self.root / "history.jsonl"
         self.retention_path = self.root / "retention" / "retention.safetensors"
 
     # -- reading ---------------------------------------------------------------------------------
@@ -142,7 +144,7 @@ class Registry:
         atomic_write(staging / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
         os.rename(staging, self.versions_dir / version)
         fsync_dir(self.versions_dir)
-        self.set_current(version)
+        self.set_current(version, reason="published: passed the gates", trigger="learner")
         return manifest
 
     def remove_incomplete(self) -> list[str]:
@@ -154,11 +156,26 @@ class Registry:
             shutil.rmtree(p, ignore_errors=True)
         return [p.name for p in stale]
 
-    def set_current(self, version: str) -> None:
+    def set_current(self, version: str, reason: str = "", trigger: str = "operator") -> None:
+        """Point CURRENT at an existing version and record the change in history.jsonl."""
         self._check_id(version)
         if not (self.versions_dir / version / MANIFEST).is_file():
             raise RegistryError(f"version {version} does not exist in {self.versions_dir}")
+        previous = self.current_version()
         atomic_write(self.current_path, f"{version}\n".encode())
+        entry = {"time": time.time(), "from": previous, "to": version, "trigger": trigger, "reason": reason}
+        with open(self.history_path, "ab") as f:
+            f.write(orjson.dumps(entry) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every recorded change of CURRENT, oldest first."""
+        try:
+            lines = self.history_path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        return [orjson.loads(line) for line in lines if line.strip()]
 
     def save_retention(self, x: np.ndarray, y: np.ndarray) -> None:
         atomic_write(

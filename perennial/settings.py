@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,8 @@ class KafkaSettings(BaseModel):
     """Topic of labeled events. Malformed events go to ``<topic>.dlq``."""
     announce_topic: str = "perennial.announcements"
     """Topic on which the learner announces each published version to the servers."""
+    control_topic: str = "perennial.control"
+    """Topic on which the servers' admin endpoints send commands (rollback, pause, resume) to the learner."""
     group_id: str = "perennial-learner"
     """Consumer group of the learner (one learner per model)."""
     security: dict[str, Any] = Field(default_factory=dict)
@@ -56,6 +58,8 @@ class ServeSettings(BaseModel):
     """How often the server re-reads the registry's CURRENT pointer, as a fallback to announcements."""
     torch_threads: int = 1
     """Threads torch may use in the server process (scoring itself runs on numpy)."""
+    admin_token: SecretStr | None = None
+    """Bearer token of the admin endpoints (rollback, pause, resume). Unset: they are disabled."""
 
 
 class GateSettings(BaseModel):
@@ -102,6 +106,12 @@ class LearnSettings(BaseModel):
     """Number of most recent event ids remembered to drop duplicates."""
     reset_after_failures: int = 3
     """After this many consecutive gate failures the learner restarts from the served weights."""
+    max_label_rate_ratio: float = 5.0
+    """A round whose fraud rate is over this many times the usual (or under its inverse) is quarantined:
+    neither trained on nor held out (label-poisoning guard)."""
+    rollback_margin: float = 0.02
+    """A newly served version whose average precision on the labeled events that arrive after its
+    swap falls this far below its parent's on the same events is rolled back automatically."""
     metrics_host: str = "127.0.0.1"
     """Interface of the learner's /metrics endpoint."""
     metrics_port: int = 9101

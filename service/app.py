@@ -24,8 +24,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from learners.registry import Registry
 from perennial.settings import Settings
+from service.admin import CommandSender, admin_router
+from service.errors import ApiError
 from service.metrics import ServerMetrics
 from service.model_store import Follower, ModelStore
+from streams import kafka as kio
 from streams.events import EventError, feature_vector
 
 PREDICT_ROUTE = "/v1/predict"
@@ -45,12 +48,6 @@ _PREDICT_OPENAPI = {
     },
     "responses": {"422": {"description": "The body names a missing or unknown feature, a non-number, or is empty"}},
 }
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def json_response(doc: Any, status: int = 200) -> Response:
@@ -84,25 +81,33 @@ def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[
     return ids, np.asarray(rows, dtype=np.float32), not single
 
 
-def create_app(settings: Settings, store: ModelStore | None = None, metrics: ServerMetrics | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, store: ModelStore | None = None, metrics: ServerMetrics | None = None, sender: CommandSender | None = None,
+) -> FastAPI:
     metrics = metrics or ServerMetrics()
-    store = store or ModelStore(Registry(settings.registry.path), metrics)
+    registry = Registry(settings.registry.path)
+    store = store or ModelStore(registry, metrics)
     serve = settings.serve
+    kafka_config = kio.client_config(settings.kafka.bootstrap_servers, settings.kafka.security)
+    sender = sender or CommandSender(kafka_config, settings.kafka.control_topic)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
         store.refresh()
-        follower = Follower(store, serve.registry_poll_s, settings.kafka.bootstrap_servers, settings.kafka.security, settings.kafka.announce_topic)
+        follower = Follower(store, serve.registry_poll_s, kafka_config, settings.kafka.announce_topic)
         follower.start()
         yield
         follower.stop()
+        sender.close()
 
     app = FastAPI(title="Perennial", version="0.1.0", lifespan=lifespan)
     app.state.store, app.state.metrics = store, metrics
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> Response:
-        return json_response({"error": exc.message}, exc.status)
+        response = json_response({"error": exc.message}, exc.status)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Response:
@@ -141,6 +146,8 @@ def create_app(settings: Settings, store: ModelStore | None = None, metrics: Ser
             metrics.in_flight.dec()
             metrics.requests.labels(PREDICT_ROUTE, str(code)).inc()
             metrics.duration.labels(PREDICT_ROUTE).observe(time.perf_counter() - started)
+
+    app.include_router(admin_router(serve.admin_token, store, registry, sender, metrics))
 
     @app.get("/v1/model")
     async def model_info() -> Response:

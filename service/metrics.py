@@ -17,6 +17,9 @@ class ServerMetrics:
             "perennial_server_request_duration_seconds", "Time to answer a request, by route.", ["route"], registry=r,
             buckets=LATENCY_BUCKETS,
         )
+        self.admin = Counter("perennial_server_admin_commands_total", "Admin commands accepted and sent to the learner, by action.", ["action"], registry=r)
+        for action in ("rollback", "pause", "resume"):
+            self.admin.labels(action)
         self.in_flight = Gauge("perennial_server_requests_in_flight", "Requests being answered.", registry=r)
         self.predictions = Counter(
             "perennial_server_predictions_total",

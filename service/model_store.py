@@ -75,10 +75,10 @@ class ModelStore:
 class Follower(threading.Thread):
     """Keeps the store on the registry's CURRENT, woken early by announcements on Kafka."""
 
-    def __init__(self, store: ModelStore, poll_s: float, bootstrap: str, security: dict, topic: str):
+    def __init__(self, store: ModelStore, poll_s: float, kafka_config: dict, topic: str):
         super().__init__(name="perennial-follower", daemon=True)
         self.store, self.poll_s = store, poll_s
-        self.kafka_config = kio.client_config(bootstrap, security)
+        self.kafka_config = kafka_config
         self.topic = topic
         self.stop_event = threading.Event()
 

@@ -45,6 +45,7 @@ REASONS = (
     "bad_value",
     "bad_label",
     "bad_entities",
+    "duplicate_id",
 )
 
 

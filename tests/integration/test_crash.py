@@ -56,14 +56,15 @@ def test_sigkilled_learner_loses_no_event(stack):
     a = meta["accounting"]
     pending = int(_pending(stack))
     assert a["consumed"] == len(stream), a
-    assert a["trained"] + a["held_out"] + pending == len(ids), a
-    assert a["duplicates"] == len(duplicates)
-    assert a["dead_lettered"] == {"not_json": len(malformed)}
+    assert a["trained"] + a["held_out"] + a["quarantined"] + pending == len(ids), a
+    assert a["trained"] + a["held_out"] + a["quarantined"] + pending + sum(a["dead_lettered"].values()) == len(stream)
+    assert a["dead_lettered"] == {"not_json": len(malformed), "duplicate_id": len(duplicates)}
     assert kills == 3
 
     # The dead-letter topic holds every malformed event (at least once; deduplicated by source offset).
-    dlq = read_topic(stack.bootstrap, f"{stack.topic}.dlq", len(malformed))
-    assert {bytes(r.value) for r in dlq} == set(malformed)
+    dlq = read_topic(stack.bootstrap, f"{stack.topic}.dlq", len(malformed) + len(duplicates))
+    assert {bytes(r.value) for r in dlq if dict(r.headers)["perennial.reason"] == b"not_json"} == set(malformed)
+    assert {bytes(r.value) for r in dlq if dict(r.headers)["perennial.reason"] == b"duplicate_id"} == set(duplicates)
     # CURRENT always names a complete, checksum-valid version.
     reg = Registry(stack.registry)
     assert reg.load_current() is not None and not [p for p in (stack.registry / "versions").iterdir() if p.name.startswith(".")]
@@ -76,4 +77,4 @@ def _consumed_total(stack) -> int:
 
 def _pending(stack) -> int:
     tensors, _ = load_checkpoint(stack.checkpoint)
-    return len(tensors["pending.y"])
+    return len(tensors["pending.y"]) + len(tensors["pending_holdout.y"])

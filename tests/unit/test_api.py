@@ -81,3 +81,60 @@ def test_not_ready_without_a_model(tmp_path):
         assert c.get("/readyz").status_code == 503
         assert post(c, {"features": {}}).status_code == 503
         assert c.get("/healthz").status_code == 200
+
+
+class RecordingSender:
+    """Stands in for the Kafka producer of control commands (the real path is in tests/integration)."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, cmd):
+        self.sent.append(cmd)
+
+    def close(self):
+        pass
+
+
+def admin_client(tmp_path, token):
+    reg = Registry(tmp_path / "reg")
+    schema = FeatureSchema.fit(NAMES, np.random.default_rng(0).uniform(0, 10, (50, 2)))
+    w = state_numpy(TabularNet(2, hidden=8).state_dict())
+    reg.publish(w, schema, parent=None)
+    reg.publish(w, schema, parent="v000001")
+    settings = Settings(registry={"path": tmp_path / "reg"}, kafka={"bootstrap_servers": "127.0.0.1:1"}, serve={"admin_token": token})
+    sender = RecordingSender()
+    return TestClient(create_app(settings, sender=sender)), sender
+
+
+def test_admin_endpoints_are_disabled_without_a_token(tmp_path):
+    client, sender = admin_client(tmp_path, None)
+    with client:
+        for path in ("/v1/model/rollback", "/v1/learner/pause", "/v1/learner/resume"):
+            r = client.post(path, headers={"authorization": "Bearer anything"})
+            assert r.status_code == 403 and "disabled" in r.json()["error"]
+    assert sender.sent == []
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic s3cret", "s3cret", "Bearer "])
+def test_admin_endpoints_refuse_a_wrong_token(tmp_path, header):
+    client, sender = admin_client(tmp_path, "s3cret")
+    with client:
+        r = client.post("/v1/learner/pause", headers={"authorization": header} if header else {})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert sender.sent == []
+
+
+def test_admin_commands_are_validated_then_sent(tmp_path):
+    client, sender = admin_client(tmp_path, "s3cret")
+    auth = {"authorization": "Bearer s3cret"}
+    with client:
+        r = client.post("/v1/model/rollback", headers=auth)
+        assert r.status_code == 202 and r.json()["command"]["version"] == "v000001"  # the parent
+        assert client.post("/v1/model/rollback", headers=auth, json={"version": "v000009"}).status_code == 404
+        assert client.post("/v1/model/rollback", headers=auth, json={"version": "v000002"}).status_code == 409  # already served
+        assert client.post("/v1/model/rollback", headers=auth, json={"version": "../x"}).status_code == 422
+        assert client.post("/v1/learner/pause", headers=auth, json={"reason": "incident 42"}).status_code == 202
+        assert client.post("/v1/learner/resume", headers=auth).status_code == 202
+    assert [c["action"] for c in sender.sent] == ["rollback", "pause", "resume"]
+    assert sender.sent[1]["reason"] == "incident 42" and len({c["id"] for c in sender.sent}) == 3

@@ -1,0 +1,131 @@
+"""The learner's decisions, in process (real Avalanche, real registry files, no broker): a bad
+candidate is never published, poisoned labels do not reach the served model, and a served version
+that does worse than its parent on newly labeled events is rolled back automatically."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learners.learner import Learner
+from learners.metrics import LearnerMetrics
+from learners.pretrain import pretrain
+from learners.probation import Probation
+from learners.quality import average_precision
+from learners.registry import Registry
+from perennial.settings import Settings
+from streams.simulator import FEATURES, Simulator
+
+SIM = Simulator(seed=21, customers=1500, terminals=600)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("reg") / "registry"
+    tx = SIM.generate(0, 30)
+    pretrain(FEATURES, tx.features, tx.label, Registry(path), epochs=4, retention_size=2000)
+    return path
+
+
+@pytest.fixture
+def learner(tmp_path, base):
+    import shutil
+
+    shutil.copytree(base, tmp_path / "registry")
+    settings = Settings(registry={"path": tmp_path / "registry"}, learn={"checkpoint_path": tmp_path / "ckpt.safetensors"})
+    events: list[tuple[str, dict]] = []
+    lr = Learner(settings, LearnerMetrics(), lambda kind, **f: events.append((kind, f)))
+    lr.events = events
+    return lr
+
+
+class NoDeadLetters:
+    def send(self, *a):
+        raise AssertionError("no event here is malformed")
+
+
+def feed(learner: Learner, tx, labels=None) -> None:
+    labels = tx.label if labels is None else labels
+    for i in range(len(tx)):
+        raw = (
+            '{"id": "%d", "time": %d, "label": %d, "features": {%s}}'
+            % (tx.id[i], tx.time[i], labels[i], ", ".join(f'"{n}": {v!r}' for n, v in zip(FEATURES, tx.features[i].tolist())))
+        ).encode()
+        learner.handle(raw, None, ("t", 0, i), NoDeadLetters())
+
+
+def rounds(learner: Learner, tx, labels=None, size=2048) -> list[dict]:
+    announced, reports = [], []
+    for start in range(0, len(tx), size):
+        idx = np.arange(start, min(start + size, len(tx)))
+        feed(learner, tx.take(idx), None if labels is None else labels[idx])
+        reports.append(learner.train_round(announced.append))
+    return reports
+
+
+def clean_ap(model) -> float:
+    x, y = SIM.pattern_sets(40, 4)["compromised_terminal"]
+    return average_precision(y, model.score(x))
+
+
+def test_a_candidate_with_non_finite_scores_is_never_published(learner):
+    tx = SIM.generate(45, 1)
+    feed(learner, tx)
+    with np.errstate(all="ignore"):
+        real = learner.adapter.weights
+        learner.adapter.weights = lambda: {k: v * np.nan for k, v in real().items()}
+        report = learner.train_round(lambda m: pytest.fail("nothing may be announced"))
+    assert not report["passed"] and any(r.startswith("finite:") for r in report["reasons"])
+    assert learner.registry.versions() == ["v000001"]
+
+
+def test_a_flood_of_fake_fraud_labels_does_not_reach_the_served_model(learner):
+    tx = SIM.generate(45, 2)
+    rng = np.random.default_rng(0)
+    labels = tx.label.copy()
+    labels[rng.random(len(labels)) < 0.3] = 1  # 30% of all events claimed as fraud
+    before = clean_ap(learner.incumbent)
+    reports = rounds(learner, tx, labels)
+    assert not any(r["passed"] for r in reports), [r["reasons"] for r in reports]
+    assert learner.registry.current_version() == "v000001"
+    assert all(r.get("quarantined") and r["reasons"][0].startswith("label_rate: fraud rate") for r in reports)
+    assert learner.acct.quarantined == len(tx) and learner.acct.trained == 0 and len(learner.holdout) == 0
+    assert clean_ap(learner.registry.load_current()) == before
+
+
+def test_flipped_fraud_labels_do_not_degrade_the_served_model(learner):
+    tx = SIM.generate(45, 3)
+    rng = np.random.default_rng(1)
+    labels = tx.label.copy()
+    frauds = np.flatnonzero(labels == 1)
+    labels[rng.choice(frauds, int(0.3 * len(frauds)), replace=False)] = 0  # 30% of frauds relabeled legitimate
+    before = clean_ap(learner.incumbent)
+    rounds(learner, tx, labels)
+    served = learner.registry.load_current()
+    assert clean_ap(served) >= before - 0.02, (before, clean_ap(served))
+
+
+def test_a_served_version_worse_than_its_parent_on_new_events_is_rolled_back(learner):
+    reg = learner.registry
+    parent = learner.incumbent
+    bad_weights = {k: (-v if k.startswith("layers.4") else v) for k, v in parent.weights.items()}  # inverted scores
+    reg.publish(bad_weights, parent.schema, parent=parent.version)
+    learner.incumbent = reg.load("v000002")
+    learner.probation = Probation(learner.incumbent, parent, min_positives=5, margin=0.02)
+    announced = []
+    feed(learner, SIM.generate(45, 1))
+    learner.train_round(announced.append)
+    rollback = [e for e in reg.history() if e["trigger"] == "automatic"]
+    assert rollback and rollback[0]["from"] == "v000002" and rollback[0]["to"] == "v000001"
+    assert "scored AP" in rollback[0]["reason"]
+    assert announced[0]["version"] == "v000001"
+    kinds = [k for k, _ in learner.events]
+    assert "rollback" in kinds and learner.metrics.rollbacks.labels("automatic")._value.get() == 1
+
+
+def test_a_good_served_version_stays(learner):
+    learner.probation = Probation(learner.incumbent, learner.incumbent, min_positives=5, margin=0.02)
+    feed(learner, SIM.generate(45, 1))
+    learner.train_round(lambda m: None)
+    assert learner.probation is None or learner.probation.version.version != "v000001"
+    assert not [e for e in learner.registry.history() if e["trigger"] == "automatic"]
