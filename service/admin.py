@@ -48,6 +48,7 @@ class CommandSender:
         try:
             with self._lock:
                 if self._producer is None:
+                    kio.ensure_topics(self.config, [self.topic])
                     self._producer = kio.producer(self.config, max_block_ms=5000)
                 control.send(self._producer, self.topic, cmd)
         except Exception as exc:  # noqa: BLE001 - any Kafka failure is the same answer to the operator

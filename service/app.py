@@ -27,7 +27,7 @@ from perennial.settings import Settings
 from service.admin import CommandSender, admin_router
 from service.errors import ApiError
 from service.metrics import ServerMetrics
-from service.model_store import Follower, ModelStore
+from service.model_store import Announcements, Follower, ModelStore
 from streams import kafka as kio
 from streams.events import EventError, feature_vector
 
@@ -94,9 +94,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
         store.refresh()
-        follower = Follower(store, serve.registry_poll_s, kafka_config, settings.kafka.announce_topic)
+        follower = Follower(store, serve.registry_poll_s)
+        announcements = Announcements(follower.wake, kafka_config, settings.kafka.announce_topic)
         follower.start()
+        announcements.start()
         yield
+        announcements.stop()
         follower.stop()
         sender.close()
 

@@ -73,21 +73,44 @@ class ModelStore:
 
 
 class Follower(threading.Thread):
-    """Keeps the store on the registry's CURRENT, woken early by announcements on Kafka."""
+    """Keeps the store on the registry's CURRENT: re-reads it every ``poll_s`` or when woken."""
 
-    def __init__(self, store: ModelStore, poll_s: float, kafka_config: dict, topic: str):
+    def __init__(self, store: ModelStore, poll_s: float):
         super().__init__(name="perennial-follower", daemon=True)
         self.store, self.poll_s = store, poll_s
-        self.kafka_config = kafka_config
-        self.topic = topic
-        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self._stopping = threading.Event()
 
-    def _announcements(self):  # noqa: ANN202
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.store.refresh()
+            except Exception:  # noqa: BLE001 - the follower must survive anything the registry does
+                log.exception("refresh failed")
+            self.wake.wait(self.poll_s)
+            self.wake.clear()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.wake.set()
+        self.join(timeout=10)
+
+
+class Announcements(threading.Thread):
+    """Wakes the follower when the learner announces a version. Kafka calls can block for a long time
+    when the broker is unreachable, so they run on this thread alone: the follower keeps polling."""
+
+    def __init__(self, wake: threading.Event, kafka_config: dict, topic: str):
+        super().__init__(name="perennial-announcements", daemon=True)
+        self.wake, self.kafka_config, self.topic = wake, kafka_config, topic
+        self._stopping = threading.Event()
+
+    def _connect(self):  # noqa: ANN202
         """A group-less consumer at the end of the topic (every replica sees every announcement)."""
         try:
-            c = kio.consumer(self.kafka_config, enable_auto_commit=False, request_timeout_ms=5000, api_version_auto_timeout_ms=3000)
-            parts = c.partitions_for_topic(self.topic) or {0}
-            tps = [TopicPartition(self.topic, p) for p in parts]
+            kio.ensure_topics(self.kafka_config, [self.topic])
+            c = kio.consumer(self.kafka_config, enable_auto_commit=False, request_timeout_ms=5000)
+            tps = [TopicPartition(self.topic, p) for p in (c.partitions_for_topic(self.topic) or {0})]
             c.assign(tps)
             c.seek_to_end(*tps)
             return c
@@ -96,27 +119,22 @@ class Follower(threading.Thread):
             return None
 
     def run(self) -> None:
-        consumer, retry_at = None, 0.0
-        while not self.stop_event.is_set():
-            if consumer is None and time.monotonic() >= retry_at:
-                consumer = self._announcements()
-                retry_at = time.monotonic() + 10
-            try:
-                self.store.refresh()
-            except Exception:  # noqa: BLE001 - the follower must survive anything the registry does
-                log.exception("refresh failed")
+        consumer = None
+        while not self._stopping.is_set():
             if consumer is None:
-                self.stop_event.wait(self.poll_s)
-                continue
+                consumer = self._connect()
+                if consumer is None:
+                    self._stopping.wait(10)
+                    continue
             try:
-                consumer.poll(timeout_ms=int(self.poll_s * 1000))
+                if consumer.poll(timeout_ms=1000):
+                    self.wake.set()
             except Exception as exc:  # noqa: BLE001
-                log.warning("announcement consumer failed (%s); reconnecting later", exc)
+                log.warning("announcement consumer failed (%s); reconnecting", exc)
                 consumer.close()
                 consumer = None
         if consumer is not None:
             consumer.close()
 
     def stop(self) -> None:
-        self.stop_event.set()
-        self.join(timeout=10)
+        self._stopping.set()  # a daemon thread: not joined, it may be stuck in a Kafka call

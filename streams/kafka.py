@@ -39,11 +39,14 @@ def producer(config: dict[str, Any], **overrides: Any) -> KafkaProducer:
 
 
 def consumer(config: dict[str, Any], **overrides: Any) -> KafkaConsumer:
-    return KafkaConsumer(**config, **overrides)
+    # Topics are created explicitly (ensure_topics); a metadata request must never create one with
+    # broker defaults (and the local Tansu broker loses records on auto-created topics).
+    return KafkaConsumer(**config, **{"allow_auto_create_topics": False, **overrides})
 
 
 def ensure_topics(config: dict[str, Any], topics: Iterable[str], partitions: int = 1) -> None:
-    """Create the topics that do not exist yet (a broker may have auto-creation disabled)."""
+    """Create the topics that do not exist yet. Every component calls this for the topics it uses
+    rather than relying on auto-creation (often disabled, and lossy on the local Tansu broker)."""
     admin = KafkaAdminClient(**config)
     try:
         existing = set(admin.list_topics())

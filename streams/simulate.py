@@ -30,7 +30,9 @@ def encode_rows(tx: Transactions) -> list[tuple[bytes, bytes]]:
 
 def push(sim: Simulator, settings: Settings, start_day: int, end_day: float, stop: threading.Event, max_events: int | None = None) -> int:
     """Send labeled events in label-arrival order at ``settings.simulate.rate`` per second."""
-    producer = kio.producer(kio.client_config(settings.kafka.bootstrap_servers, settings.kafka.security))
+    config = kio.client_config(settings.kafka.bootstrap_servers, settings.kafka.security)
+    kio.ensure_topics(config, [settings.kafka.topic])
+    producer = kio.producer(config)
     rate, sent, started = settings.simulate.rate, 0, time.monotonic()
     try:
         for chunk in sim.labeled_stream(start_day, end_day=end_day):

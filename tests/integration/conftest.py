@@ -22,6 +22,7 @@ from streams.simulate import encode_rows
 from streams.simulator import FEATURES, Simulator
 
 SIM = Simulator(seed=11, customers=2000, terminals=800)
+ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +55,8 @@ class Stack:
             "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "PERENNIAL_KAFKA__TOPIC": self.topic,
             "PERENNIAL_KAFKA__ANNOUNCE_TOPIC": f"{self.topic}.announce",
+            "PERENNIAL_KAFKA__CONTROL_TOPIC": f"{self.topic}.control",
+            "PERENNIAL_SERVE__ADMIN_TOKEN": ADMIN_TOKEN,
             "PERENNIAL_KAFKA__GROUP_ID": f"{self.topic}-learner",
             "PERENNIAL_KAFKA__SESSION_TIMEOUT_MS": "6000",
             "PERENNIAL_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
@@ -130,13 +133,17 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.3):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def producer(bootstrap: str) -> KafkaProducer:
+def producer(bootstrap: str, topic: str) -> KafkaProducer:
+    """A plain kafka-python producer (any client may produce), after the topic exists."""
+    from streams.kafka import client_config, ensure_topics
+
+    ensure_topics(client_config(bootstrap), [topic])
     return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
 
 
 def produce_stream(bootstrap: str, topic: str, start_day: int, end_day: int) -> list[bytes]:
     """Simulated labeled events of [start_day, end_day) in label order; returns their values."""
-    p = producer(bootstrap)
+    p = producer(bootstrap, topic)
     values = []
     for chunk in SIM.labeled_stream(start_day, end_day=end_day):
         for key, value in encode_rows(chunk):
@@ -148,10 +155,76 @@ def produce_stream(bootstrap: str, topic: str, start_day: int, end_day: int) -> 
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list:
-    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=1000)
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, allow_auto_create_topics=False)
     records, deadline = [], time.monotonic() + timeout
     while len(records) < expected and time.monotonic() < deadline:
         for batch in c.poll(timeout_ms=500).values():
             records.extend(batch)
     c.close()
     return records
+
+
+class Outage:
+    """A TCP proxy in front of the broker whose path can be cut: every connection dropped and new
+    ones refused, as when the network to Kafka fails. Clients only ever see the proxy's port."""
+
+    def __init__(self, upstream_port: int):
+        import socket
+        import threading
+
+        self.upstream = upstream_port
+        self.port = free_port()
+        self._socket, self._threading = socket, threading
+        self._conns: list = []
+        self._lock = threading.Lock()
+        self._listener = None
+        self.restore()
+
+    def restore(self) -> None:
+        s = self._socket.socket()
+        s.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(64)
+        self._listener = s
+        self._threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._listener.close()
+            for c in self._conns:
+                try:
+                    c.shutdown(self._socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                c.close()
+            self._conns.clear()
+
+    def _accept(self, listener) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = self._socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                self._threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass

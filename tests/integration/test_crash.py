@@ -29,7 +29,7 @@ def test_sigkilled_learner_loses_no_event(stack):
     rng.shuffle(stream)
 
     def produce() -> None:
-        p = producer(stack.bootstrap)
+        p = producer(stack.bootstrap, stack.topic)
         for i, value in enumerate(stream):
             p.send(stack.topic, value=value)
             if i % 500 == 0:

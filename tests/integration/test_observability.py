@@ -84,7 +84,7 @@ def test_every_dashboard_panel_has_data_and_rules_evaluate(stack, prometheus):
     t = threading.Thread(target=traffic, daemon=True)
     t.start()
     produced = produce_stream(stack.bootstrap, stack.topic, 45, 49)
-    p = producer(stack.bootstrap)
+    p = producer(stack.bootstrap, stack.topic)
     p.send(stack.topic, value=b"not json")
     p.flush()
     wait_for(lambda: stack.learner_metric("perennial_learner_events_consumed_total") >= len(produced) + 1, 120, "learner to consume")
