@@ -47,6 +47,7 @@ SERVING = [
     ("Age of the served version", "s", "timeseries", [q("max(perennial_server_model_age_seconds)", "age")]),
     ("Model swaps by result", "short", "timeseries", [q("sum by (result) (increase(perennial_server_swaps_total[5m]))", "{{result}}")]),
     ("Swap time (verify, load, warm)", "s", "timeseries", [q(quantile("perennial_server_swap_duration_seconds", 0.99, window="15m"), "p99")]),
+    ("Admin commands sent", "short", "timeseries", [q("sum by (action) (increase(perennial_server_admin_commands_total[15m]))", "{{action}}")]),
 ]
 
 LEARNING = [
@@ -84,6 +85,9 @@ LEARNING = [
     ("Versions published", "short", "timeseries", [q("sum(increase(perennial_learner_versions_published_total[15m]))", "published"), q("max(perennial_learner_published_version_number)", "newest")]),
     ("Time since the last published version", "s", "stat", [q("time() - max(perennial_learner_last_publish_timestamp_seconds)", "since publish")]),
     ("Time since the last round", "s", "stat", [q("time() - max(perennial_learner_last_round_timestamp_seconds)", "since round")]),
+    ("Learning paused by an operator", "bool_yes_no", "stat", [q("max(perennial_learner_paused)", "paused")]),
+    ("Rollbacks by trigger", "short", "timeseries", [q("sum by (trigger) (increase(perennial_learner_rollbacks_total[1h]))", "{{trigger}}")]),
+    ("Events quarantined (implausible fraud rate)", "short", "timeseries", [q("sum(increase(perennial_learner_events_quarantined_total[15m]))", "quarantined")]),
 ]
 
 
