@@ -142,7 +142,7 @@ def test_existing_secret_and_tls_are_wired():
 
 
 def test_prometheus_rule_is_the_repository_rules_and_passes_promtool(tmp_path):
-    docs = render(CHART / "ci" / "monitoring-values.yaml")
+    docs = render(CHART / "ci" / "prometheusrule-values.yaml")
     rule = by_kind(docs, "PrometheusRule")[0]
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert rule["spec"] == yaml.safe_load((CHART / "rules" / "perennial-rules.yaml").read_text())
@@ -151,12 +151,12 @@ def test_prometheus_rule_is_the_repository_rules_and_passes_promtool(tmp_path):
     assert exe, "promtool is not installed; `make test` installs Debian's prometheus package"
     r = subprocess.run([exe, "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    monitor = by_kind(docs, "ServiceMonitor")[0]
+    monitor = by_kind(render(CHART / "ci" / "servicemonitor-values.yaml"), "ServiceMonitor")[0]
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"http", "metrics"}
 
 
 def test_dashboard_configmaps_are_byte_identical_to_the_repository_files():
-    docs = render(CHART / "ci" / "monitoring-values.yaml")
+    docs = render(CHART / "ci" / "dashboards-values.yaml")
     maps = [d for d in by_kind(docs, "ConfigMap") if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
     files = sorted((CHART / "dashboards").glob("*.json"))
     assert len(maps) == len(files) == 2
