@@ -1,32 +1,28 @@
-"""`perennial learn`: the only writer of the registry.
+"""The learner: the only writer of the registry, with no broker in it (the Kafka edge is loop.py).
 
-The loop (after quix-streams): poll → validate each event (malformed ones to the dead-letter topic,
-duplicate ids to it too, a hashed share held out for the gates) → when a round is due, train it,
-gate the candidate against the served version, publish and announce what passes → checkpoint
-atomically → commit offsets. Offsets are committed only after the checkpoint that accounts for
-those events is durable, and on restart the consumer seeks to the checkpoint's offsets, so a crash
-at any point loses no labeled event and counts none twice.
+Each event is validated (malformed ones and duplicate ids to the dead-letter topic) and either
+waits for the next round or, for a hashed share, for the held-out set the gates judge with. A round
+is checked by the label-rate guard, trained (Avalanche: replay + online EWC), gated against the
+served version, and published and announced if it passes. Operators' commands (rollback, pause,
+resume) and the probation of a newly served version act on the same state. Everything needed to
+resume is in one atomic checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import zlib
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
+from learners.accounting import Accounting, EventBuffer
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.checkpoint import load_checkpoint, save_checkpoint
-from learners.control import ControlChannel
 from learners.drift import DriftMonitor, log_loss
 from learners.gates import GateThresholds, decide
 from learners.label_guard import LabelRateGuard
@@ -41,51 +37,6 @@ from streams.events import EventError, parse_event
 log = logging.getLogger(__name__)
 
 Emit = Callable[..., None]
-
-
-@dataclass
-class Accounting:
-    """Where every consumed event went:
-    consumed == trained + held_out + quarantined + pending (both buffers) + sum(dead_lettered)."""
-
-    consumed: int = 0
-    trained: int = 0
-    held_out: int = 0
-    quarantined: int = 0
-    dead_lettered: dict[str, int] = field(default_factory=dict)
-    rounds: int = 0
-    published: int = 0
-
-
-class EventBuffer:
-    """Rows of raw feature values with labels, appended one at a time, bounded or not."""
-
-    def __init__(self, n_features: int, limit: int | None = None):
-        self.n_features, self.limit = n_features, limit
-        self._x: list[tuple[float, ...]] = []
-        self._y: list[int] = []
-
-    def add(self, x: tuple[float, ...], y: int) -> None:
-        self._x.append(x)
-        self._y.append(y)
-        if self.limit and len(self._y) > self.limit * 2:  # trim in bulk, not per event
-            del self._x[: -self.limit], self._y[: -self.limit]
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        x, y = self._x, self._y
-        if self.limit:
-            x, y = x[-self.limit :], y[-self.limit :]
-        return np.asarray(x, np.float32).reshape(-1, self.n_features), np.asarray(y, np.int64)
-
-    def load(self, x: np.ndarray, y: np.ndarray) -> None:
-        self._x = [tuple(r) for r in x.tolist()]
-        self._y = y.tolist()
-
-    def clear(self) -> None:
-        self._x, self._y = [], []
-
-    def __len__(self) -> int:
-        return min(len(self._y), self.limit) if self.limit else len(self._y)
 
 
 class Learner:
@@ -365,101 +316,6 @@ class Learner:
     def _observe_served(self) -> None:
         self.metrics.version_number.set(int(self.incumbent.version[1:]))
         self.metrics.last_publish.set(self.incumbent.manifest.get("created_ts", 0.0))
-
-    def _observe_lag(self, consumer) -> None:  # noqa: ANN001
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            position = self.offsets.get(f"{tp.topic}:{tp.partition}")
-            if high is not None and position is not None:
-                self.metrics.lag.labels(str(tp.partition)).set(max(0, high - position))
-
-    # -- the loop ---------------------------------------------------------------------------
-
-    def run(self, stop: threading.Event) -> None:
-        s = self.settings
-        cfg = kio.client_config(s.kafka.bootstrap_servers, s.kafka.security)
-        kio.ensure_topics(cfg, [s.kafka.topic, s.kafka.dlq_topic, s.kafka.announce_topic, s.kafka.control_topic])
-        producer = kio.producer(cfg)
-        dead_letters = kio.DeadLetters(producer, s.kafka.dlq_topic)
-        consumer = kio.consumer(
-            cfg, group_id=s.kafka.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=s.kafka.session_timeout_ms, heartbeat_interval_ms=s.kafka.heartbeat_interval_ms,
-            max_poll_interval_ms=s.kafka.max_poll_interval_ms,
-        )
-        learner = self
-
-        class Seek(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked):  # noqa: ANN001
-                # Runs on kafka-python's IO thread, where a blocking commit is forbidden: write the
-                # checkpoint (what a restart seeks to); the main loop commits.
-                if revoked:
-                    dead_letters.flush()
-                    learner.checkpoint()
-
-            def on_partitions_assigned(self, assigned):  # noqa: ANN001
-                for tp in assigned:
-                    offset = learner.offsets.get(f"{tp.topic}:{tp.partition}")
-                    if offset is not None:
-                        consumer.seek(tp, offset)
-                if learner.paused:
-                    consumer.pause(*assigned)
-                learner.emit("assigned", partitions=[tp.partition for tp in assigned])
-
-        consumer.subscribe([s.kafka.topic], listener=Seek())
-        control = ControlChannel(cfg, s.kafka.control_topic, self.control_offsets)
-        announce = lambda manifest: kio.announce(producer, s.kafka.announce_topic, manifest)  # noqa: E731
-        last_durable = time.monotonic()
-        dirty = False
-        try:
-            while not stop.is_set():
-                batches = consumer.poll(timeout_ms=200, max_records=s.learn.round_events)
-                for tp, records in batches.items():
-                    for rec in records:
-                        self.handle(rec.value, rec.key, (tp.topic, tp.partition, rec.offset), dead_letters)
-                        self.offsets[f"{tp.topic}:{tp.partition}"] = rec.offset + 1
-                        dirty = True
-                if batches:
-                    self._observe_lag(consumer)
-                commands = control.poll()
-                for cmd in commands:
-                    self.apply(cmd, consumer, announce)
-                if control.offsets != self.control_offsets:
-                    self.control_offsets = dict(control.offsets)
-                    dirty = True
-                if commands:  # an applied command is made durable at once
-                    self._durable(consumer, dead_letters)
-                    last_durable, dirty = time.monotonic(), False
-                elif self.round_due():
-                    dead_letters.flush()
-                    self.train_round(announce)
-                    self._durable(consumer, dead_letters)
-                    last_durable, dirty = time.monotonic(), False
-                elif dirty and time.monotonic() - last_durable > 5.0:
-                    self._durable(consumer, dead_letters)
-                    last_durable, dirty = time.monotonic(), False
-            self._durable(consumer, dead_letters)
-        finally:
-            control.close()
-            consumer.close(autocommit=False)
-            producer.close(timeout=10)
-
-    def _durable(self, consumer, dead_letters: kio.DeadLetters) -> None:  # noqa: ANN001
-        """Dead letters flushed, checkpoint written, then (and only then) offsets committed."""
-        dead_letters.flush()
-        self.checkpoint()
-        commit = {}
-        for key, offset in self.offsets.items():
-            topic, _, partition = key.rpartition(":")
-            tp = TopicPartition(topic, int(partition))
-            if tp in consumer.assignment():
-                commit[tp] = OffsetAndMetadata(offset, "", -1)
-        if commit:
-            try:
-                consumer.commit(commit)
-            except KafkaError as exc:
-                # Harmless: the checkpoint holds the offsets and a restart seeks to them.
-                log.warning("offset commit failed (%s); the checkpoint keeps the position", exc)
-
 
 def _latency_ms(model: ScoringModel, x: np.ndarray, n: int = 200) -> float:
     """Median time to score one event alone, in milliseconds."""

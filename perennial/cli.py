@@ -128,6 +128,7 @@ def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
     from prometheus_client import start_http_server
 
     from learners.learner import Learner
+    from learners.loop import run
     from learners.metrics import LearnerMetrics
 
     metrics = LearnerMetrics()
@@ -136,7 +137,7 @@ def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
     stop = stop_on_signals()
     learner = Learner(settings, metrics, emit_json)
     emit_json("learning", topic=settings.kafka.topic, incumbent=learner.incumbent.version, metrics_port=settings.learn.metrics_port)
-    learner.run(stop)
+    run(learner, stop)
     emit_json("stopped", accounting=learner.acct.__dict__)
     return 0
 

@@ -103,11 +103,16 @@ def evaluation_sets(sim: Simulator, legit: int = 8000) -> dict[str, tuple[np.nda
 
 
 def scrape(url: str) -> dict[str, float]:
+    """Every sample of a /metrics page, summed over labels, by sample name (empty if unreachable)."""
     try:
         text = httpx.get(url, timeout=2).text
     except httpx.HTTPError:
         return {}
-    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples if not s.labels}
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[s.name] = out.get(s.name, 0.0) + s.value
+    return out
 
 
 class Traffic(threading.Thread):
@@ -288,7 +293,7 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
         "served_version_end": version_end,
         "events_consumed": int(final_metrics.get("perennial_learner_events_consumed_total", 0)),
         "events_trained": int(final_metrics.get("perennial_learner_events_trained_total", 0)),
-        "events_dead_lettered": int(sum(v for k, v in _labelled(learner_url, "perennial_learner_events_dead_lettered_total"))),
+        "events_dead_lettered": int(final_metrics.get("perennial_learner_events_dead_lettered_total", 0)),
         "new_pattern": NEW_PATTERN,
         "new_pattern_ap_start": ap_start[NEW_PATTERN],
         "new_pattern_ap_end": ap_end[NEW_PATTERN],
@@ -312,14 +317,6 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
         summary_json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
         print(f"  summary written to {summary_json}")
     return 0
-
-
-def _labelled(url: str, name: str) -> list[tuple[str, float]]:
-    try:
-        text = httpx.get(url, timeout=2).text
-    except httpx.HTTPError:
-        return []
-    return [(str(s.labels), s.value) for fam in text_string_to_metric_families(text) for s in fam.samples if s.name == name]
 
 
 def _mean(values: list[float | None]) -> float | None:
