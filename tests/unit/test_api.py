@@ -64,6 +64,15 @@ def test_bad_requests_are_4xx_naming_the_problem(client, body, status, words):
     assert r.status_code == status and words in r.json()["error"]
 
 
+def test_streamed_body_over_the_limit_is_refused(client):
+    def chunks():
+        for _ in range(10):
+            yield b" " * 500
+
+    r = client.post("/v1/predict", content=chunks())  # chunked: no Content-Length to trust
+    assert r.status_code == 413 and "limit of 2000 bytes" in r.json()["error"]
+
+
 def test_model_health_readiness_metrics(client):
     m = client.get("/v1/model").json()
     assert m["version"] == "v000001" and m["features"] == list(NAMES) and m["manifest"]["gate_report"] == {"passed": True}
