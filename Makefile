@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install system-deps dashboards clean
+.PHONY: demo test bench install system-deps dashboards clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ install: $(STAMP)
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v docker-compose >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus docker-compose; }
+
+# Benchmarks print figures measured side by side in one run and write docs/benchmarks.md.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+	cd bench && ../$(BIN)/python run.py
 
 dashboards: $(STAMP)
 	$(BIN)/python observability/build_dashboards.py

@@ -1,0 +1,98 @@
+"""Helpers shared by the benchmarks: a small pretrained registry, processes, wrk, the report table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from learners.pretrain import pretrain  # noqa: E402
+from learners.registry import Registry  # noqa: E402
+from streams.simulator import FEATURES, Simulator  # noqa: E402
+
+SIM = Simulator(seed=5, customers=3000, terminals=1000)
+
+
+def registry(path: Path) -> Path:
+    if Registry(path).current_version() is None:
+        tx = SIM.generate(0, 30)
+        pretrain(FEATURES, tx.features, tx.label, Registry(path), epochs=3, retention_size=2000)
+    return path
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def start(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    return subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wrk(url: str, body_file: Path, seconds: int = 10, connections: int = 32) -> dict[str, float]:
+    """Requests/s and latency percentiles from wrk posting one JSON body."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        raise RuntimeError("wrk is not installed (Debian: apt-get install wrk); `make bench` installs it")
+    script = body_file.with_suffix(".lua")
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
+    )
+    out = subprocess.run([exe, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = {p: _ms(re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1)) for p in ("50", "99")}
+    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"], "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def _ms(value: str) -> float:
+    for unit, factor in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if value.endswith(unit):
+            return float(value[: -len(unit)]) * factor
+    return float(value)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def report(title: str, rows: list[tuple[str, str, str, str]], notes: list[str], path: Path) -> str:
+    """A markdown section: figure, value, target, met."""
+    lines = [f"## {title}", "", f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}", "",
+             "| figure | value | target | met |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines += [""] + [f"- {n}" for n in notes] + [""]
+    text = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(text)
+    return text
