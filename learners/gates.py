@@ -78,7 +78,8 @@ def decide(
 
     finite = bool(np.isfinite(all_scores).all())
     checks.append(Check("finite", finite, "all scores finite" if finite else "candidate produced NaN or infinite scores"))
-    spread = float(np.std(all_scores[np.isfinite(all_scores)])) if all_scores.size else 0.0
+    finite_scores = all_scores[np.isfinite(all_scores)]
+    spread = float(np.std(finite_scores)) if finite_scores.size else 0.0
     checks.append(
         Check("score_spread", spread >= t.min_score_std, f"score std {spread:.2e} (minimum {t.min_score_std:.0e})")
     )
