@@ -62,8 +62,9 @@ class ControlChannel:
                     log.error("skipping malformed control command at offset %d: %s", rec.offset, exc)
                     continue
                 out.append(cmd)
-        for tp in self.consumer.assignment():  # positions even when nothing came, for the checkpoint
-            self.offsets.setdefault(str(tp.partition), self.consumer.position(tp))
+        for tp in self.consumer.assignment():  # a position for the checkpoint even before any command
+            if str(tp.partition) not in self.offsets:  # position() may ask the broker: only once
+                self.offsets[str(tp.partition)] = self.consumer.position(tp)
         return out
 
     def close(self) -> None:

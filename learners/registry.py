@@ -29,7 +29,7 @@ import orjson
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from learners.files import atomic_write, fsync_dir, sha256_file
+from learners.files import atomic_write, fsync_dir
 from learners.model import ScoringModel
 from learners.schema import FeatureSchema
 
@@ -127,15 +127,15 @@ class Registry:
         staging = self.versions_dir / f".incoming-{version}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        weights_path = staging / WEIGHTS
-        atomic_write(weights_path, save_safetensors({k: np.ascontiguousarray(v) for k, v in weights.items()}))
+        data = save_safetensors({k: np.ascontiguousarray(v) for k, v in weights.items()})
+        atomic_write(staging / WEIGHTS, data)
         now = time.time()
         manifest = {
             "version": version,
             "parent": parent,
             "created": datetime.fromtimestamp(now, timezone.utc).isoformat(),
             "created_ts": now,
-            "sha256": sha256_file(weights_path),
+            "sha256": hashlib.sha256(data).hexdigest(),  # of the bytes written, without reading them back
             "feature_schema": schema.to_dict(),
             "metrics": metrics or {},
             "gate_report": gate_report or {},
