@@ -78,14 +78,16 @@ class ContinualLearner:
         self.net = net
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
         if config.replay_policy == "class_balanced":
-            storage = ClassBalancedBuffer(max_size=config.replay_size, adaptive_size=True)
+            storage = ClassBalancedBuffer(max_size=max(config.replay_size, 1), adaptive_size=True)
         elif config.replay_policy == "reservoir":
-            storage = ReservoirSamplingBuffer(max_size=config.replay_size)
+            storage = ReservoirSamplingBuffer(max_size=max(config.replay_size, 1))
         else:
             raise ValueError(f"unknown replay policy {config.replay_policy!r}; use class_balanced or reservoir")
-        self.replay = _Replay(mem_size=config.replay_size, storage_policy=storage)
-        self.ewc = EWCPlugin(ewc_lambda=config.ewc_lambda, mode="online", decay_factor=config.ewc_decay)
+        # replay_size 0 or ewc_lambda 0 leave that plugin out (the ablations of `perennial evaluate`)
+        self.replay = _Replay(mem_size=config.replay_size, storage_policy=storage) if config.replay_size > 0 else None
+        self.ewc = EWCPlugin(ewc_lambda=config.ewc_lambda, mode="online", decay_factor=config.ewc_decay) if config.ewc_lambda > 0 else None
         self._before_ewc, self._after_ewc = _LossProbe(), _LossProbe()
+        plugins = [p for p in (self.replay, self._before_ewc, self.ewc, self._after_ewc) if p is not None]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.strategy = Naive(
@@ -95,7 +97,7 @@ class ContinualLearner:
                 train_mb_size=config.batch_size,
                 train_epochs=config.epochs,
                 device="cpu",
-                plugins=[self.replay, self._before_ewc, self.ewc, self._after_ewc],
+                plugins=plugins,
                 evaluator=EvaluationPlugin(loggers=[]),
                 eval_every=-1,
             )
@@ -121,6 +123,15 @@ class ContinualLearner:
             replay_size=len(replay_y),
             replay_positives=int(replay_y.sum()),
         )
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = value
 
     @torch.inference_mode()
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -153,7 +164,7 @@ class ContinualLearner:
             tensors[f"replay.{name}.x"], tensors[f"replay.{name}.y"] = x, y
             tensors[f"replay.{name}.w"] = buf._buffer_weights.clone()
         counter = self.strategy.clock.train_exp_counter
-        if counter > 0:
+        if counter > 0 and self.ewc is not None:
             for k, p in self.ewc.importances[counter - 1].items():
                 tensors[f"ewc.importance.{k}"] = p.data.clone()
             for k, p in self.ewc.saved_params[counter - 1].items():
@@ -179,8 +190,8 @@ class ContinualLearner:
         # Avalanche resets the optimizer on a strategy's first experience unless it already knows the
         # parameters; tell it, so the restored Adam moments survive.
         self.strategy.optimized_param_id = dict(self.net.named_parameters())
-        storage = self.replay.storage_policy
         for name, max_size in meta["replay_groups"].items():
+            storage = self.replay.storage_policy
             buf = ReservoirSamplingBuffer(max_size) if isinstance(storage, ClassBalancedBuffer) else storage
             buf.max_size = max_size
             buf.buffer = tensor_dataset(tensors[f"replay.{name}.x"], tensors[f"replay.{name}.y"])
@@ -190,7 +201,7 @@ class ContinualLearner:
                 storage.seen_classes.add(int(name))
         counter = int(meta["rounds"])
         self.strategy.clock.train_exp_counter = counter
-        if counter > 0:
+        if counter > 0 and self.ewc is not None:
             names = [n for n, _ in self.net.named_parameters()]  # Avalanche pairs them by position
             self.ewc.importances[counter - 1] = _param_dict(tensors, "ewc.importance.", names)
             self.ewc.saved_params[counter - 1] = _param_dict(tensors, "ewc.anchor.", names)
@@ -198,6 +209,8 @@ class ContinualLearner:
     # -- replay memory --------------------------------------------------------------------
 
     def _replay_groups(self) -> dict[str, tuple[ReservoirSamplingBuffer, int]]:
+        if self.replay is None:
+            return {}
         storage = self.replay.storage_policy
         if isinstance(storage, ClassBalancedBuffer):
             return {str(c): (b, b.max_size) for c, b in storage.buffer_groups.items()}

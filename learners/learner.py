@@ -67,7 +67,8 @@ class Learner:
         self.offsets: dict[str, int] = {}  # "topic:partition" -> next offset to read
         self.failures = 0
         self.pending_since: float | None = None
-        self.drift = DriftMonitor()
+        self.drift = DriftMonitor(cfg.drift_delta)
+        self.reacting = 0  # rounds left of the reaction to a drift
         self.paused = False
         self.control_offsets: dict[str, int] = {}
         self.probation: Probation | None = None
@@ -99,6 +100,7 @@ class Learner:
         self.failures = meta["failures"]
         self.paused = meta.get("paused", False)
         self.control_offsets = meta.get("control_offsets", {})
+        self._react(meta.get("drift_reacting", 0))
         self.metrics.paused.set(int(self.paused))
         if self.pending:
             self.pending_since = time.monotonic()
@@ -122,6 +124,7 @@ class Learner:
             "paused": self.paused,
             "label_rate": self.guard.baseline,
             "control_offsets": self.control_offsets,
+            "drift_reacting": self.reacting,
         }
         save_checkpoint(self.settings.learn.checkpoint_path, tensors, meta)
         self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
@@ -158,12 +161,25 @@ class Learner:
         if self.paused:
             return False
         cfg = self.settings.learn
-        if len(self.pending) >= cfg.round_events:
+        if len(self.pending) >= self.round_size:
             return True
         waited = time.monotonic() - self.pending_since if self.pending_since is not None else 0.0
         return len(self.pending) >= cfg.round_min_events and waited >= cfg.round_max_s
 
     # -- rounds -----------------------------------------------------------------------------
+
+    @property
+    def round_size(self) -> int:
+        """Events that start a round: fewer while reacting to a drift."""
+        cfg = self.settings.learn
+        return max(cfg.round_min_events, int(cfg.round_events * cfg.drift_round_factor)) if self.reacting else cfg.round_events
+
+    def _react(self, rounds: int) -> None:
+        """Set the rounds left of a drift reaction and the learning rate that goes with it."""
+        cfg = self.settings.learn
+        self.reacting = rounds
+        self.adapter.learning_rate = cfg.learning_rate * (cfg.drift_lr_factor if rounds else 1.0)
+        self.metrics.drift_reacting.set(int(rounds > 0))
 
     def train_round(self, announce: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Train on the pending events, gate the candidate, publish it if it passes."""
@@ -185,8 +201,15 @@ class Learner:
         drifts = self.drift.update(log_loss(y, self.incumbent.score(x)))  # prequential: before training
         if drifts:
             self.metrics.drift_detected.inc(drifts)
-            self.emit("drift", round=self.acct.rounds + 1, loss_estimation=self.drift.estimation, window_events=self.drift.width)
+            if self.settings.learn.drift_reaction:
+                self._react(self.settings.learn.drift_reaction_rounds)
+            self.emit(
+                "drift", round=self.acct.rounds, loss_estimation=self.drift.estimation, window_events=self.drift.width,
+                reacting_rounds=self.reacting,
+            )
         stats = self.adapter.learn(self.schema.transform(x), y)
+        if self.reacting:
+            self._react(self.reacting - 1)
         self.acct.trained += len(y)
         candidate = ScoringModel("candidate", self.schema, self.adapter.weights())
         hx, hy = self.holdout.arrays()

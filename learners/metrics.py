@@ -57,6 +57,9 @@ class LearnerMetrics:
         self.version_number = Gauge("perennial_learner_published_version_number", "Number of the newest version the learner published or started from.", registry=r)
         self.drift_detected = Counter("perennial_learner_drift_detected_total", "Drifts found by ADWIN in the served model's loss on new events.", registry=r)
         self.drift_estimation = Gauge("perennial_learner_drift_loss_estimation", "ADWIN's mean of the served model's log-loss on new events.", registry=r)
+        self.drift_reacting = Gauge(
+            "perennial_learner_drift_reacting", "1 while the learner reacts to a drift (shorter rounds, higher learning rate).", registry=r,
+        )
         self.drift_width = Gauge("perennial_learner_drift_window_events", "Events in ADWIN's window (it shrinks at a drift).", registry=r)
         self.published = Counter("perennial_learner_versions_published_total", "Versions published to the registry.", registry=r)
         self.resets = Counter("perennial_learner_resets_total", "Restarts of training from the served weights after repeated gate failures.", registry=r)

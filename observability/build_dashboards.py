@@ -79,6 +79,7 @@ LEARNING = [
     ("Drift (river ADWIN on the served model's loss)", "none", "timeseries", [
         q("max(perennial_learner_drift_loss_estimation)", "loss estimation"),
         q("sum(increase(perennial_learner_drift_detected_total[5m]))", "drifts"),
+        q("max(perennial_learner_drift_reacting)", "reacting"),
     ]),
     ("ADWIN window", "short", "timeseries", [q("max(perennial_learner_drift_window_events)", "events")]),
     ("Checkpoint write time", "s", "timeseries", [q(quantile("perennial_learner_checkpoint_duration_seconds", 0.95, window="5m"), "p95")]),

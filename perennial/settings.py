@@ -118,6 +118,16 @@ class LearnSettings(BaseModel):
     """Port of the learner's /metrics endpoint (0 disables it)."""
     torch_threads: int = 1
     """Threads torch may use for training."""
+    drift_delta: float = 0.002
+    """Confidence of river's ADWIN on the served model's loss over new events (smaller: fewer, surer drifts)."""
+    drift_reaction: bool = True
+    """On a detected drift, learn faster for a while: shorter rounds and a higher learning rate."""
+    drift_reaction_rounds: int = 4
+    """Rounds the reaction to a drift lasts."""
+    drift_round_factor: float = 0.25
+    """Round size while reacting, as a share of round_events."""
+    drift_lr_factor: float = 2.0
+    """Learning rate while reacting, as a multiple of learning_rate."""
     gates: GateSettings = Field(default_factory=GateSettings)
 
 

@@ -78,3 +78,25 @@ def test_restore_refuses_another_replay_policy():
 
 def test_no_checkpoint_yet(tmp_path):
     assert load_checkpoint(tmp_path / "none.safetensors") is None
+
+
+def test_ablations_leave_their_plugin_out_and_still_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    naive = ContinualLearner(TabularNet(6, hidden=16), LearnerConfig(replay_size=0, ewc_lambda=0.0, batch_size=64))
+    assert naive.replay is None and naive.ewc is None
+    for _ in range(2):
+        stats = naive.learn(*batch())
+    assert stats.replay_size == 0 and stats.ewc_penalty == 0.0
+    tensors, meta = naive.state()
+    again = ContinualLearner(TabularNet(6, hidden=16), LearnerConfig(replay_size=0, ewc_lambda=0.0, batch_size=64))
+    again.restore(tensors, meta)
+    assert all(np.array_equal(naive.weights()[k], v) for k, v in again.weights().items())
+
+
+def test_the_learning_rate_can_be_changed_between_rounds_and_stays():
+    L = learner()
+    L.learn(*batch())
+    L.learning_rate = 5e-3
+    L.learn(*batch())
+    assert L.learning_rate == pytest.approx(5e-3)
+    assert all(g["lr"] == pytest.approx(5e-3) for g in L.strategy.optimizer.param_groups)

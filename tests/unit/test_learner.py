@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from learners.drift import DriftMonitor
 from learners.learner import Learner
 from learners.metrics import LearnerMetrics
 from learners.pretrain import pretrain
@@ -129,3 +130,43 @@ def test_a_good_served_version_stays(learner):
     learner.train_round(lambda m: None)
     assert learner.probation is None or learner.probation.version.version != "v000001"
     assert not [e for e in learner.registry.history() if e["trigger"] == "automatic"]
+
+
+def test_a_detected_drift_shortens_rounds_and_raises_the_learning_rate_for_a_while(learner):
+    cfg = learner.settings.learn
+    learner.drift.update([0.0] * 5000)  # a long calm history: any real loss is a change
+    tx = SIM.generate(45, 2)
+    reports = rounds(learner, tx.take(np.arange(2048)))
+    drift = [f for kind, f in learner.events if kind == "drift"]
+    assert drift and drift[0]["reacting_rounds"] == cfg.drift_reaction_rounds, learner.events
+    assert learner.reacting == cfg.drift_reaction_rounds - 1  # the detecting round was the first
+    assert learner.round_size == int(cfg.round_events * cfg.drift_round_factor)
+    assert learner.adapter.learning_rate == pytest.approx(cfg.learning_rate * cfg.drift_lr_factor)
+    assert learner.metrics.drift_reacting._value.get() == 1
+
+    learner.checkpoint()  # the reaction survives a restart
+    again = Learner(learner.settings, LearnerMetrics(), lambda *a, **f: None)
+    assert again.reacting == learner.reacting and again.adapter.learning_rate == learner.adapter.learning_rate
+
+    learner.drift = DriftMonitor(delta=1e-12)  # no further drift: watch the reaction run out
+    rest = tx.take(np.arange(2048, 2048 + learner.round_size * learner.reacting))
+    reports += rounds(learner, rest, size=learner.round_size)
+    assert len(reports) == cfg.drift_reaction_rounds
+    assert learner.reacting == 0 and learner.round_size == cfg.round_events
+    assert learner.adapter.learning_rate == pytest.approx(cfg.learning_rate)
+    assert learner.metrics.drift_reacting._value.get() == 0
+
+
+def test_without_drift_reaction_a_drift_changes_nothing(tmp_path, base):
+    import shutil
+
+    shutil.copytree(base, tmp_path / "registry")
+    settings = Settings(
+        registry={"path": tmp_path / "registry"},
+        learn={"checkpoint_path": tmp_path / "ckpt.safetensors", "drift_reaction": False},
+    )
+    learner = Learner(settings, LearnerMetrics(), lambda *a, **f: None)
+    learner.drift.update([0.0] * 5000)
+    rounds(learner, SIM.generate(45, 1).take(np.arange(2048)))
+    assert learner.drift.detections > 0
+    assert learner.reacting == 0 and learner.adapter.learning_rate == pytest.approx(settings.learn.learning_rate)
