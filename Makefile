@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install system-deps dashboards clean
+.PHONY: demo test bench evaluate install system-deps dashboards clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ system-deps:
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
 	cd bench && ../$(BIN)/python run.py
+	$(MAKE) evaluate
+
+# The continual-learning quality harness: eight strategies, three seeds, docs/evaluation.md (about 10 min).
+evaluate: $(STAMP)
+	$(BIN)/perennial evaluate --seeds 0,1,2 --out docs/evaluation.md
 
 dashboards: $(STAMP)
 	$(BIN)/python observability/build_dashboards.py

@@ -208,6 +208,28 @@ class ContinualLearner:
 
     # -- replay memory --------------------------------------------------------------------
 
+    def seed_replay(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Start the replay memory with earlier (historical) events, as if they had been seen:
+        each class's reservoir holds up to its share, with reservoir weights like any other event."""
+        if self.replay is None or not len(y):
+            return
+        storage = self.replay.storage_policy
+        xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+        if isinstance(storage, ClassBalancedBuffer):
+            classes = sorted(set(y.tolist()))
+            share = self.config.replay_size // len(classes)
+            for c in classes:
+                rows = torch.nonzero(yt == c).flatten()[:share]
+                buf = ReservoirSamplingBuffer(share)
+                buf.buffer = tensor_dataset(xt[rows], yt[rows])
+                buf._buffer_weights = torch.rand(len(rows))
+                storage.buffer_groups[c] = buf
+                storage.seen_classes.add(c)
+        else:
+            n = min(len(y), self.config.replay_size)
+            storage.buffer = tensor_dataset(xt[:n], yt[:n])
+            storage._buffer_weights = torch.rand(n)
+
     def _replay_groups(self) -> dict[str, tuple[ReservoirSamplingBuffer, int]]:
         if self.replay is None:
             return {}

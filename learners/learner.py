@@ -74,7 +74,10 @@ class Learner:
         self.probation: Probation | None = None
         first = self.registry.manifest(self.registry.versions()[0])
         self.guard = LabelRateGuard(cfg.max_label_rate_ratio, first.get("metrics", {}).get("fraud_rate"))
-        self._restore()
+        if not self._restore() and cfg.replay_seed:
+            seed = self.registry.load_replay_seed()
+            if seed is not None:
+                self.adapter.seed_replay(self.schema.transform(seed[0]), seed[1])
         self._observe_served()
         baseline = self.registry.manifest(self.registry.versions()[0]).get("metrics", {}).get("retention_ap")
         if baseline is not None:
@@ -82,10 +85,10 @@ class Learner:
 
     # -- checkpoint -------------------------------------------------------------------------
 
-    def _restore(self) -> None:
+    def _restore(self) -> bool:
         loaded = load_checkpoint(self.settings.learn.checkpoint_path)
         if loaded is None:
-            return
+            return False
         tensors, meta = loaded
         if meta["features"] != list(self.schema.names):
             raise RegistryError("checkpoint was written for other features than the served version; remove it to start over")
@@ -105,6 +108,7 @@ class Learner:
         if self.pending:
             self.pending_since = time.monotonic()
         self.emit("restored", offsets=self.offsets, accounting=asdict(self.acct), pending=len(self.pending))
+        return True
 
     def checkpoint(self) -> None:
         started = time.perf_counter()

@@ -2,7 +2,9 @@
 
 History is split by time: the earlier 80% trains, the later 20% validates and supplies the
 retention (anchor) set, a class-balanced sample the model is never trained on and must keep
-knowing. Every later candidate is compared with the incumbent on it.
+knowing. Every later candidate is compared with the incumbent on it. A class-balanced sample of the
+training part seeds the learner's replay memory, so patterns of the history that are rare in the
+stream (or absent from it for a while) keep being rehearsed from the first round on.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def pretrain(
     epochs: int = 8,
     hidden: int = 64,
     retention_size: int = 4000,
+    replay_seed_size: int = 4000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Fit, publish the first version and save the retention set. Rows must be in time order."""
@@ -68,6 +71,8 @@ def pretrain(
         val_scores = torch.softmax(net(torch.from_numpy(schema.transform(x[cut:]))), 1)[:, 1].numpy()
     retention = class_balanced_sample(y[cut:], retention_size, rng)
     registry.save_retention(x[cut:][retention], y[cut:][retention])
+    seed_rows = class_balanced_sample(y[:cut], replay_seed_size, rng)
+    registry.save_replay_seed(x[:cut][seed_rows], y[:cut][seed_rows])
     metrics = {
         "train_events": cut,
         "fraud_rate": float(y.mean()),

@@ -49,6 +49,7 @@ class Registry:
         self.current_path = self.root / "CURRENT"
         self.history_path = self.root / "history.jsonl"
         self.retention_path = self.root / "retention" / "retention.safetensors"
+        self.replay_seed_path = self.root / "retention" / "replay-seed.safetensors"
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -107,6 +108,14 @@ class Registry:
             tensors = load_safetensors(self.retention_path.read_bytes())
         except FileNotFoundError:
             raise RegistryError(f"no retention set at {self.retention_path}; run `perennial pretrain`") from None
+        return tensors["x"], tensors["y"]
+
+    def load_replay_seed(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Historical events the learner's replay memory starts with (None for registries without)."""
+        try:
+            tensors = load_safetensors(self.replay_seed_path.read_bytes())
+        except FileNotFoundError:
+            return None
         return tensors["x"], tensors["y"]
 
     # -- writing (the learner only) ----------------------------------------------------------------
@@ -178,10 +187,10 @@ class Registry:
         return [orjson.loads(line) for line in lines if line.strip()]
 
     def save_retention(self, x: np.ndarray, y: np.ndarray) -> None:
-        atomic_write(
-            self.retention_path,
-            save_safetensors({"x": np.ascontiguousarray(x, dtype=np.float32), "y": np.ascontiguousarray(y, dtype=np.int64)}),
-        )
+        _save_sample(self.retention_path, x, y)
+
+    def save_replay_seed(self, x: np.ndarray, y: np.ndarray) -> None:
+        _save_sample(self.replay_seed_path, x, y)
 
     def _next_id(self) -> str:
         existing = self.versions()
@@ -192,3 +201,7 @@ class Registry:
     def _check_id(version: str) -> None:
         if not VERSION_RE.match(version):
             raise RegistryError(f"{version!r} is not a version id (expected v followed by six digits)")
+
+
+def _save_sample(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    atomic_write(path, save_safetensors({"x": np.ascontiguousarray(x, dtype=np.float32), "y": np.ascontiguousarray(y, dtype=np.int64)}))

@@ -1,4 +1,4 @@
-"""`perennial <command>`: broker, simulate, pretrain, serve, learn, demo.
+"""`perennial <command>`: broker, simulate, pretrain, serve, learn, demo, evaluate.
 
 Settings come from the environment (``PERENNIAL_<SECTION>__<FIELD>``); flags override them. The
 settings tree is built here, once, and passed down.
@@ -148,6 +148,39 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, summary_json=Path(args.summary_json) if args.summary_json else None, keep=args.keep, prometheus=args.prometheus)
 
 
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from perennial.evaluation.harness import Spec, evaluate
+    from perennial.evaluation.strategies import EXTRA, STRATEGIES
+
+    if args.input:
+        options: dict[str, Any] = {
+            "path": args.input, "label_column": args.label_column, "time_column": args.time_column or None,
+            "features": args.features.split(",") if args.features else None, "label_delay_s": args.label_delay,
+            "label_time_column": args.label_time_column, "pattern_column": args.pattern_column,
+            "entity_column": args.entity_column, "history_fraction": args.history_fraction, "periods": args.periods,
+        }
+        spec = Spec("table", options, card_k=args.card_k)
+    else:
+        options = {"customers": args.customers, "terminals": args.terminals, "stream_days": args.stream_days,
+                   "history_days": args.history_days, "period_days": args.period_days}
+        if args.schedule:
+            options["schedule"] = args.schedule
+        spec = Spec("simulator", options, card_k=args.card_k)
+    known = STRATEGIES + EXTRA
+    names = list(known) if args.strategies == "all" else [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(known)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    command = "perennial " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "perennial evaluate"
+    summary = evaluate(
+        spec, names, seeds, settings, Path(args.workdir), Path(args.out), args.workers, command,
+        progress=lambda msg: emit_json("evaluate", message=msg),
+    )
+    emit_json("evaluated", report=str(args.out), targets=summary["targets"])
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perennial", description="Continual learning for streaming fraud data.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -198,12 +231,36 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", type=Path, help="where the demo keeps its registry and checkpoint (demo.workdir)")
     d.add_argument("--keep", action="store_true", help="keep the workdir's registry instead of starting fresh")
     d.add_argument("--prometheus", action="store_true", help="also start a local Prometheus (if installed) scraping both processes")
+
+    ev = add("evaluate", "Replay a labeled stream prequentially through eight strategies and report quality, forgetting and cost.")
+    ev.add_argument("--input", help="CSV or Parquet file of labeled events (default: the simulator's scenario)")
+    ev.add_argument("--label-column", default="label")
+    ev.add_argument("--time-column", default="time", help="event time column (epoch seconds or ISO-8601); empty: row order")
+    ev.add_argument("--features", help="comma-separated feature columns (default: every numeric column but label, time, ids)")
+    ev.add_argument("--label-delay", type=float, default=0.0, help="seconds from an event to its label (default 0)")
+    ev.add_argument("--label-time-column", help="column with each label's arrival time (instead of --label-delay)")
+    ev.add_argument("--pattern-column", help="column naming each fraud's pattern (per-pattern figures)")
+    ev.add_argument("--entity-column", help="card or account column (card precision@k)")
+    ev.add_argument("--history-fraction", type=float, default=0.3, help="earliest share of rows that pretrains (default 0.3)")
+    ev.add_argument("--periods", type=int, default=8, help="periods the stream is judged in (default 8)")
+    ev.add_argument("--customers", type=int, default=2000, help="simulator: cards (default 2000)")
+    ev.add_argument("--terminals", type=int, default=1000, help="simulator: terminals (default 1000)")
+    ev.add_argument("--history-days", type=int, default=45, help="simulator: days of pretraining history (default 45)")
+    ev.add_argument("--stream-days", type=int, default=45, help="simulator: days streamed (default 45)")
+    ev.add_argument("--period-days", type=int, default=5, help="simulator: days per period (default 5)")
+    ev.add_argument("--schedule", help="simulator: fraud-pattern schedule (default: the simulator's)")
+    ev.add_argument("--strategies", default="all", help="comma-separated strategies, or all (default)")
+    ev.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    ev.add_argument("--card-k", type=int, default=20, help="cards checked per day for card precision@k (default 20)")
+    ev.add_argument("--workers", type=int, default=2, help="processes running strategies side by side (default 2)")
+    ev.add_argument("--workdir", default="var/evaluate", help="pretrained registries and raw results (default var/evaluate)")
+    ev.add_argument("--out", default="docs/evaluation.md", help="markdown report; plots go to a folder beside it")
     return p
 
 
 COMMANDS = {
     "broker": cmd_broker, "simulate": cmd_simulate, "pretrain": cmd_pretrain,
-    "serve": cmd_serve, "learn": cmd_learn, "demo": cmd_demo,
+    "serve": cmd_serve, "learn": cmd_learn, "demo": cmd_demo, "evaluate": cmd_evaluate,
 }
 
 

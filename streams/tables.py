@@ -6,9 +6,9 @@ and the entity columns. Rows are ordered by time when a time column exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ class LabeledTable:
     x: np.ndarray  # float32 (n, len(features))
     y: np.ndarray  # int64 0/1
     time: np.ndarray | None  # float64 epoch seconds, when known
+    extra: dict[str, Any] = field(default_factory=dict)  # other requested columns (pandas Series), same row order
 
 
 def read_labeled_table(
@@ -28,6 +29,7 @@ def read_labeled_table(
     label_column: str = "label",
     time_column: str | None = "time",
     features: Sequence[str] | None = None,
+    extra_columns: Sequence[str] = (),
 ) -> LabeledTable:
     import pandas as pd
 
@@ -38,18 +40,21 @@ def read_labeled_table(
     if label_column not in df.columns:
         raise ValueError(f"column {label_column!r} (the label) is not in {path}; columns: {', '.join(map(str, df.columns))}")
     if features is None:
-        skip = {label_column, time_column, *RESERVED}
+        skip = {label_column, time_column, *RESERVED, *extra_columns}
         features = [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
     missing = [f for f in features if f not in df.columns]
     if missing:
         raise ValueError(f"feature column(s) {', '.join(missing)} not in {path}")
+    absent = [c for c in extra_columns if c not in df.columns]
+    if absent:
+        raise ValueError(f"column(s) {', '.join(absent)} not in {path}; columns: {', '.join(map(str, df.columns))}")
     if not features:
         raise ValueError(f"{path} has no numeric feature columns besides the label")
     if time_column and time_column in df.columns:
         t = df[time_column]
-        t = t.astype("int64") / 1e9 if pd.api.types.is_datetime64_any_dtype(t) else pd.to_numeric(t, errors="coerce")
+        t = epoch_seconds(t) if pd.api.types.is_datetime64_any_dtype(t) else pd.to_numeric(t, errors="coerce")
         if t.isna().any():
-            t = pd.to_datetime(df[time_column], utc=True).astype("int64") / 1e9
+            t = epoch_seconds(pd.to_datetime(df[time_column], utc=True))
         df = df.assign(_t=t.to_numpy()).sort_values("_t", kind="stable")
         time = df["_t"].to_numpy(np.float64)
     else:
@@ -61,4 +66,20 @@ def read_labeled_table(
     if not np.isfinite(x).all():
         bad = [f for f, ok in zip(features, np.isfinite(x).all(axis=0)) if not ok]
         raise ValueError(f"feature column(s) {', '.join(bad)} hold missing or non-finite values")
-    return LabeledTable(tuple(map(str, features)), x.astype(np.float32), y.astype(np.int64), time)
+    extra = {c: df[c].reset_index(drop=True) for c in extra_columns}
+    return LabeledTable(tuple(map(str, features)), x.astype(np.float32), y.astype(np.int64), time, extra)
+
+
+def epoch_seconds(t: Any) -> Any:
+    """Epoch seconds of a pandas datetime Series, whatever its resolution (pandas 3 parses to
+    microseconds, pandas 2 to nanoseconds).
+
+    >>> import pandas as pd
+    >>> epoch_seconds(pd.to_datetime(pd.Series(["2026-01-01T00:00:00Z"]), utc=True)).tolist()
+    [1767225600.0]
+    """
+    import pandas as pd
+
+    if t.dt.tz is None:
+        t = t.dt.tz_localize("UTC")
+    return (t - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)

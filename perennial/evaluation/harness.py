@@ -1,0 +1,210 @@
+"""Prequential replay of a scenario through one strategy.
+
+Time advances in steps of ``scenario.step_s``. At the start of each step the strategy receives every
+label that has become known by then (in arrival order), and then scores the step's events: every
+event is scored by the model that would have been served at that moment, and no label is seen
+before its label time. At the end of each period the served model is judged on the probes (the R
+matrices), and every few steps on the per-pattern probes (the adaptation curves).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learners.quality import average_precision
+from learners.registry import Registry
+from perennial.evaluation import data
+from perennial.evaluation.scores import card_precision_at_k, quality
+from perennial.evaluation.strategies import build
+from perennial.settings import Settings
+
+PROBE_EVERY_STEPS = 6
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to rebuild a scenario in a worker process: ``kind`` is "simulator" or "table"."""
+
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    card_k: int = 20
+    retrain_every_periods: float = 0.5
+    window_periods: float = 3.0
+
+    def scenario(self, seed: int) -> data.Scenario:
+        if self.kind == "simulator":
+            return data.simulator_scenario(seed, **self.options)
+        return data.table_scenario(seed=seed, **self.options)
+
+
+def pretrained(scenario: data.Scenario, settings: Settings, path: Path, seed: int) -> Registry:
+    """The registry all strategies of a seed start from (pretrained once, reused)."""
+    from learners.pretrain import pretrain
+
+    registry = Registry(path)
+    if registry.current_version() is None:
+        p = settings.pretrain
+        pretrain(scenario.names, scenario.history_x, scenario.history_y, registry, epochs=p.epochs, hidden=p.hidden,
+                 retention_size=p.retention_size, seed=seed)
+    return registry
+
+
+def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: Path) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    scn = spec.scenario(seed)
+    registry = pretrained(scn, settings, workdir / f"seed-{seed}" / "registry", seed)
+    model = registry.load_current()
+    period_s = float(np.diff(scn.period_edges).mean())
+    history_t = np.full(len(scn.history_y), scn.period_edges[0] - 1.0)
+    strategy = build(
+        strategy_name, model=model, registry=registry.root, settings=settings, history=(scn.history_x, scn.history_y, history_t),
+        retrain_every_s=spec.retrain_every_periods * period_s, window_s=spec.window_periods * period_s, seed=seed,
+        retrain_epochs=settings.pretrain.epochs,
+    )
+    n = len(scn.y)
+    arrival = np.argsort(scn.label_time, kind="stable")
+    arrival_t = scn.label_time[arrival]
+    scores = np.full(n, np.nan)
+    start, end = float(scn.period_edges[0]), float(scn.period_edges[-1])
+    steps = np.arange(start, end, scn.step_s)
+    fed = 0
+    learn_s = score_s = 0.0
+    r_pattern, r_period = [_probe_row(scn.pattern_probes, strategy)], [_period_row(scn, strategy)]
+    curves: dict[str, list[tuple[float, int, float | None]]] = {p: [] for p in scn.pattern_probes}
+    next_period = 1
+    for k, t in enumerate(steps):
+        upto = int(np.searchsorted(arrival_t, t, side="right"))
+        if upto > fed:
+            idx = arrival[fed:upto]
+            t0 = time.perf_counter()
+            strategy.learn(scn.x[idx], scn.y[idx], scn.label_time[idx], float(t))
+            learn_s += time.perf_counter() - t0
+            fed = upto
+        while next_period < len(scn.period_edges) and t >= scn.period_edges[next_period]:
+            r_pattern.append(_probe_row(scn.pattern_probes, strategy))
+            r_period.append(_period_row(scn, strategy))
+            next_period += 1
+        if k % PROBE_EVERY_STEPS == 0:
+            for name, (px, py) in scn.pattern_probes.items():
+                curves[name].append((float(t), fed, average_precision(py, strategy.score(px))))
+        lo, hi = np.searchsorted(scn.time, [t, t + scn.step_s], side="left")
+        if hi > lo:
+            t0 = time.perf_counter()
+            scores[lo:hi] = strategy.score(scn.x[lo:hi])
+            score_s += time.perf_counter() - t0
+    upto = int(np.searchsorted(arrival_t, end, side="right"))
+    if upto > fed:
+        idx = arrival[fed:upto]
+        strategy.learn(scn.x[idx], scn.y[idx], scn.label_time[idx], end)
+        fed = upto
+    while next_period < len(scn.period_edges):
+        r_pattern.append(_probe_row(scn.pattern_probes, strategy))
+        r_period.append(_period_row(scn, strategy))
+        next_period += 1
+    return {
+        "strategy": strategy_name, "seed": seed, "scenario": scn.name,
+        "learn_s": learn_s, "score_s": score_s, "labels": fed, "events": n,
+        "periods": _periods(scn, scores, spec.card_k),
+        "daily": _daily(scn, scores),
+        "curves": curves,
+        "R_pattern": r_pattern, "R_period": r_period,
+        "summary": strategy.summary(),
+    }
+
+
+def _probe_row(probes: dict[str, tuple[np.ndarray, np.ndarray]], strategy) -> list[float]:  # noqa: ANN001
+    return [_nan(average_precision(py, strategy.score(px))) for px, py in probes.values()]
+
+
+def _period_row(scn: data.Scenario, strategy) -> list[float]:  # noqa: ANN001
+    return [_nan(average_precision(py, strategy.score(px))) if len(py) else float("nan") for px, py in scn.period_probes]
+
+
+def _nan(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _periods(scn: data.Scenario, scores: np.ndarray, card_k: int) -> list[dict[str, Any]]:
+    out = []
+    for a, b in zip(scn.period_edges[:-1], scn.period_edges[1:]):
+        m = (scn.time >= a) & (scn.time < b) & np.isfinite(scores)
+        row: dict[str, Any] = {"overall": quality(scn.y[m], scores[m]), "patterns": {}}
+        if scn.pattern is not None:
+            for code, name in enumerate(scn.pattern_names, start=1):
+                pm = m & ((scn.pattern == 0) | (scn.pattern == code))
+                row["patterns"][name] = quality((scn.pattern[pm] == code).astype(int), scores[pm])
+        if scn.entity is not None and m.any():
+            day = ((scn.time[m] - scn.origin) // scn.day_s).astype(np.int64)
+            row["card_precision"] = float(np.mean(card_precision_at_k(day, scn.entity[m], scn.y[m], scores[m], card_k)))
+        out.append(row)
+    return out
+
+
+def _daily(scn: data.Scenario, scores: np.ndarray) -> list[tuple[float, float | None]]:
+    """Prequential AP per day (or per quarter period for short tables): the curve of the plots."""
+    width = scn.day_s
+    out = []
+    t = float(scn.period_edges[0])
+    while t < scn.period_edges[-1]:
+        m = (scn.time >= t) & (scn.time < t + width) & np.isfinite(scores)
+        out.append((t + width / 2, average_precision(scn.y[m], scores[m])))
+        t += width
+    return out
+
+
+def run_all(spec: Spec, strategies: list[str], seeds: list[int], settings: Settings, workdir: Path, workers: int = 2,
+            progress=print) -> list[dict[str, Any]]:  # noqa: ANN001
+    """Every (seed, strategy), on ``workers`` processes; pretraining first, once per seed."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        pretrained(spec.scenario(seed), settings, workdir / f"seed-{seed}" / "registry", seed)
+        progress(f"seed {seed}: pretrained")
+    jobs = [(s, name) for s in seeds for name in strategies]
+    # the longest first, so two workers finish together
+    order = {"cumulative": 0, "product": 1, "product_no_drift_reaction": 1}
+    jobs.sort(key=lambda j: order.get(j[1], 2))
+    results = []
+    if workers <= 1:
+        for seed, name in jobs:
+            results.append(run(spec, name, seed, settings, workdir))
+            progress(f"seed {seed} {name}: done in {results[-1]['learn_s']:.1f} s of learning")
+        return results
+    env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    os.environ.update(env)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run, spec, name, seed, settings, workdir): (seed, name) for seed, name in jobs}
+        from concurrent.futures import as_completed
+
+        for fut in as_completed(futures):
+            seed, name = futures[fut]
+            results.append(fut.result())
+            progress(f"seed {seed} {name}: done in {results[-1]['learn_s']:.1f} s of learning")
+    return results
+
+
+def evaluate(spec: Spec, strategies: list[str], seeds: list[int], settings: Settings, workdir: Path, out_md: Path,
+             workers: int, command: str, progress=print) -> dict[str, Any]:  # noqa: ANN001
+    """Run everything, keep the raw results next to the report, write the report; return the summary."""
+    import orjson
+
+    from perennial.evaluation.report import scenario_meta, write
+
+    started = time.perf_counter()
+    results = run_all(spec, strategies, seeds, settings, workdir, workers, progress)
+    meta = scenario_meta(spec.scenario(seeds[0]), spec.card_k)
+    if len(seeds) > 1:
+        meta["scenario"] = meta["scenario"].replace(f"seed {seeds[0]}", "seeds " + ", ".join(map(str, seeds)))
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    (workdir / "results.json").write_bytes(orjson.dumps({"meta": meta, "results": results}, option=orjson.OPT_SERIALIZE_NUMPY))
+    summary = write(results, meta, out_md, command, notes=f"Wall time of the whole evaluation: {time.perf_counter() - started:.0f} s on {workers} worker process(es).")
+    return summary

@@ -1,0 +1,252 @@
+"""The strategies compared, all starting from the same pretrained version and seeing the same labels.
+
+``product`` is Perennial's own learner (``learners.learner.Learner``: replay + online EWC, holdout,
+gates, label guard, probation, drift reaction), fed the events in the documented JSON format and
+publishing into a registry of its own. The ablations use the same Avalanche adapter and the same
+rounds with parts left out and no gates. The retraining baselines fit a fresh network (and a fresh
+normalisation) on a window of labels at a fixed cadence. ``river`` is an online logistic regression
+learning every label as it arrives.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import orjson
+import torch
+
+from learners.avalanche_adapter import ContinualLearner, LearnerConfig
+from learners.model import ScoringModel, TabularNet, state_numpy
+from learners.pretrain import fit
+from learners.schema import FeatureSchema
+from perennial.settings import Settings
+
+STRATEGIES = ("frozen", "naive", "replay", "ewc", "product", "sliding", "cumulative", "river")
+EXTRA = ("product_no_drift_reaction",)
+DESCRIPTIONS = {
+    "frozen": "the pretrained version, never updated",
+    "naive": "fine-tuning in the same rounds, no replay, no EWC, no gates",
+    "replay": "fine-tuning with class-balanced replay only, no gates",
+    "ewc": "fine-tuning with online EWC only, no gates",
+    "product": "Perennial's learner: replay + online EWC, gates, label guard, probation, drift reaction",
+    "product_no_drift_reaction": "Perennial's learner with the drift reaction off",
+    "sliding": "periodic full retraining on a sliding window of recent labels",
+    "cumulative": "periodic full retraining on everything labeled so far, history included",
+    "river": "river online logistic regression, learning each label as it arrives",
+}
+
+
+class Strategy:
+    name = ""
+
+    def learn(self, x: np.ndarray, y: np.ndarray, label_time: np.ndarray, now: float) -> None:
+        """Labels that arrived since the last call (in arrival order); ``now`` is the stream time."""
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+class Frozen(Strategy):
+    def __init__(self, model: ScoringModel):
+        self.model = model
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return self.model.score(x)
+
+
+class FineTuning(Strategy):
+    """Rounds of ``round_events`` labels through the Avalanche adapter; every round is served."""
+
+    def __init__(self, model: ScoringModel, config: LearnerConfig, round_events: int):
+        self.schema = model.schema
+        self.adapter = ContinualLearner(TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in model.weights.items()}), config)
+        self.round_events = round_events
+        self.served = model
+        self.bx: list[np.ndarray] = []
+        self.by: list[np.ndarray] = []
+        self.rounds = 0
+
+    def learn(self, x, y, label_time, now) -> None:
+        self.bx.append(x)
+        self.by.append(y)
+        bx, by = np.concatenate(self.bx), np.concatenate(self.by)
+        while len(by) >= self.round_events:
+            self.adapter.learn(self.schema.transform(bx[: self.round_events]), by[: self.round_events])
+            bx, by = bx[self.round_events :], by[self.round_events :]
+            self.rounds += 1
+            self.served = ScoringModel(f"r{self.rounds}", self.schema, self.adapter.weights())
+        self.bx, self.by = [bx], [by]
+
+    def score(self, x):
+        return self.served.score(x)
+
+    def summary(self):
+        return {"rounds": self.rounds}
+
+
+class Product(Strategy):
+    """The learner of `perennial learn`, without the broker: events go through ``Learner.handle``."""
+
+    def __init__(self, registry: Path, settings: Settings, names: tuple[str, ...]):
+        from learners.learner import Learner
+        from learners.metrics import LearnerMetrics
+
+        self.dir = Path(tempfile.mkdtemp(prefix="perennial-eval-"))
+        shutil.copytree(registry, self.dir / "registry")
+        learn = settings.learn.model_copy(update={"checkpoint_path": self.dir / "checkpoint.safetensors", "round_max_s": 1e12, "metrics_port": 0})
+        self.settings = settings.model_copy(update={"learn": learn, "registry": settings.registry.model_copy(update={"path": self.dir / "registry"})})
+        self.log: list[tuple[str, dict[str, Any]]] = []
+        self.learner = Learner(self.settings, LearnerMetrics(), lambda kind, **f: self.log.append((kind, f)))
+        self.names = names
+        self.now = 0.0
+        self.drifts: list[float] = []
+        self.n = 0
+
+    def learn(self, x, y, label_time, now) -> None:
+        self.now = now
+        names = self.names
+        for row, label, t in zip(x.tolist(), y.tolist(), label_time.tolist()):
+            self.n += 1
+            raw = orjson.dumps({"id": f"e{self.n}", "time": t, "label": label, "features": dict(zip(names, row))})
+            self.learner.handle(raw, None, ("eval", 0, self.n), _NoDeadLetters())
+            if self.learner.round_due():
+                before = len(self.log)
+                self.learner.train_round(lambda manifest: None)
+                self.drifts += [now for kind, _ in self.log[before:] if kind == "drift"]
+
+    def score(self, x):
+        return self.learner.incumbent.score(x)
+
+    def summary(self):
+        kinds = [k for k, _ in self.log]
+        out = {
+            "rounds": self.learner.acct.rounds, "published": self.learner.acct.published,
+            "gate_failures": sum(1 for k, f in self.log if k == "gate" and not f["passed"]),
+            "quarantines": kinds.count("quarantine"), "rollbacks": kinds.count("rollback"), "resets": kinds.count("reset"),
+            "drifts": self.drifts,
+        }
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return out
+
+
+class _NoDeadLetters:
+    def send(self, raw, key, reason, message, source) -> None:  # noqa: ANN001
+        raise ValueError(f"the evaluation produced a malformed event ({reason}): {message}")
+
+
+class Retraining(Strategy):
+    """A fresh network fitted every ``every_s`` on the labels of the last ``window_s`` (None: all),
+    the way the pretrained version was: the same epochs, and at least as many samples in all as
+    pretraining saw (so a short window is not under-trained)."""
+
+    def __init__(self, model: ScoringModel, history_x, history_y, history_t, *, every_s: float, window_s: float | None, epochs: int, hidden: int, seed: int):
+        self.min_samples = int(0.8 * len(history_y)) * epochs
+        self.served = model
+        self.xs, self.ys, self.ts = [history_x], [history_y], [history_t]
+        self.every_s, self.window_s, self.epochs, self.hidden, self.seed = every_s, window_s, epochs, hidden, seed
+        self.last: float | None = None
+        self.retrains = 0
+        self.trained_rows = 0
+
+    def learn(self, x, y, label_time, now) -> None:
+        self.xs.append(x)
+        self.ys.append(y)
+        self.ts.append(label_time)
+        if self.last is None:
+            self.last = now
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        X, Y, T = (np.concatenate(a) for a in (self.xs, self.ys, self.ts))
+        self.xs, self.ys, self.ts = [X], [Y], [T]
+        if self.window_s is not None:
+            keep = T >= now - self.window_s
+            X, Y = X[keep], Y[keep]
+        if Y.sum() < 10:
+            return
+        torch.manual_seed(self.seed + self.retrains)
+        schema = FeatureSchema.fit(self.served.schema.names, X)
+        net = TabularNet(X.shape[1], hidden=self.hidden)
+        epochs = max(self.epochs, -(-self.min_samples // len(Y)))
+        fit(net, schema.transform(X), Y, epochs, self.seed + self.retrains)
+        self.retrains += 1
+        self.trained_rows += len(Y) * epochs
+        self.served = ScoringModel(f"retrain{self.retrains}", schema, state_numpy(net.state_dict()))
+
+    def score(self, x):
+        return self.served.score(x)
+
+    def summary(self):
+        return {"retrains": self.retrains, "trained_samples": self.trained_rows}
+
+
+class RiverOnline(Strategy):
+    """river's LogisticRegression on the pretrained normalisation, warmed on the history, then
+    learning every label as it arrives (in mini-batches of one arrival step, river's learn_many)."""
+
+    def __init__(self, model: ScoringModel, history_x, history_y, lr: float = 0.01):
+        import pandas as pd
+        from river import linear_model, optim
+
+        self.pd = pd
+        self.schema = model.schema
+        self.model = linear_model.LogisticRegression(optimizer=optim.SGD(lr))
+        for i in range(0, len(history_y), 256):
+            self._learn(history_x[i : i + 256], history_y[i : i + 256])
+
+    def _frame(self, x):
+        return self.pd.DataFrame(self.schema.transform(x).astype(np.float64), columns=list(self.schema.names))
+
+    def _learn(self, x, y) -> None:
+        if len(y):
+            self.model.learn_many(self._frame(x), self.pd.Series(y.astype(bool)))
+
+    def learn(self, x, y, label_time, now) -> None:
+        for i in range(0, len(y), 256):
+            self._learn(x[i : i + 256], y[i : i + 256])
+
+    def score(self, x):
+        if not len(x):
+            return np.zeros(0)
+        proba = self.model.predict_proba_many(self._frame(x))
+        return proba[True].to_numpy() if True in proba.columns else np.zeros(len(x))
+
+
+def build(name: str, *, model: ScoringModel, registry: Path, settings: Settings, history: tuple[np.ndarray, np.ndarray, np.ndarray],
+          retrain_every_s: float, window_s: float, seed: int, retrain_epochs: int = 4) -> Strategy:
+    """One strategy by name, from the pretrained ``model`` (published in ``registry``)."""
+    cfg = settings.learn
+    base = LearnerConfig(cfg.learning_rate, cfg.batch_size, cfg.epochs, cfg.replay_size, cfg.replay_policy, cfg.ewc_lambda, cfg.ewc_decay)
+    torch.manual_seed(seed)
+    hidden = next(iter(model.weights.values())).shape[0]
+    makers: dict[str, Callable[[], Strategy]] = {
+        "frozen": lambda: Frozen(model),
+        "naive": lambda: FineTuning(model, _replace(base, replay_size=0, ewc_lambda=0.0), cfg.round_events),
+        "replay": lambda: FineTuning(model, _replace(base, ewc_lambda=0.0), cfg.round_events),
+        "ewc": lambda: FineTuning(model, _replace(base, replay_size=0), cfg.round_events),
+        "product": lambda: Product(registry, settings, model.schema.names),
+        "product_no_drift_reaction": lambda: Product(
+            registry, settings.model_copy(update={"learn": cfg.model_copy(update={"drift_reaction": False})}), model.schema.names
+        ),
+        "sliding": lambda: Retraining(model, *history, every_s=retrain_every_s, window_s=window_s, epochs=retrain_epochs, hidden=hidden, seed=seed),
+        "cumulative": lambda: Retraining(model, *history, every_s=retrain_every_s, window_s=None, epochs=retrain_epochs, hidden=hidden, seed=seed),
+        "river": lambda: RiverOnline(model, *history[:2]),
+    }
+    if name not in makers:
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(makers)}")
+    strategy = makers[name]()
+    strategy.name = name
+    return strategy
+
+
+def _replace(config: LearnerConfig, **changes: Any) -> LearnerConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)

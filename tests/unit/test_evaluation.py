@@ -1,0 +1,73 @@
+"""The prequential harness never lets a strategy see a label before its label time, and scores
+every stream event exactly once, with the model of its moment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perennial.evaluation import harness
+from perennial.evaluation.data import table_scenario
+from perennial.evaluation.strategies import Strategy
+from perennial.settings import Settings
+
+
+class Spy(Strategy):
+    def __init__(self):
+        self.now = -np.inf
+        self.calls: list[tuple[float, float]] = []
+        self.scored: list[np.ndarray] = []
+        self.learned = 0
+
+    def learn(self, x, y, label_time, now):
+        assert now >= self.now
+        self.calls.append((now, float(label_time.max())))
+        self.now = now
+        self.learned += len(y)
+
+    def score(self, x):
+        self.scored.append(np.stack([x[:, 0], np.full(len(x), self.learned)], axis=1))
+        return np.full(len(x), float(self.learned))  # the score reveals how many labels the model had
+
+
+@pytest.fixture
+def table(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 6000
+    df = pd.DataFrame({"a": np.arange(n, dtype=float), "b": rng.normal(size=n), "y": (rng.random(n) < 0.05).astype(int)})
+    df["lt"] = np.arange(n) + rng.exponential(300, n)  # row order is time (no time column), labels arrive later
+    path = tmp_path / "t.parquet"
+    df.to_parquet(path)
+    return path
+
+
+def test_no_label_before_its_time_and_every_event_scored_once(table, tmp_path, monkeypatch):
+    spy = Spy()
+    monkeypatch.setattr(harness, "build", lambda *a, **k: spy)
+    spec = harness.Spec("table", {"path": table, "label_column": "y", "time_column": None, "features": ["a", "b"],
+                                  "label_time_column": "lt", "periods": 4})
+    result = harness.run(spec, "spy", 0, Settings(), tmp_path)
+    assert spy.calls and all(label_time <= now for now, label_time in spy.calls)
+    scn = spec.scenario(0)
+    scored = np.concatenate(spy.scored)
+    scored = scored[np.isin(scored[:, 0], scn.x[:, 0])]  # stream rows (probe rows are held out of the stream)
+    assert sorted(scored[:, 0].tolist()) == sorted(scn.x[:, 0].tolist())
+    # labels arriving after the end of the stream are never seen
+    assert result["labels"] == int((scn.label_time <= scn.period_edges[-1]).sum()) < len(scn.y)
+    # an event at time t (here: column a) is scored by the model that had every label known at the
+    # start of its step, and no other
+    start = scn.period_edges[0]
+    step_start = start + np.floor((scored[:, 0] - start) / scn.step_s) * scn.step_s
+    known = np.searchsorted(np.sort(scn.label_time), step_start, side="right")
+    assert np.array_equal(scored[:, 1], known)
+
+
+def test_table_scenario_errors_name_the_problem(table):
+    with pytest.raises(ValueError, match="label times before their event times"):
+        bad = pd.read_parquet(table).assign(lt=lambda d: d["a"] - 5)
+        path = table.with_name("bad.parquet")
+        bad.to_parquet(path)
+        table_scenario(path, label_column="y", time_column=None, label_time_column="lt")
+    with pytest.raises(ValueError, match="not in"):
+        table_scenario(table, label_column="y", time_column=None, pattern_column="kind")
