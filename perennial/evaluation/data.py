@@ -100,7 +100,7 @@ def simulator_scenario(
     for name, spans in sim.schedule.items():
         for lo, hi in spans:
             for t, what in ((lo, "appears"), (hi, "vanishes")):
-                if history_days < t < history_days + stream_days:
+                if history_days <= t < history_days + stream_days:
                     drift_points.append((EPOCH + t * DAY, f"{name} {what}"))
     in_history = frozenset(p for code, p in enumerate(PATTERNS, start=1) if (hist.pattern == code).any())
     return Scenario(

@@ -18,6 +18,8 @@ R matrix figures (rows: after each period, the first row before any; columns: ta
 (0.2, 0.75, -0.2)
 >>> adaptation_events([(100, 0.1), (200, 0.85), (300, 0.95), (400, 1.0)])
 300
+>>> adaptation_events([(100, 0.01), (200, 0.02)]) is None  # never learned
+True
 """
 
 from __future__ import annotations
@@ -71,12 +73,15 @@ def bwt(R: np.ndarray) -> float:
     return float(np.mean(diffs)) if diffs else float("nan")
 
 
-def adaptation_events(curve: Sequence[tuple[int, float | None]], share: float = 0.9) -> int | None:
-    """Labeled events seen until the quality first reaches ``share`` of its best over the run."""
+def adaptation_events(curve: Sequence[tuple[int, float | None]], share: float = 0.9, learned: float = 0.2) -> int | None:
+    """Labeled events seen until the quality first reaches ``share`` of its best over the run;
+    None when the pattern is never learned (best AP under ``learned``)."""
     points = [(n, q) for n, q in curve if q is not None and np.isfinite(q)]
     if not points:
         return None
     best = max(q for _, q in points)
+    if best < learned:
+        return None
     return next(n for n, q in points if q >= share * best)
 
 
