@@ -27,7 +27,8 @@ CHECKS = ("finite", "score_spread", "latency", "evidence", "recent", "retention"
 @dataclass(frozen=True)
 class GateThresholds:
     max_retention_drop: float = 0.02
-    min_recent_gain: float = 0.0
+    max_retention_drop_from_baseline: float = 0.05
+    min_recent_gain: float = -0.01
     min_recent_positives: int = 5
     min_score_std: float = 1e-3
     max_latency_ms: float = 5.0
@@ -70,6 +71,7 @@ def decide(
     incumbent_retention: np.ndarray,
     candidate_latency_ms: float,
     thresholds: GateThresholds = GateThresholds(),
+    baseline_retention_ap: float | None = None,
 ) -> GateDecision:
     """Compare candidate and incumbent scores on the recent held-out set and the retention set."""
     t = thresholds
@@ -123,8 +125,11 @@ def decide(
 
     cand, inc = m["candidate_retention_ap"], m["incumbent_retention_ap"]
     ok = cand is not None and inc is not None and cand >= inc - t.max_retention_drop
-    checks.append(
-        Check("retention", ok, f"candidate AP {_fmt(cand)} vs incumbent {_fmt(inc)} (max drop {t.max_retention_drop})")
-    )
+    detail = f"candidate AP {_fmt(cand)} vs incumbent {_fmt(inc)} (max drop {t.max_retention_drop})"
+    if baseline_retention_ap is not None:
+        # small drops must not add up round after round: a floor under the pretrained version's AP
+        ok = ok and cand >= baseline_retention_ap - t.max_retention_drop_from_baseline
+        detail += f" and vs the pretrained version {_fmt(baseline_retention_ap)} (max drop {t.max_retention_drop_from_baseline})"
+    checks.append(Check("retention", ok, detail))
 
     return GateDecision(passed=all(c.passed for c in checks), checks=tuple(checks), metrics=m)

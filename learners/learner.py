@@ -79,9 +79,9 @@ class Learner:
             if seed is not None:
                 self.adapter.seed_replay(self.schema.transform(seed[0]), seed[1])
         self._observe_served()
-        baseline = self.registry.manifest(self.registry.versions()[0]).get("metrics", {}).get("retention_ap")
-        if baseline is not None:
-            metrics.retention_baseline.set(baseline)
+        self.baseline_retention_ap = first.get("metrics", {}).get("retention_ap")
+        if self.baseline_retention_ap is not None:
+            metrics.retention_baseline.set(self.baseline_retention_ap)
 
     # -- checkpoint -------------------------------------------------------------------------
 
@@ -226,6 +226,7 @@ class Learner:
             incumbent_retention=self.incumbent.score(self.retention_x),
             candidate_latency_ms=_latency_ms(candidate, hx if len(hx) else self.retention_x),
             thresholds=self.thresholds,
+            baseline_retention_ap=self.baseline_retention_ap,
         )
         report = {"round": self.acct.rounds, "trained_events": len(y), **decision.to_dict()}
         version = None

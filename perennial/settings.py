@@ -65,6 +65,9 @@ class ServeSettings(BaseModel):
 class GateSettings(BaseModel):
     max_retention_drop: float = 0.02
     """Largest allowed drop of average precision on the retention set, candidate vs incumbent."""
+    max_retention_drop_from_baseline: float = 0.05
+    """Largest allowed drop on the retention set against the pretrained version, so that drops
+    each within max_retention_drop cannot add up over many rounds."""
     min_recent_gain: float = -0.01
     """Candidate AP on recent held-out events must reach incumbent AP plus this (a small negative
     value tolerates the noise of a few thousand held-out events; see docs/evaluation.md)."""

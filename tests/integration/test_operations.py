@@ -31,6 +31,8 @@ def test_rollback_pause_resume_over_http(stack):
     consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")  # noqa: E731
     wait_for(lambda: consumed() >= len(produced), 120, "learner to consume")
     wait_for(lambda: len(reg.versions()) >= 3, 60, "two published versions")
+    # the learner is idle (its last, time-triggered round done), so nothing is published under the rollback
+    wait_for(lambda: stack.learner_metric("perennial_learner_pending_events") == 0, 30, "learner idle")
     wait_for(lambda: served(stack) == reg.current_version(), 10, "announcement-driven swap")
     current = reg.current_version()
     parent = reg.manifest(current)["parent"]

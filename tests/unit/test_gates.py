@@ -59,3 +59,19 @@ def test_too_few_recent_frauds_is_no_evidence():
 
 def test_slow_candidate_fails():
     assert failed(gate(GOOD, GOOD, latency=9.0)) == {"latency"}
+
+
+def test_small_retention_drops_cannot_add_up_below_the_pretrained_version():
+    """Each candidate within 0.02 of the served version, but the served one has already slid: the
+    floor under the pretrained version's retention AP stops the ratchet."""
+    from learners.quality import average_precision
+
+    slid = np.clip(GOOD - 0.6 * Y * rng.random(400), 0, 1)  # a served version that lost some ground
+    baseline = average_precision(Y, GOOD)
+    assert baseline - average_precision(Y, slid) > 0.05
+    kwargs = dict(recent_y=Y, candidate_recent=GOOD, incumbent_recent=WEAK, retention_y=Y, candidate_retention=slid,
+                  incumbent_retention=slid, candidate_latency_ms=0.05)
+    assert decide(**kwargs).passed  # against the served version alone, no drop at all
+    d = decide(**kwargs, baseline_retention_ap=baseline)
+    assert not d.passed and failed(d) == {"retention"} and "pretrained version" in d.reasons[0]
+    assert decide(**{**kwargs, "candidate_retention": GOOD}, baseline_retention_ap=baseline).passed
