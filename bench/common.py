@@ -57,7 +57,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def wrk(url: str, body_file: Path, seconds: int = 10, connections: int = 32) -> dict[str, float]:
-    """Requests/s and latency percentiles from wrk posting one JSON body."""
+    """Requests/s, latency percentiles and failed requests (non-2xx answers and socket errors) from
+    wrk posting one JSON body."""
     exe = shutil.which("wrk")
     if exe is None:
         raise RuntimeError("wrk is not installed (Debian: apt-get install wrk); `make bench` installs it")
@@ -69,8 +70,9 @@ def wrk(url: str, body_file: Path, seconds: int = 10, connections: int = 32) -> 
     out = subprocess.run([exe, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     lat = {p: _ms(re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1)) for p in ("50", "99")}
-    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"], "non_2xx": int(errors.group(1)) if errors else 0}
+    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"], "non_2xx": (int(errors.group(1)) if errors else 0) + (sum(map(int, sock.groups())) if sock else 0)}
 
 
 def _ms(value: str) -> float:

@@ -1,0 +1,18 @@
+"""MLServer custom runtime serving the same model over the V2 inference protocol (a FP32 tensor of
+the same feature rows): POST /v2/models/fraud/infer."""
+
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+from peer_model import Model
+
+
+class FraudModel(MLModel):
+    async def load(self) -> bool:
+        self.model = Model()
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        x = NumpyCodec.decode_input(payload.inputs[0])
+        scores = self.model.score_matrix(x)
+        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("fraud_probability", scores)])
