@@ -104,7 +104,7 @@ class LearnSettings(BaseModel):
     """Weight of the online-EWC penalty."""
     ewc_decay: float = 0.9
     """Decay of accumulated EWC importances per round (online EWC)."""
-    holdout_percent: int = 15
+    holdout_percent: int = 10
     """Share of events (by hash of the event id) held out from training to judge candidates."""
     holdout_size: int = 8000
     """Most recent held-out events kept for the gate."""
