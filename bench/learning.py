@@ -90,17 +90,23 @@ def learner_env(tmp: Path, reg: Path, bootstrap: str, topic: str, metrics_port: 
     }
 
 
-def accounted(metrics_url: str) -> tuple[float, float]:
-    """(events trained + held out + quarantined + dead-lettered, learner RSS bytes) from /metrics."""
-    total, rss = 0.0, 0.0
+def accounted(metrics_url: str) -> float:
+    """Events trained + held out + quarantined + dead-lettered, from the learner's /metrics."""
+    total = 0.0
     for line in httpx.get(metrics_url, timeout=5).text.splitlines():
         name = line.split(" ")[0].split("{")[0]
         if name in ("perennial_learner_events_trained_total", "perennial_learner_events_held_out_total",
                     "perennial_learner_events_quarantined_total", "perennial_learner_events_dead_lettered_total"):
             total += float(line.rsplit(" ", 1)[1])
-        elif name == "process_resident_memory_bytes":
-            rss = float(line.rsplit(" ", 1)[1])
-    return total, rss
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def ours(tmp: Path, reg: Path, bootstrap: str, topic: str, n: int) -> float:
@@ -113,7 +119,7 @@ def ours(tmp: Path, reg: Path, bootstrap: str, topic: str, n: int) -> float:
         marks: dict[str, tuple[float, float]] = {}
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            done, _ = accounted(url)
+            done = accounted(url)
             now = time.perf_counter()
             if done >= 0.1 * n and "lo" not in marks:
                 marks["lo"] = (now, done)
@@ -232,10 +238,10 @@ def memory(tmp: Path, reg: Path, bootstrap: str, topic: str, marks: tuple[int, .
                     producer.send(topic, value=value.replace(b'"id":"', f'"id":"m{day}-'.encode(), 1), key=key)
                 sent += len(chunk)
                 producer.flush(60)
-            done, rss = accounted(f"http://127.0.0.1:{port}/metrics")
+            done = accounted(f"http://127.0.0.1:{port}/metrics")
             for m in marks:
                 if m not in out and done >= m:
-                    out[m] = rss / 2**20
+                    out[m] = rss_mib(proc.pid)
             if sent >= rows_needed:
                 time.sleep(1)
         producer.close()
@@ -261,14 +267,18 @@ def main(memory_marks: tuple[int, ...] = (100_000, 1_000_000)) -> list[tuple[str
     with LocalBroker(log_path=tmp / "broker.log") as broker:
         produce(broker.bootstrap, "bench.learn", rows)
         rate_a = consume_only(broker.bootstrap, "bench.learn", EVENTS)
+        print(f"(a) {rate_a:,.0f}/s", file=sys.stderr)
         reg = tmp / "reg-ours"
         shutil.copytree(base, reg)
         rate_ours = ours(tmp, reg, broker.bootstrap, "bench.learn", EVENTS)
+        print(f"ours {rate_ours:,.0f}/s", file=sys.stderr)
         rate_b = raw_torch(x, y, settings, fresh_net())
         rate_c = naive_avalanche(x[:10_240], y[:10_240], settings, fresh_net())
         reg = tmp / "reg-fresh"
         shutil.copytree(base, reg)
+        print(f"(b) {rate_b:,.0f}/s (c) {rate_c:,.0f}/s", file=sys.stderr)
         p50, p95, covered = freshness(tmp, reg, broker.bootstrap, "bench.fresh", rate=2000, seconds=30)
+        print(f"freshness p50 {p50:.1f} s p95 {p95:.1f} s over {covered} events", file=sys.stderr)
         reg = tmp / "reg-mem"
         shutil.copytree(base, reg)
         mem = memory(tmp, reg, broker.bootstrap, "bench.memory", memory_marks)

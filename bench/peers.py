@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
 import numpy as np
 import orjson
 
@@ -96,6 +97,16 @@ def launch(name: str, python: Path, tmp: Path, model_dir: Path) -> tuple[subproc
     return start(cmd, env, tmp / f"{name}.log"), f"{base}/v2/models/fraud/infer", f"{base}/v2/health/ready"
 
 
+def first_score(url: str, body: Path) -> float:
+    """The fraud probability a server answers for the single-event body (each in its own format)."""
+    doc = httpx.post(url, content=body.read_bytes(), headers={"Content-Type": "application/json"}, timeout=30).json()
+    if "outputs" in doc:  # V2 inference protocol
+        return float(doc["outputs"][0]["data"][0])
+    items = doc["predictions"] if isinstance(doc, dict) and "predictions" in doc else doc
+    item = items[0] if isinstance(items, list) else items
+    return float(item.get("fraud_probability", item.get("score")))
+
+
 def measure(url: str, files: dict[str, Path]) -> dict[str, dict[str, float]]:
     wrk(url, files["single"], 2)  # warm-up
     return {"single": wrk(url, files["single"], SECONDS), "batch64": wrk(url, files["batch64"], SECONDS)}
@@ -114,6 +125,7 @@ def main() -> list[tuple[str, str, str, str]]:
     ours = start([sys.executable, "-m", "perennial.cli", "serve"], env, tmp / "serve.log")
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
+        reference = first_score(f"http://127.0.0.1:{port}/v1/predict", files["ours"]["single"])
         results["ours"] = measure(f"http://127.0.0.1:{port}/v1/predict", files["ours"])
     finally:
         stop(ours)
@@ -126,8 +138,11 @@ def main() -> list[tuple[str, str, str, str]]:
             continue
         try:
             wait_http(ready, 180)
+            gap = abs(first_score(url, files[name]["single"]) - reference)
+            if gap > 1e-5:
+                raise RuntimeError(f"{name} scores the same event {gap:.2e} away from ours: not the same model")
             results[name] = measure(url, files[name])
-        except (TimeoutError, subprocess.CalledProcessError) as exc:
+        except (TimeoutError, RuntimeError, httpx.HTTPError, subprocess.CalledProcessError) as exc:
             results[name] = f"did not serve: {exc}; log in {tmp / (name + '.log')}"
         finally:
             stop(proc)

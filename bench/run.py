@@ -1,13 +1,16 @@
 """`make bench`: run the benchmarks and write docs/benchmarks.md (machine and date included).
 
-Implemented so far: serving (single events against the bare FastAPI ceiling, batches). Still to
-come for issue 5: peers (LitServe, MLServer, BentoML), learning throughput, freshness, swaps under
-load, memory.
+Serving against the bare FastAPI ceiling, peers (LitServe, MLServer, BentoML), swaps under load,
+learning throughput against its bounds, freshness and memory. The continual-learning quality
+harness (`perennial evaluate`, docs/evaluation.md) runs after these from the Makefile.
 """
 
 from __future__ import annotations
 
+import learning
+import peers
 import serving
+import swaps
 from common import ROOT, report
 
 if __name__ == "__main__":
@@ -16,6 +19,30 @@ if __name__ == "__main__":
             "Serving", serving.main(),
             [f"wrk -t1 -c32 -d{serving.SECONDS}s (batches of 1,024: -c4); one uvicorn worker each; ours and the ceiling measured alternately in this run"],
             ROOT / "docs" / "benchmarks" / "serving.md",
+        ),
+        report(
+            "Peers", peers.main(),
+            [f"wrk -t1 -c32 -d{peers.SECONDS}s per figure, one worker each, every peer in its own virtual environment under {peers.VENVS}",
+             "each peer's first answer is checked against ours (same score to 1e-5) before it is measured",
+             "LitServe gets the same JSON bodies as /v1/predict, BentoML the same events under {\"events\": [...]}, "
+             "MLServer a V2-protocol FP32 tensor of the same rows (cheaper to parse than JSON objects)"],
+            ROOT / "docs" / "benchmarks" / "peers.md",
+        ),
+        report(
+            "Swaps under load", swaps.main(),
+            [f"wrk -t1 -c32 -d{swaps.SECONDS}s of single events twice: without swaps, then with a version published every second "
+             "(the server follows the registry every 0.2 s, verifies, loads and warms each version, then swaps one reference)"],
+            ROOT / "docs" / "benchmarks" / "swaps.md",
+        ),
+        report(
+            "Learning, freshness and memory", learning.main(),
+            [f"{learning.EVENTS:,} simulated labeled events on the local broker (Tansu); (a), (b), (c) and ours on the same events in this run",
+             "ours: the rate at which `perennial learn` accounts for events (trained or held out) between 10% and 90% of the topic, "
+             "rounds, gates, publishing, checkpoints and offset commits included",
+             "freshness: a producer at 2,000 events/s for 30 s, a server polled every 50 ms for its version; an event counts as served "
+             "once a served version's manifest records offsets past it",
+             "memory: resident set of the learner process, read from /proc"],
+            ROOT / "docs" / "benchmarks" / "learning.md",
         ),
     ]
     (ROOT / "docs" / "benchmarks.md").write_text("# Benchmarks\n\nWritten by `make bench`.\n\n" + "\n".join(sections))

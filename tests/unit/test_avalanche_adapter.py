@@ -100,3 +100,18 @@ def test_the_learning_rate_can_be_changed_between_rounds_and_stays():
     L.learn(*batch())
     assert L.learning_rate == pytest.approx(5e-3)
     assert all(g["lr"] == pytest.approx(5e-3) for g in L.strategy.optimizer.param_groups)
+
+
+def test_replay_memory_seeded_with_history_is_rehearsed_and_then_shared_with_new_events():
+    L = learner()
+    hx, hy = batch(400, fraud=0.5)
+    L.seed_replay(hx, hy)
+    x, y = L._replay_arrays()
+    assert len(y) == 200 and y.sum() == 100  # each class's share of the 200 slots
+    assert {tuple(r) for r in x.tolist()} <= {tuple(r) for r in hx.tolist()}
+    for _ in range(3):
+        L.learn(*batch(512, fraud=0.1))
+    x, y = L._replay_arrays()
+    old = {tuple(r) for r in hx.tolist()}
+    kept = sum(tuple(r) in old for r in x.tolist())
+    assert 0 < kept < len(y)  # history still rehearsed, new events admitted by reservoir sampling

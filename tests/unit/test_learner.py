@@ -158,3 +158,15 @@ def test_without_drift_reaction_a_drift_changes_nothing(tmp_path, base):
     rounds(learner, SIM.generate(45, 1).take(np.arange(2048)))
     assert learner.drift.detections > 0
     assert learner.reacting == 0 and learner.adapter.learning_rate == pytest.approx(settings.learn.learning_rate)
+
+
+def test_a_new_learner_starts_its_replay_memory_from_history_and_a_restart_keeps_its_own(learner):
+    seed_x, _ = learner.registry.load_replay_seed()
+    x, y = learner.adapter._replay_arrays()
+    assert len(y) > 0 and y.sum() > 0 and len(x) <= len(seed_x)
+    rounds(learner, SIM.generate(45, 1).take(np.arange(2048)))
+    learner.checkpoint()
+    memory = learner.adapter._replay_arrays()
+    again = Learner(learner.settings, LearnerMetrics(), lambda *a, **f: None)
+    x2, y2 = again.adapter._replay_arrays()
+    assert np.array_equal(np.sort(y2), np.sort(memory[1])) and np.allclose(np.sort(x2, axis=0), np.sort(memory[0], axis=0))
