@@ -155,7 +155,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if args.input:
         options: dict[str, Any] = {
             "path": args.input, "label_column": args.label_column, "time_column": args.time_column or None,
-            "features": args.features.split(",") if args.features else None, "label_delay_s": args.label_delay,
+            "features": args.features.split(",") if args.features else None, "label_delay_s": args.label_delay or 0.0,
             "label_time_column": args.label_time_column, "pattern_column": args.pattern_column,
             "entity_column": args.entity_column, "history_fraction": args.history_fraction, "periods": args.periods,
         }
@@ -163,6 +163,8 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     else:
         options = {"customers": args.customers, "terminals": args.terminals, "stream_days": args.stream_days,
                    "history_days": args.history_days, "period_days": args.period_days}
+        if args.label_delay is not None:
+            options["label_delay_days"] = args.label_delay / 86400
         if args.schedule:
             options["schedule"] = args.schedule
         spec = Spec("simulator", options, card_k=args.card_k)
@@ -237,7 +239,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--label-column", default="label")
     ev.add_argument("--time-column", default="time", help="event time column (epoch seconds or ISO-8601); empty: row order")
     ev.add_argument("--features", help="comma-separated feature columns (default: every numeric column but label, time, ids)")
-    ev.add_argument("--label-delay", type=float, default=0.0, help="seconds from an event to its label (default 0)")
+    ev.add_argument("--label-delay", type=float, help="seconds from an event to its label: fixed for a file (default 0), "
+                    "the mean of an exponential delay for the simulator (default 86400)")
     ev.add_argument("--label-time-column", help="column with each label's arrival time (instead of --label-delay)")
     ev.add_argument("--pattern-column", help="column naming each fraud's pattern (per-pattern figures)")
     ev.add_argument("--entity-column", help="card or account column (card precision@k)")
@@ -248,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--history-days", type=int, default=45, help="simulator: days of pretraining history (default 45)")
     ev.add_argument("--stream-days", type=int, default=45, help="simulator: days streamed (default 45)")
     ev.add_argument("--period-days", type=int, default=5, help="simulator: days per period (default 5)")
-    ev.add_argument("--schedule", help="simulator: fraud-pattern schedule (default: the simulator's)")
+    ev.add_argument("--schedule", help="simulator: fraud-pattern schedule (default: card_testing new on day 45, when the stream starts; card_compromise absent on days 50-66)")
     ev.add_argument("--strategies", default="all", help="comma-separated strategies, or all (default)")
     ev.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     ev.add_argument("--card-k", type=int, default=20, help="cards checked per day for card precision@k (default 20)")
