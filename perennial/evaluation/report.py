@@ -32,15 +32,16 @@ def figures(result: dict[str, Any], scn_meta: dict[str, Any]) -> dict[str, Any]:
         "card_precision": float(np.mean(cps)) if cps else None,
         "acc_period": acc(Rt), "bwt_period": bwt(Rt[:, : Rt.shape[1]]),
         "learn_s": result["learn_s"], "labels_per_s": result["labels"] / result["learn_s"] if result["learn_s"] > 0.05 else None,
-        "pattern_ap": {}, "forgetting": {}, "recurrence": {}, "adaptation": {},
+        "pattern_ap": {}, "pattern_auc": {}, "forgetting": {}, "recurrence": {}, "adaptation": {},
     }
     names = scn_meta["patterns"]
     if Rp is not None:
         out["acc_pattern"] = acc(Rp)
         out["forgetting"] = dict(zip(names, forgetting(Rp)))
     for name in names:
-        vals = [p["patterns"][name]["ap"] for p in result["periods"] if p["patterns"].get(name, {}).get("ap") is not None]
-        out["pattern_ap"][name] = float(np.mean(vals)) if vals else None
+        for key, figure in (("pattern_ap", "ap"), ("pattern_auc", "auc")):
+            vals = [p["patterns"][name][figure] for p in result["periods"] if p["patterns"].get(name, {}).get(figure) is not None]
+            out[key][name] = float(np.mean(vals)) if vals else None
         curve = result["curves"].get(name, [])
         rec = recurrence([(t, q) for t, _, q in curve], scn_meta["presence"].get(name, []), np.array(scn_meta["edges"]))
         if rec:
@@ -75,6 +76,7 @@ def summarise(results: list[dict[str, Any]], scn_meta: dict[str, Any]) -> dict[s
     for name, runs in by.items():
         a: dict[str, Any] = {k: _agg([r[k] for r in runs]) for k in ("mean_ap", "mean_auc", "card_precision", "acc_period", "bwt_period", "acc_pattern", "learn_s", "labels_per_s") if k in runs[0]}
         a["pattern_ap"] = {p: _agg([r["pattern_ap"].get(p) for r in runs]) for p in scn_meta["patterns"]}
+        a["pattern_auc"] = {p: _agg([r["pattern_auc"].get(p) for r in runs]) for p in scn_meta["patterns"]}
         a["forgetting"] = {p: _agg([r["forgetting"].get(p) for r in runs]) for p in scn_meta["patterns"]}
         a["recurrence_drop"] = {p: _agg([r["recurrence"][p]["drop"] for r in runs if p in r["recurrence"]]) for p in scn_meta["patterns"]}
         a["recurrence_drop"] = {p: v for p, v in a["recurrence_drop"].items() if v is not None}
@@ -158,6 +160,10 @@ def write(results: list[dict[str, Any]], scn_meta: dict[str, Any], out_md: Path,
             cells += [_fmt(a["recurrence_drop"].get(p), pct=True) for p in scn_meta["recurring"]]
             cells += [_fmt(a["adaptation"].get(p), 0) for p in scn_meta["new_patterns"]]
             L.append(f"| {s} | " + " | ".join(cells) + " |")
+    if pats:
+        L += ["", "Prequential ROC-AUC per pattern (same events as the AP above):", "",
+              "| strategy | " + " | ".join(f"ROC-AUC {p}" for p in pats) + " |", "|---" * (1 + len(pats)) + "|"]
+        L += [f"| {s} | " + " | ".join(_fmt(agg[s]["pattern_auc"].get(p)) for p in pats) + " |" for s in order]
     L += ["", "## Per period (prequential AP, mean over seeds)", "",
           "| strategy | " + " | ".join(scn_meta["period_labels"]) + " |", "|---" * (1 + len(scn_meta["period_labels"])) + "|"]
     for s in order:
