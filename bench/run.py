@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks and write docs/benchmarks.md (machine and date included).
 
 Serving against the bare FastAPI ceiling, peers (LitServe, MLServer, BentoML), swaps under load,
-learning throughput against its bounds, freshness and memory. The continual-learning quality
+learning throughput against its bounds, freshness, learner and server memory. The continual-learning quality
 harness (`perennial evaluate`, docs/evaluation.md) runs after these from the Makefile.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import learning
 import peers
 import serving
+import server_memory
 import swaps
 from common import ROOT, report
 
@@ -43,6 +44,11 @@ if __name__ == "__main__":
              "once a served version's manifest records offsets past it",
              "memory: resident set of the learner process, read from /proc"],
             ROOT / "docs" / "benchmarks" / "learning.md",
+        ),
+        report(
+            "Server memory", server_memory.main(),
+            ["batches of 1,024 events posted to /v1/predict one after another; resident set of the server process, read from /proc"],
+            ROOT / "docs" / "benchmarks" / "server-memory.md",
         ),
     ]
     (ROOT / "docs" / "benchmarks.md").write_text("# Benchmarks\n\nWritten by `make bench`.\n\n" + "\n".join(sections))
