@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import replace
 import tempfile
 import threading
 import time
@@ -162,7 +163,7 @@ def raw_torch(x: np.ndarray, y: np.ndarray, settings: Settings, net: TabularNet)
 def naive_avalanche(x: np.ndarray, y: np.ndarray, settings: Settings, net: TabularNet) -> float:
     """(c) new events/s of Avalanche fed one 256-event experience per call."""
     cfg = settings.learn
-    learner = ContinualLearner(net, LearnerConfig(cfg.learning_rate, 256, cfg.epochs, cfg.replay_size, cfg.replay_policy, cfg.ewc_lambda, cfg.ewc_decay))
+    learner = ContinualLearner(net, replace(LearnerConfig.from_settings(cfg), batch_size=256))
     started = time.perf_counter()
     for i in range(0, len(y), 256):
         learner.learn(x[i : i + 256], y[i : i + 256])

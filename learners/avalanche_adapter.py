@@ -43,6 +43,11 @@ class LearnerConfig:
     ewc_lambda: float = 5.0
     ewc_decay: float = 0.9
 
+    @classmethod
+    def from_settings(cls, learn: Any) -> "LearnerConfig":
+        """From the `learn` section of the settings (any object with these fields)."""
+        return cls(**{f: getattr(learn, f) for f in cls.__dataclass_fields__})
+
 
 class _Replay(ReplayPlugin):
     """Avalanche's ReplayPlugin, updating its storage through ``post_adapt`` (the API that replaces

@@ -55,7 +55,7 @@ class Learner:
         net = TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in incumbent.weights.items()})
         self.adapter = ContinualLearner(
             net,
-            LearnerConfig(cfg.learning_rate, cfg.batch_size, cfg.epochs, cfg.replay_size, cfg.replay_policy, cfg.ewc_lambda, cfg.ewc_decay),
+            LearnerConfig.from_settings(cfg),
         )
         self.thresholds = GateThresholds(**cfg.gates.model_dump())
         n = len(self.schema.names)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,14 +42,18 @@ DESCRIPTIONS = {
 }
 
 
-class Strategy:
+class Strategy(ABC):
+    """What the harness drives: labels in as they arrive, scores out for the events of the moment."""
+
     name = ""
 
     def learn(self, x: np.ndarray, y: np.ndarray, label_time: np.ndarray, now: float) -> None:
-        """Labels that arrived since the last call (in arrival order); ``now`` is the stream time."""
+        """Labels that arrived since the last call (in arrival order); ``now`` is the stream time.
+        A strategy that never updates (frozen) keeps this default."""
 
+    @abstractmethod
     def score(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Fraud probabilities of raw feature rows by the model served now."""
 
     def summary(self) -> dict[str, Any]:
         return {}
@@ -105,17 +111,16 @@ class Product(Strategy):
         self.log: list[tuple[str, dict[str, Any]]] = []
         self.learner = Learner(self.settings, LearnerMetrics(), lambda kind, **f: self.log.append((kind, f)))
         self.names = names
-        self.now = 0.0
         self.drifts: list[float] = []
         self.n = 0
+        self.dead_letters = _NoDeadLetters()
 
     def learn(self, x, y, label_time, now) -> None:
-        self.now = now
         names = self.names
         for row, label, t in zip(x.tolist(), y.tolist(), label_time.tolist()):
             self.n += 1
             raw = orjson.dumps({"id": f"e{self.n}", "time": t, "label": label, "features": dict(zip(names, row))})
-            self.learner.handle(raw, None, ("eval", 0, self.n), _NoDeadLetters())
+            self.learner.handle(raw, None, ("eval", 0, self.n), self.dead_letters)
             if self.learner.round_due():
                 before = len(self.log)
                 self.learner.train_round(lambda manifest: None)
@@ -225,14 +230,14 @@ def build(name: str, *, model: ScoringModel, registry: Path, settings: Settings,
           retrain_every_s: float, window_s: float, seed: int, retrain_epochs: int = 4) -> Strategy:
     """One strategy by name, from the pretrained ``model`` (published in ``registry``)."""
     cfg = settings.learn
-    base = LearnerConfig(cfg.learning_rate, cfg.batch_size, cfg.epochs, cfg.replay_size, cfg.replay_policy, cfg.ewc_lambda, cfg.ewc_decay)
+    base = LearnerConfig.from_settings(cfg)
     torch.manual_seed(seed)
     hidden = next(iter(model.weights.values())).shape[0]
     makers: dict[str, Callable[[], Strategy]] = {
         "frozen": lambda: Frozen(model),
-        "naive": lambda: FineTuning(model, _replace(base, replay_size=0, ewc_lambda=0.0), cfg.round_events),
-        "replay": lambda: FineTuning(model, _replace(base, ewc_lambda=0.0), cfg.round_events),
-        "ewc": lambda: FineTuning(model, _replace(base, replay_size=0), cfg.round_events),
+        "naive": lambda: FineTuning(model, replace(base, replay_size=0, ewc_lambda=0.0), cfg.round_events),
+        "replay": lambda: FineTuning(model, replace(base, ewc_lambda=0.0), cfg.round_events),
+        "ewc": lambda: FineTuning(model, replace(base, replay_size=0), cfg.round_events),
         "product": lambda: Product(registry, settings, model.schema.names),
         "product_no_drift_reaction": lambda: Product(
             registry, settings.model_copy(update={"learn": cfg.model_copy(update={"drift_reaction": False})}), model.schema.names
@@ -246,9 +251,3 @@ def build(name: str, *, model: ScoringModel, registry: Path, settings: Settings,
     strategy = makers[name]()
     strategy.name = name
     return strategy
-
-
-def _replace(config: LearnerConfig, **changes: Any) -> LearnerConfig:
-    from dataclasses import replace
-
-    return replace(config, **changes)
