@@ -31,6 +31,13 @@ def registry(path: Path) -> Path:
     return path
 
 
+def serve_env(reg: Path, port: int, poll_s: float = 60) -> dict[str, str]:
+    """Environment of a benchmarked `perennial serve`: the registry, the port, no broker (announcements
+    off), the registry followed every ``poll_s`` seconds."""
+    return {"PERENNIAL_REGISTRY__PATH": str(reg), "PERENNIAL_SERVE__PORT": str(port),
+            "PERENNIAL_SERVE__REGISTRY_POLL_S": str(poll_s), "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+
+
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import orjson
 
-from common import ROOT, SIM, registry, start, stop, wait_http, wrk  # noqa: I001
+from common import ROOT, SIM, registry, serve_env, start, stop, wait_http, wrk  # noqa: I001
 from learners.registry import Registry
 from streams.broker import free_port
 from streams.simulator import FEATURES
@@ -120,8 +120,7 @@ def main() -> list[tuple[str, str, str, str]]:
     files = payloads(tmp, model_dir)
     results: dict[str, dict[str, dict[str, float]] | str] = {}
     port = free_port()
-    env = {"PERENNIAL_REGISTRY__PATH": str(reg), "PERENNIAL_SERVE__PORT": str(port), "PERENNIAL_SERVE__REGISTRY_POLL_S": "60",
-           "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    env = serve_env(reg, port)
     ours = start([sys.executable, "-m", "perennial.cli", "serve"], env, tmp / "serve.log")
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")

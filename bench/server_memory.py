@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from common import registry, start, stop, wait_http  # noqa: I001
+from common import registry, serve_env, start, stop, wait_http  # noqa: I001
 from learning import rss_mib
 from serving import bodies
 from streams.broker import free_port
@@ -22,8 +22,7 @@ def main(marks: tuple[int, ...] = MARKS) -> list[tuple[str, str, str, str]]:
     reg = registry(tmp / "registry")
     body = bodies(tmp)["batch1024"].read_bytes()
     port = free_port()
-    env = {"PERENNIAL_REGISTRY__PATH": str(reg), "PERENNIAL_SERVE__PORT": str(port), "PERENNIAL_SERVE__REGISTRY_POLL_S": "60",
-           "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    env = serve_env(reg, port)
     server = start([sys.executable, "-m", "perennial.cli", "serve"], env, tmp / "serve.log")
     out: dict[int, float] = {}
     failed = 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from common import ROOT, SIM, registry, start, stop, wait_http, wrk  # noqa: I001
+from common import ROOT, SIM, registry, serve_env, start, stop, wait_http, wrk  # noqa: I001
 from streams.broker import free_port
 from streams.simulator import FEATURES
 
@@ -32,8 +32,7 @@ def main() -> list[tuple[str, str, str, str]]:
     reg = registry(tmp / "registry")
     files = bodies(tmp)
     ours_port, bare_port = free_port(), free_port()
-    env = {"PERENNIAL_REGISTRY__PATH": str(reg), "PERENNIAL_SERVE__PORT": str(ours_port), "PERENNIAL_SERVE__REGISTRY_POLL_S": "60",
-           "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    env = serve_env(reg, ours_port)
     ours = start([sys.executable, "-m", "perennial.cli", "serve"], env, tmp / "serve.log")
     bare = start([sys.executable, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1", "--port", str(bare_port),
                   "--log-level", "warning", "--no-access-log", "--app-dir", str(ROOT / "bench")], None, tmp / "bare.log")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from common import registry, start, stop, wait_http, wrk  # noqa: I001
+from common import registry, serve_env, start, stop, wait_http, wrk  # noqa: I001
 from learners.registry import Registry
 from serving import bodies
 from streams.broker import free_port
@@ -48,8 +48,7 @@ def main() -> list[tuple[str, str, str, str]]:
     reg = registry(tmp / "registry")
     body = bodies(tmp)["single"]
     port = free_port()
-    env = {"PERENNIAL_REGISTRY__PATH": str(reg), "PERENNIAL_SERVE__PORT": str(port), "PERENNIAL_SERVE__REGISTRY_POLL_S": "0.2",
-           "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    env = serve_env(reg, port, poll_s=0.2)
     server = start([sys.executable, "-m", "perennial.cli", "serve"], env, tmp / "serve.log")
     url = f"http://127.0.0.1:{port}"
     try:

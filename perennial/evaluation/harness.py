@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -183,8 +183,6 @@ def run_all(spec: Spec, strategies: list[str], seeds: list[int], settings: Setti
     os.environ.update(env)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(run, spec, name, seed, settings, workdir): (seed, name) for seed, name in jobs}
-        from concurrent.futures import as_completed
-
         for fut in as_completed(futures):
             seed, name = futures[fut]
             results.append(fut.result())

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from perennial.evaluation.scores import acc, adaptation_events, bwt, forgetting, recurrence
+from perennial.evaluation.scores import absence, acc, adaptation_events, bwt, forgetting, recurrence
 from perennial.evaluation.strategies import DESCRIPTIONS
 
 TARGETS = {
@@ -273,11 +273,7 @@ def _save(fig, path: Path, tight: bool = True) -> Path:  # noqa: ANN001
 
 def scenario_meta(scn, card_k: int) -> dict[str, Any]:  # noqa: ANN001
     presence = scn.presence()
-    recurring = []
-    for name, counts in presence.items():
-        rec = recurrence([(float(scn.period_edges[0]), 1.0)], counts, scn.period_edges)
-        if rec is not None:
-            recurring.append(name)
+    recurring = [name for name, counts in presence.items() if absence(counts) is not None]
     return {
         "scenario": scn.name, "patterns": list(scn.pattern_probes), "presence": presence, "edges": scn.period_edges.tolist(),
         "new_patterns": [p for p in scn.pattern_probes if p not in scn.history_patterns and sum(presence.get(p, [])) > 0],

@@ -85,12 +85,14 @@ def adaptation_events(curve: Sequence[tuple[int, float | None]], share: float = 
     return next(n for n, q in points if q >= share * best)
 
 
-def recurrence(curve: Sequence[tuple[float, float | None]], present: Sequence[int], edges: np.ndarray) -> dict[str, float] | None:
-    """For a pattern that vanishes and comes back: its best quality before it vanished, its quality
-    when it comes back (the end of the absence), and the drop as a share of the best.
+def absence(present: Sequence[int]) -> tuple[int, int] | None:
+    """The first and last period of a pattern's first absence between occurrences, or None if it
+    never vanishes and comes back. ``present`` counts its frauds per period; a period with under a
+    quarter of the median count of the periods where it occurs is an absence.
 
-    ``present`` counts its frauds per period; a period with under a quarter of the median count of the
-    periods where it occurs is an absence. ``curve`` is (time, quality) through the stream."""
+    >>> absence([90, 40, 9, 0, 26, 70]), absence([5, 5, 5])
+    ((2, 3), None)
+    """
     counts = np.asarray(present, float)
     if not (counts > 0).any():
         return None
@@ -101,6 +103,17 @@ def recurrence(curve: Sequence[tuple[float, float | None]], present: Sequence[in
     first = last = gaps[0]
     while last + 1 in gaps:
         last += 1
+    return first, last
+
+
+def recurrence(curve: Sequence[tuple[float, float | None]], present: Sequence[int], edges: np.ndarray) -> dict[str, float] | None:
+    """For a pattern that vanishes and comes back (see ``absence``): its best quality before it
+    vanished, its quality when it comes back (the end of the absence), and the drop as a share of
+    the best. ``curve`` is (time, quality) through the stream."""
+    gap = absence(present)
+    if gap is None:
+        return None
+    first, last = gap
     before = [q for t, q in curve if q is not None and t <= edges[first]]
     at_return = [q for t, q in curve if q is not None and t <= edges[last + 1]]
     if not before or not at_return:
