@@ -82,7 +82,7 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     r_pattern, r_period = [_probe_row(scn.pattern_probes, strategy)], [_period_row(scn, strategy)]
     curves: dict[str, list[tuple[float, int, float | None]]] = {p: [] for p in scn.pattern_probes}
     next_period = 1
-    for k, t in enumerate(steps):
+    for k, t in enumerate([*steps.tolist(), end]):  # the last pass only delivers the labels due by the end
         upto = int(np.searchsorted(arrival_t, t, side="right"))
         if upto > fed:
             idx = arrival[fed:upto]
@@ -94,6 +94,8 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
             r_pattern.append(_probe_row(scn.pattern_probes, strategy))
             r_period.append(_period_row(scn, strategy))
             next_period += 1
+        if t >= end:
+            break
         if k % PROBE_EVERY_STEPS == 0:
             for name, (px, py) in scn.pattern_probes.items():
                 curves[name].append((float(t), fed, average_precision(py, strategy.score(px))))
@@ -102,15 +104,6 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
             t0 = time.perf_counter()
             scores[lo:hi] = strategy.score(scn.x[lo:hi])
             score_s += time.perf_counter() - t0
-    upto = int(np.searchsorted(arrival_t, end, side="right"))
-    if upto > fed:
-        idx = arrival[fed:upto]
-        strategy.learn(scn.x[idx], scn.y[idx], scn.label_time[idx], end)
-        fed = upto
-    while next_period < len(scn.period_edges):
-        r_pattern.append(_probe_row(scn.pattern_probes, strategy))
-        r_period.append(_period_row(scn, strategy))
-        next_period += 1
     return {
         "strategy": strategy_name, "seed": seed, "scenario": scn.name,
         "learn_s": learn_s, "score_s": score_s, "labels": fed, "events": n,
