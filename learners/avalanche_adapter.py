@@ -7,6 +7,13 @@ earlier rounds close to where they were. The rest of the code sees ``ContinualLe
 ``learn(x, y)``, ``predict(x)``, ``weights()``, ``state()`` / ``restore()``.
 
 Inputs are normalised float32 features; labels are 0/1.
+
+Avalanche's data path is general and per-sample: every mini-batch walks a chain of dataset
+wrappers for each of its rows and collates them one by one, which costs far more than the forward
+and backward pass of a small tabular network. Our datasets are always flat tensors, so this module
+keeps Avalanche's samplers and plugins (the same batches, the same replay mix, the same importances)
+and only fetches each mini-batch with one tensor index (``_TensorReplayDataLoader``, ``_EWC``,
+``_gather``).
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ from typing import Any
 import numpy as np
 import orjson
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as tensor_dataset
+    from avalanche.benchmarks.utils.data_loader import MultiDatasetSampler, ReplayDataLoader
+    from avalanche.benchmarks.utils.flat_data import LazyIndices
     from avalanche.training.plugins import EWCPlugin, ReplayPlugin, SupervisedPlugin
     from avalanche.training.plugins.evaluation import EvaluationPlugin
     from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
@@ -50,11 +59,74 @@ class LearnerConfig:
 
 
 class _Replay(ReplayPlugin):
-    """Avalanche's ReplayPlugin, updating its storage through ``post_adapt`` (the API that replaces
-    the deprecated ``update``, which warns on every round)."""
+    """Avalanche's ReplayPlugin: its storage policy keeps the memory, its loader mixes a memory batch
+    into every batch of new events. Two changes: storage is updated through ``post_adapt`` (the API
+    that replaces the deprecated ``update``, which warns on every round), and the loader fetches
+    batches as tensors (``_TensorReplayDataLoader``)."""
+
+    def before_training_exp(self, strategy, num_workers=0, shuffle=True, drop_last=False, **kwargs):  # noqa: ANN001
+        if len(self.storage_policy.buffer) == 0:
+            return  # as ReplayPlugin: nothing to replay yet, the strategy's own loader
+        strategy.dataloader = _TensorReplayDataLoader(
+            strategy.adapted_dataset,
+            self.storage_policy.buffer,
+            oversample_small_tasks=True,
+            batch_size=self.batch_size or strategy.train_mb_size,
+            batch_size_mem=self.batch_size_mem or strategy.train_mb_size,
+            task_balanced_dataloader=self.task_balanced_dataloader,
+            num_workers=num_workers,
+            shuffle=shuffle,
+            drop_last=drop_last,
+        )
 
     def after_training_exp(self, strategy, **kwargs):  # noqa: ANN001 - Avalanche's signature
         self.storage_policy.post_adapt(strategy, strategy.experience)
+
+
+class _TensorReplayDataLoader(ReplayDataLoader):
+    """ReplayDataLoader with its own sampler (``MultiDatasetSampler``: which rows of new and replayed
+    events make each batch) and a fetch of one tensor index per batch. It also skips the FFCV probe,
+    which walks every dataset's tree on every epoch."""
+
+    def _get_loader(self):  # noqa: ANN202 - Avalanche's signature
+        samplers = self._create_samplers(self.datasets, self.batch_sizes, self.distributed_sampling, self.loader_kwargs)
+        batches = MultiDatasetSampler(
+            self.datasets, samplers, termination_dataset_idx=self.termination_dataset,
+            oversample_small_datasets=self.oversample_small_datasets, never_ending=self.never_ending,
+        )
+        parts = [_gather(d) for d in self.datasets]
+        rows = _TensorBatches(torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts]))
+        return DataLoader(rows, batch_sampler=batches, collate_fn=_as_batch)
+
+
+class _EWC(EWCPlugin):
+    """Avalanche's online EWCPlugin; its importances are computed by its own code over the
+    experience's rows fetched a batch at a time."""
+
+    def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size, num_workers=0):  # noqa: ANN001
+        return super().compute_importances(model, criterion, optimizer, _TensorBatches(*_gather(dataset)), device, batch_size, num_workers)
+
+
+class _TensorBatches(Dataset):
+    """Rows of (x, y) in task 0, fetched a mini-batch at a time: a DataLoader hands ``__getitems__``
+    the batch's indices and ``collate_fn`` passes the result through."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y, self.t = x, y, torch.zeros_like(y)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        i = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        return [self.x[i], self.y[i], self.t[i]]
+
+    @staticmethod
+    def collate_fn(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+        return batch
+
+
+_as_batch = _TensorBatches.collate_fn
 
 
 class _LossProbe(SupervisedPlugin):
@@ -90,7 +162,7 @@ class ContinualLearner:
             raise ValueError(f"unknown replay policy {config.replay_policy!r}; use class_balanced or reservoir")
         # replay_size 0 or ewc_lambda 0 leave that plugin out (the ablations of `perennial evaluate`)
         self.replay = _Replay(mem_size=config.replay_size, storage_policy=storage) if config.replay_size > 0 else None
-        self.ewc = EWCPlugin(ewc_lambda=config.ewc_lambda, mode="online", decay_factor=config.ewc_decay) if config.ewc_lambda > 0 else None
+        self.ewc = _EWC(ewc_lambda=config.ewc_lambda, mode="online", decay_factor=config.ewc_decay) if config.ewc_lambda > 0 else None
         self._before_ewc, self._after_ewc = _LossProbe(), _LossProbe()
         plugins = [p for p in (self.replay, self._before_ewc, self.ewc, self._after_ewc) if p is not None]
         with warnings.catch_warnings():
@@ -165,7 +237,7 @@ class ContinualLearner:
                 tensors[f"opt.{idx}.{key}"] = torch.as_tensor(val).clone()
         groups = self._replay_groups()
         for name, (buf, _) in groups.items():
-            x, y = _dataset_tensors(buf.buffer)
+            x, y = _gather(buf.buffer)
             tensors[f"replay.{name}.x"], tensors[f"replay.{name}.y"] = x, y
             tensors[f"replay.{name}.w"] = buf._buffer_weights.clone()
         counter = self.strategy.clock.train_exp_counter
@@ -244,7 +316,7 @@ class ContinualLearner:
         return {"all": (storage, storage.max_size)} if len(storage.buffer) else {}
 
     def _replay_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        parts = [_dataset_tensors(b.buffer) for b, _ in self._replay_groups().values()]
+        parts = [_gather(b.buffer) for b, _ in self._replay_groups().values()]
         if not parts:
             return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
         return torch.cat([p[0] for p in parts]).numpy(), torch.cat([p[1] for p in parts]).numpy()
@@ -253,8 +325,30 @@ class ContinualLearner:
         """Rebuild each buffer as a flat tensor dataset: Avalanche's subset-of-concat chains
         otherwise deepen every round and slow each later round down."""
         for buf, _ in self._replay_groups().values():
-            x, y = _dataset_tensors(buf.buffer)
-            buf.buffer = tensor_dataset(x, y)
+            x, y = _gather(buf.buffer)
+            buf.buffer = tensor_dataset(x.clone(), y.clone())
+
+
+def _gather(dataset) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001 - an AvalancheDataset
+    """The (x, y) rows of an Avalanche dataset built from tensors, in its order, by tensor indexing.
+
+    Avalanche flattens subsets and concatenations into leaf datasets plus one index list, which this
+    reads directly; a dataset with other leaves is read the slow, general way.
+    """
+    flat = getattr(dataset, "_flat_data", None)
+    leaves = getattr(flat, "_datasets", None)
+    if not leaves or not all(isinstance(leaf, TensorDataset) for leaf in leaves):
+        return _dataset_tensors(dataset)
+    x = torch.cat([leaf.tensors[0] for leaf in leaves]) if len(leaves) > 1 else leaves[0].tensors[0]
+    y = torch.cat([leaf.tensors[1] for leaf in leaves]) if len(leaves) > 1 else leaves[0].tensors[1]
+    indices = flat._indices
+    if indices is not None:
+        if isinstance(indices, LazyIndices):
+            indices._to_eager()
+            indices = indices._eager_list
+        index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        x, y = x[index], y[index]
+    return x, y.long()
 
 
 def _dataset_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001 - an AvalancheDataset

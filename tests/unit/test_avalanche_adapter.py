@@ -115,3 +115,41 @@ def test_replay_memory_seeded_with_history_is_rehearsed_and_then_shared_with_new
     old = {tuple(r) for r in hx.tolist()}
     kept = sum(tuple(r) in old for r in x.tolist())
     assert 0 < kept < len(y)  # history still rehearsed, new events admitted by reservoir sampling
+
+
+@pytest.mark.parametrize("policy", ["class_balanced", "reservoir"])
+def test_batched_data_path_trains_exactly_as_avalanches_own_loaders(monkeypatch, policy):
+    """The tensor fetch changes how batches are read, not which: same sampler draws, same weights,
+    same replay memory as Avalanche's ReplayDataLoader and EWCPlugin with their per-sample loaders."""
+    from avalanche.training.plugins import EWCPlugin, ReplayPlugin
+
+    import learners.avalanche_adapter as adapter
+
+    def run():
+        L = learner(policy)
+        L.seed_replay(*batch(300))
+        for _ in range(3):
+            stats = L.learn(*batch(300))
+        return L.weights(), L._replay_arrays(), stats
+
+    state = rng.bit_generator.state
+    ours = run()
+    rng.bit_generator.state = state
+    monkeypatch.setattr(adapter._Replay, "before_training_exp", ReplayPlugin.before_training_exp)
+    monkeypatch.setattr(adapter._EWC, "compute_importances", EWCPlugin.compute_importances)
+    stock = run()
+    assert all(np.array_equal(ours[0][k], stock[0][k]) for k in ours[0])
+    assert np.array_equal(ours[1][0], stock[1][0]) and np.array_equal(ours[1][1], stock[1][1])
+    assert ours[2] == stock[2]
+
+
+def test_gather_reads_subsets_of_concatenations_in_order():
+    from learners.avalanche_adapter import _dataset_tensors, _gather, tensor_dataset
+
+    a = tensor_dataset(torch.arange(12.0).reshape(6, 2), torch.arange(6))
+    b = tensor_dataset(torch.arange(100.0, 108.0).reshape(4, 2), torch.arange(10, 14))
+    chained = a.concat(b).subset([9, 0, 7, 3]).concat(a.subset([5])).subset([4, 0, 2])
+    x, y = _gather(chained)
+    slow_x, slow_y = _dataset_tensors(chained)
+    assert torch.equal(x, slow_x) and torch.equal(y, slow_y)
+    assert y.tolist() == [5, 13, 11]
