@@ -66,3 +66,19 @@ def test_rejections_carry_a_reason(data, expected):
 
 def test_size_limit():
     assert reason(raw(), max_bytes=10) == "too_large"
+
+
+def test_values_whose_sum_overflows_are_still_finite_and_kept():
+    assert parse_event(raw(features={"amount": 1e308, "hour": 1e308}), NAMES).features == (1e308, 1e308)
+
+
+def test_integer_features_become_floats_and_entity_numbers_strings():
+    e = parse_event(raw(features={"amount": 12, "hour": 3}, entities={"card": 17, "terminal": "t-1"}), NAMES)
+    assert e.features == (12.0, 3.0) and all(type(v) is float for v in e.features)
+    assert e.entities == {"card": "17", "terminal": "t-1"}
+
+
+def test_a_parsed_event_is_immutable():
+    e = parse_event(raw(), NAMES)
+    with pytest.raises(AttributeError):
+        e.label = 0
