@@ -65,6 +65,7 @@ class Learner:
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.acct = Accounting()
         self.offsets: dict[str, int] = {}  # "topic:partition" -> next offset to read
+        self.backlog = 0  # events on the topic not yet read, as the consumer last saw it
         self.failures = 0
         self.pending_since: float | None = None
         self.drift = DriftMonitor(cfg.drift_delta)
@@ -165,7 +166,10 @@ class Learner:
         if self.paused:
             return False
         cfg = self.settings.learn
-        if len(self.pending) >= self.round_size:
+        if len(self.pending) >= self.round_size and (
+            # behind: let the round grow (up to round_max_events) while unread events remain
+            self.reacting > 0 or self.backlog < cfg.round_events or len(self.pending) >= cfg.round_max_events
+        ):
             return True
         waited = time.monotonic() - self.pending_since if self.pending_since is not None else 0.0
         return len(self.pending) >= cfg.round_min_events and waited >= cfg.round_max_s

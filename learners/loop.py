@@ -67,6 +67,8 @@ def run(learner: Learner, stop: threading.Event) -> None:
                     dirty = True
             if batches:
                 _observe_lag(learner, consumer)
+            else:
+                learner.backlog = 0  # nothing came within the poll: caught up
             commands = control.poll()
             for cmd in commands:
                 learner.apply(cmd, consumer, announce)
@@ -109,8 +111,11 @@ def _durable(learner: Learner, consumer, dead_letters: kio.DeadLetters) -> None:
 
 
 def _observe_lag(learner: Learner, consumer) -> None:  # noqa: ANN001
+    backlog = 0
     for tp in consumer.assignment():
         high = consumer.highwater(tp)
         position = learner.offsets.get(f"{tp.topic}:{tp.partition}")
         if high is not None and position is not None:
+            backlog += max(0, high - position)
             learner.metrics.lag.labels(str(tp.partition)).set(max(0, high - position))
+    learner.backlog = backlog

@@ -170,3 +170,25 @@ def test_a_new_learner_starts_its_replay_memory_from_history_and_a_restart_keeps
     again = Learner(learner.settings, LearnerMetrics(), lambda *a, **f: None)
     x2, y2 = again.adapter._replay_arrays()
     assert np.array_equal(np.sort(y2), np.sort(memory[1])) and np.allclose(np.sort(x2, axis=0), np.sort(memory[0], axis=0))
+
+
+def test_behind_the_topic_a_round_grows_up_to_round_max_events(learner):
+    cfg = learner.settings.learn
+    cfg.round_events, cfg.round_max_events, cfg.holdout_percent = 200, 500, 0
+    tx = SIM.generate(31, 1)
+    feed(learner, tx.take(np.arange(200)))
+    assert learner.round_due()  # caught up: a round at round_events
+
+    learner.backlog = 10_000  # the consumer saw this many unread events
+    assert not learner.round_due()
+    feed(learner, tx.take(np.arange(200, 500)))
+    assert learner.round_due()  # ... until round_max_events are pending
+    assert learner.train_round(lambda m: None)["trained_events"] == 500
+
+    feed(learner, tx.take(np.arange(500, 800)))
+    assert not learner.round_due()
+    learner.reacting = 2  # a drift reaction keeps its short rounds even when behind
+    assert learner.round_due()
+    learner.reacting = 0
+    learner.pending_since -= cfg.round_max_s  # and the time trigger still fires
+    assert learner.round_due()
