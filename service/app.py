@@ -7,13 +7,18 @@
 
 The predict body is parsed with orjson and checked by the same validation as labeled events, so a
 request is refused for the same reasons an event is dead-lettered, with a message naming the problem.
+
+``POST /v1/predict`` is answered by a lean ASGI front (``PredictFront``) before FastAPI's router and
+middleware stack, which cost more per request than scoring itself; every other request, and the
+route's documentation in ``/openapi.json``, is FastAPI's. Both paths run the same ``answer``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 import orjson
@@ -32,6 +37,7 @@ from streams import kafka as kio
 from streams.events import EventError, feature_vector
 
 PREDICT_ROUTE = "/v1/predict"
+log = logging.getLogger(__name__)
 
 _EVENT_SCHEMA = {
     "type": "object",
@@ -83,9 +89,7 @@ def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[
 
 async def read_limited(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed ``limit`` (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"body is {declared} bytes; the limit is {limit}")
+    _check_declared(request.headers.get("content-length"), limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -95,9 +99,62 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _check_declared(declared: str | None, limit: int) -> None:
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body is {declared} bytes; the limit is {limit}")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived: nobody to answer."""
+
+
+Answer = tuple[int, bytes, dict[str, str]]
+
+
+class PredictFront:
+    """ASGI app in front of FastAPI: ``POST /v1/predict`` read, answered and sent directly from ASGI
+    messages; any other request (and lifespan) goes to ``app``, the FastAPI application."""
+
+    def __init__(self, app: FastAPI, answer: Callable[[Callable[[], Awaitable[bytes]]], Awaitable[Answer]], limit: int):
+        self.app, self.answer, self.limit = app, answer, limit
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI interface
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PREDICT_ROUTE:
+            await self.app(scope, receive, send)
+            return
+
+        async def body() -> bytes:
+            declared = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
+            _check_declared(declared, self.limit)
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.limit:
+                    raise ApiError(413, f"body is over the limit of {self.limit} bytes")
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            return b"".join(chunks)
+
+        try:
+            status, payload, headers = await self.answer(body)
+        except ClientGone:
+            return
+        except Exception:  # noqa: BLE001 - answered as FastAPI would, with the cause in the log
+            log.exception("predict failed")
+            status, payload, headers = 500, orjson.dumps({"error": "internal error; the server log has the cause"}), {}
+        head = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        await send({"type": "http.response.body", "body": payload})
+
+
 def create_app(
     settings: Settings, store: ModelStore | None = None, metrics: ServerMetrics | None = None, sender: CommandSender | None = None,
-) -> FastAPI:
+) -> PredictFront:
     metrics = metrics or ServerMetrics()
     registry = Registry(settings.registry.path)
     store = store or ModelStore(registry, metrics)
@@ -132,32 +189,41 @@ def create_app(
         problems = [f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors()]
         return json_response({"error": "; ".join(problems)}, 422)
 
-    @app.post(PREDICT_ROUTE, openapi_extra=_PREDICT_OPENAPI)
-    async def predict(request: Request) -> Response:
+    async def answer(read_body: Callable[[], Awaitable[bytes]]) -> Answer:
+        """Status, JSON body and extra headers of one predict request; the metrics of it."""
         started = time.perf_counter()
         metrics.in_flight.inc()
-        code, version = 200, "none"
+        code, version = 500, "none"
         try:
             model = store.model  # read once: a swap during this request does not affect it
             if model is None:
                 raise ApiError(503, "no model is loaded yet; the registry has no version")
             version = model.version
-            body = await read_limited(request, serve.max_body_bytes)
-            ids, rows, batch = parse_predict(body, model.schema.names, serve.max_batch)
+            ids, rows, batch = parse_predict(await read_body(), model.schema.names, serve.max_batch)
             scores = model.score(rows)
             metrics.predictions.labels("scored", version).inc(len(scores))
             for s in scores[:64]:  # a sample of each batch keeps the cost per request bounded
                 metrics.scores.observe(float(s))
-            items = [{"id": i, "score": float(s), "version": model.version} for i, s in zip(ids, scores)]
-            return json_response({"version": model.version, "predictions": items} if batch else items[0])
+            items = [{"id": i, "score": float(s), "version": version} for i, s in zip(ids, scores)]
+            code = 200
+            return code, orjson.dumps({"version": version, "predictions": items} if batch else items[0]), {}
         except ApiError as exc:
             code = exc.status
             metrics.predictions.labels("rejected", version).inc()
+            return code, orjson.dumps({"error": exc.message}), exc.headers or {}
+        except ClientGone:
+            code = 499  # nginx's "client closed request": counted, never sent
             raise
         finally:
             metrics.in_flight.dec()
             metrics.requests.labels(PREDICT_ROUTE, str(code)).inc()
             metrics.duration.labels(PREDICT_ROUTE).observe(time.perf_counter() - started)
+
+    @app.post(PREDICT_ROUTE, openapi_extra=_PREDICT_OPENAPI)
+    async def predict(request: Request) -> Response:
+        """Reached when the FastAPI app is mounted without its front (e.g. as a sub-application)."""
+        code, payload, headers = await answer(lambda: read_limited(request, serve.max_body_bytes))
+        return Response(payload, status_code=code, media_type="application/json", headers=headers)
 
     app.include_router(admin_router(serve.admin_token, store, registry, sender, metrics))
 
@@ -183,4 +249,4 @@ def create_app(
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return PredictFront(app, answer, serve.max_body_bytes)

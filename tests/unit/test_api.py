@@ -73,6 +73,67 @@ def test_streamed_body_over_the_limit_is_refused(client):
     assert r.status_code == 413 and "limit of 2000 bytes" in r.json()["error"]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"id": "a", "features": {"amount": 3, "hour": 1}},
+        [{"id": i, "features": {"amount": i, "hour": 2}} for i in range(3)],
+        {"features": {"amount": 1}},
+        b"not json",
+        [{"features": {"amount": 1, "hour": 1}}] * 4,
+        {"features": {"amount": 1, "hour": 1}, "pad": "x" * 3000},
+    ],
+)
+def test_the_documented_fastapi_route_answers_as_the_lean_front(client, body):
+    """The front answers POST /v1/predict before FastAPI; FastAPI's own route (used when its app is
+    mounted alone) runs the same code and must give the same answer."""
+    with TestClient(client.app.app) as direct:
+        ours, theirs = post(client, body), post(direct, body)
+    assert (ours.status_code, ours.json()) == (theirs.status_code, theirs.json())
+    assert ours.headers["content-type"] == theirs.headers["content-type"] == "application/json"
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/v1/predict").status_code == 405  # other methods are FastAPI's
+
+
+def asgi_call(front, messages):
+    """Drive the front with raw ASGI messages; returns what it sent."""
+    import asyncio
+
+    sent, queue = [], list(messages)
+
+    async def receive():
+        return queue.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/predict", "headers": []}
+    asyncio.run(front(scope, receive, send))
+    return sent
+
+
+def test_a_client_gone_before_its_body_gets_no_answer_and_is_counted(client):
+    front = client.app
+    sent = asgi_call(front, [{"type": "http.request", "body": b'{"featu', "more_body": True}, {"type": "http.disconnect"}])
+    assert sent == []
+    assert 'perennial_server_requests_total{code="499",route="/v1/predict"} 1.0' in client.get("/metrics").text
+
+
+def test_a_body_in_chunks_is_joined(client):
+    body = orjson.dumps({"id": "c", "features": {"amount": 3, "hour": 1}})
+    sent = asgi_call(client.app, [{"type": "http.request", "body": body[:7], "more_body": True}, {"type": "http.request", "body": body[7:]}])
+    assert sent[0]["status"] == 200 and orjson.loads(sent[1]["body"])["id"] == "c"
+    assert dict(sent[0]["headers"])[b"content-length"] == str(len(sent[1]["body"])).encode()
+
+
+def test_an_unexpected_failure_is_a_500_without_details_and_counted(client, monkeypatch):
+    model = client.app.app.state.store.model
+    monkeypatch.setattr(type(model), "score", lambda self, x: (_ for _ in ()).throw(RuntimeError("boom")))
+    r = post(client, {"features": {"amount": 1, "hour": 1}})
+    assert r.status_code == 500 and "boom" not in r.text and "server log" in r.json()["error"]
+    assert 'perennial_server_requests_total{code="500",route="/v1/predict"} 1.0' in client.get("/metrics").text
+
+
 def test_model_health_readiness_metrics(client):
     m = client.get("/v1/model").json()
     assert m["version"] == "v000001" and m["features"] == list(NAMES) and m["manifest"]["gate_report"] == {"passed": True}
