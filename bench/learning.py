@@ -3,7 +3,11 @@ against what bounds it, on the same events in the same run:
 
 (a) kafka-python consuming and decoding the same topic, nothing else;
 (b) a raw PyTorch loop on the same network, same epochs, same replay ratio (one replayed event per new);
-(c) Avalanche driven naively: one 256-event experience per call with Naive + ReplayPlugin + EWCPlugin.
+(c) Avalanche driven naively: one 256-event experience per call with Naive + ReplayPlugin + EWCPlugin,
+    stock (its own data loaders), same storage policy, memory size, epochs and learning rate.
+
+Our trainer alone (the learner's ContinualLearner on the same rows, no Kafka) is measured too, to
+show how much of the end-to-end time is training and how much is the stream.
 
 Also freshness (a labeled event's production to the first served version trained on it) with a
 producer at a steady rate, and the learner's memory after 100,000 and 1,000,000 events.
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import replace
 import tempfile
 import threading
 import time
@@ -25,6 +28,8 @@ import orjson
 import torch
 
 from common import SIM, registry, start, stop, wait_http  # noqa: I001
+import warnings
+
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.model import TabularNet
 from learners.registry import Registry
@@ -34,7 +39,7 @@ from streams.broker import LocalBroker, free_port
 from streams.simulate import encode_rows
 from streams.simulator import Transactions
 
-EVENTS = 60_000
+EVENTS = 200_000
 
 
 def events(n: int, start_day: int = 30) -> list[tuple[bytes, bytes]]:
@@ -82,10 +87,10 @@ def consume_only(bootstrap: str, topic: str, n: int) -> float:
     return got / (time.perf_counter() - started)
 
 
-def learner_env(tmp: Path, reg: Path, bootstrap: str, topic: str, metrics_port: int) -> dict[str, str]:
+def learner_env(tmp: Path, reg: Path, bootstrap: str, topic: str, metrics_port: int, name: str = "") -> dict[str, str]:
     return {
         "PERENNIAL_REGISTRY__PATH": str(reg), "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "PERENNIAL_KAFKA__TOPIC": topic,
-        "PERENNIAL_KAFKA__GROUP_ID": f"bench-{topic}", "PERENNIAL_LEARN__CHECKPOINT_PATH": str(tmp / f"{topic}.ckpt"),
+        "PERENNIAL_KAFKA__GROUP_ID": f"bench-{topic}{name}", "PERENNIAL_LEARN__CHECKPOINT_PATH": str(tmp / f"{topic}{name}.ckpt"),
         "PERENNIAL_LEARN__METRICS_PORT": str(metrics_port), "PERENNIAL_KAFKA__ANNOUNCE_TOPIC": f"{topic}.announce",
         "PERENNIAL_KAFKA__CONTROL_TOPIC": f"{topic}.control",
     }
@@ -110,10 +115,11 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def ours(tmp: Path, reg: Path, bootstrap: str, topic: str, n: int) -> float:
+def ours(tmp: Path, reg: Path, bootstrap: str, topic: str, n: int, name: str = "", env: dict[str, str] | None = None) -> float:
     """(ours) sustained accounted events/s of `perennial learn` on a topic that already holds n events."""
     port = free_port()
-    proc = start([sys.executable, "-m", "perennial.cli", "learn"], learner_env(tmp, reg, bootstrap, topic, port), tmp / f"learn-{topic}.log")
+    env = {**learner_env(tmp, reg, bootstrap, topic, port, name), **(env or {})}
+    proc = start([sys.executable, "-m", "perennial.cli", "learn"], env, tmp / f"learn-{topic}{name}.log")
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         wait_http(url, 120)
@@ -160,13 +166,42 @@ def raw_torch(x: np.ndarray, y: np.ndarray, settings: Settings, net: TabularNet)
     return len(yt) / (time.perf_counter() - started)
 
 
-def naive_avalanche(x: np.ndarray, y: np.ndarray, settings: Settings, net: TabularNet) -> float:
-    """(c) new events/s of Avalanche fed one 256-event experience per call."""
-    cfg = settings.learn
-    learner = ContinualLearner(net, replace(LearnerConfig.from_settings(cfg), batch_size=256))
+def naive_avalanche(x: np.ndarray, y: np.ndarray, settings: Settings, net: TabularNet, size: int = 256) -> float:
+    """(c) new events/s of stock Avalanche fed one ``size``-event experience per call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+        from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as tensor_dataset
+        from avalanche.training.plugins import EWCPlugin, ReplayPlugin
+        from avalanche.training.plugins.evaluation import EvaluationPlugin
+        from avalanche.training.storage_policy import ClassBalancedBuffer
+        from avalanche.training.supervised import Naive
+
+        cfg = settings.learn
+        strategy = Naive(
+            model=net, optimizer=torch.optim.Adam(net.parameters(), lr=cfg.learning_rate), criterion=torch.nn.CrossEntropyLoss(),
+            train_mb_size=cfg.batch_size, train_epochs=cfg.epochs, device="cpu", evaluator=EvaluationPlugin(loggers=[]), eval_every=-1,
+            plugins=[
+                ReplayPlugin(mem_size=cfg.replay_size, storage_policy=ClassBalancedBuffer(cfg.replay_size, adaptive_size=True)),
+                EWCPlugin(ewc_lambda=cfg.ewc_lambda, mode="online", decay_factor=cfg.ewc_decay),
+            ],
+        )
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        started = time.perf_counter()
+        for i in range(0, len(y), size):
+            data = tensor_dataset(xt[i : i + size], yt[i : i + size])
+            strategy.train(benchmark_from_datasets(train=[data]).train_stream[0])
+    return len(y) / (time.perf_counter() - started)
+
+
+def trainer_alone(x: np.ndarray, y: np.ndarray, settings: Settings, net: TabularNet, round_events: int) -> float:
+    """New events/s of our ContinualLearner (replay + online EWC, batched data path) in rounds of
+    ``round_events``, memory seeded as after pretraining; no Kafka, no gates."""
+    learner = ContinualLearner(net, LearnerConfig.from_settings(settings.learn))
+    learner.seed_replay(x[: settings.learn.replay_size], y[: settings.learn.replay_size])
     started = time.perf_counter()
-    for i in range(0, len(y), 256):
-        learner.learn(x[i : i + 256], y[i : i + 256])
+    for i in range(0, len(y), round_events):
+        learner.learn(x[i : i + round_events], y[i : i + round_events])
     return len(y) / (time.perf_counter() - started)
 
 
@@ -273,8 +308,14 @@ def main(memory_marks: tuple[int, ...] = (100_000, 1_000_000)) -> list[tuple[str
         shutil.copytree(base, reg)
         rate_ours = ours(tmp, reg, broker.bootstrap, "bench.learn", EVENTS)
         print(f"ours {rate_ours:,.0f}/s", file=sys.stderr)
+        reg = tmp / "reg-calm"
+        shutil.copytree(base, reg)
+        rate_calm = ours(tmp, reg, broker.bootstrap, "bench.learn", EVENTS, "-calm", {"PERENNIAL_LEARN__DRIFT_REACTION": "false"})
+        print(f"ours without drift reaction {rate_calm:,.0f}/s", file=sys.stderr)
         rate_b = raw_torch(x, y, settings, fresh_net())
         rate_c = naive_avalanche(x[:10_240], y[:10_240], settings, fresh_net())
+        cfg = settings.learn
+        alone = {n: trainer_alone(x, y, settings, fresh_net(), n) for n in (cfg.round_events, cfg.round_max_events)}
         reg = tmp / "reg-fresh"
         shutil.copytree(base, reg)
         print(f"(b) {rate_b:,.0f}/s (c) {rate_c:,.0f}/s", file=sys.stderr)
@@ -285,16 +326,21 @@ def main(memory_marks: tuple[int, ...] = (100_000, 1_000_000)) -> list[tuple[str
         mem = memory(tmp, reg, broker.bootstrap, "bench.memory", memory_marks)
     shutil.rmtree(tmp, ignore_errors=True)
     r_a, r_b, r_c = rate_ours / rate_a, rate_ours / rate_b, rate_ours / rate_c
+    serial = 1 / (1 / rate_a + 1 / rate_b)  # consuming (a) then training (b) on one thread, nothing else
     lo, hi = min(mem), max(mem)
     growth = mem.get(hi, float("nan")) / mem.get(lo, float("nan"))
     return [
         ("learning: `perennial learn` end to end, events/s", f"{rate_ours:,.0f}", "", ""),
+        ("learning: the same with the drift reaction off (no short rounds after a drift), events/s", f"{rate_calm:,.0f}", "", ""),
         ("(a) kafka-python consume + decode alone, events/s", f"{rate_a:,.0f}", "", ""),
         ("(b) raw PyTorch loop, same model, epochs and replay ratio, new events/s", f"{rate_b:,.0f}", "", ""),
-        ("(c) Avalanche, one 256-event experience per call, new events/s", f"{rate_c:,.0f}", "", ""),
+        ("(c) stock Avalanche, one 256-event experience per call, new events/s", f"{rate_c:,.0f}", "", ""),
+        *[(f"our trainer alone, {n:,}-event rounds (no Kafka, no gates), new events/s; ratio to (b)", f"{v:,.0f}; {v / rate_b:.2f}", "", "")
+          for n, v in alone.items()],
         ("learning: ratio to (a)", f"{r_a:.2f}", ">= 0.80", "yes" if r_a >= 0.8 else "no"),
         ("learning: ratio to (b)", f"{r_b:.2f}", ">= 0.50", "yes" if r_b >= 0.5 else "no"),
         ("learning: ratio to (c)", f"{r_c:.1f}", ">= 10", "yes" if r_c >= 10 else "no"),
+        ("serial bound: (a) and (b) one after the other, 1/(1/a + 1/b), events/s; ours / bound", f"{serial:,.0f}; {rate_ours / serial:.2f}", "", ""),
         (f"freshness at 2,000 events/s, p50 / p95 ({covered:,} events)", f"{p50:.1f} s / {p95:.1f} s", "p50 < 10 s", "yes" if p50 < 10 else "no"),
         *[(f"learner RSS after {m:,} events", f"{v:,.0f} MiB", "", "") for m, v in sorted(mem.items())],
         ("learner RSS growth, last mark / first", f"{growth:.2f}", "flat (<= 1.10)", "yes" if growth <= 1.10 else "no"),
