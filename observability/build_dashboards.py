@@ -38,6 +38,10 @@ SERVING = [
         q('(sum(rate(perennial_server_requests_total{code=~"5.."}[5m])) or vector(0)) / clamp_min(sum(rate(perennial_server_requests_total[5m])), 1e-9)', "5xx ratio"),
     ]),
     ("Requests in flight", "short", "timeseries", [q("sum(perennial_server_requests_in_flight)", "in flight")]),
+    ("Events per forward pass (micro-batching)", "short", "timeseries", [
+        q(quantile("perennial_server_forward_pass_rows", 0.5), "median"),
+        q("sum(rate(perennial_server_forward_pass_rows_sum[1m])) / clamp_min(sum(rate(perennial_server_forward_pass_rows_count[1m])), 1e-9)", "mean"),
+    ]),
     ("Fraud score of served predictions", "percentunit", "timeseries", [
         q(quantile("perennial_server_fraud_score", 0.5, window="5m"), "median"),
         q(quantile("perennial_server_fraud_score", 0.99, window="5m"), "p99"),

@@ -10,7 +10,8 @@ request is refused for the same reasons an event is dead-lettered, with a messag
 
 ``POST /v1/predict`` is answered by a lean ASGI front (``PredictFront``) before FastAPI's router and
 middleware stack, which cost more per request than scoring itself; every other request, and the
-route's documentation in ``/openapi.json``, is FastAPI's. Both paths run the same ``answer``.
+route's documentation in ``/openapi.json``, is FastAPI's. Both paths run the same ``answer``, whose
+forward pass is shared with the requests parsed in the same turn of the event loop (batching.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from learners.registry import Registry
 from perennial.settings import Settings
 from service.admin import CommandSender, admin_router
+from service.batching import MicroBatcher
 from service.errors import ApiError
 from service.metrics import ServerMetrics
 from service.model_store import Announcements, Follower, ModelStore
@@ -189,6 +191,8 @@ def create_app(
         problems = [f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors()]
         return json_response({"error": "; ".join(problems)}, 422)
 
+    batcher = MicroBatcher(metrics.pass_rows.observe)
+
     async def answer(read_body: Callable[[], Awaitable[bytes]]) -> Answer:
         """Status, JSON body and extra headers of one predict request; the metrics of it."""
         started = time.perf_counter()
@@ -200,7 +204,7 @@ def create_app(
                 raise ApiError(503, "no model is loaded yet; the registry has no version")
             version = model.version
             ids, rows, batch = parse_predict(await read_body(), model.schema.names, serve.max_batch)
-            scores = model.score(rows)
+            scores = await batcher.score(model, rows)  # shared with requests parsed in the same turn of the loop
             metrics.predictions.labels("scored", version).inc(len(scores))
             for s in scores[:64]:  # a sample of each batch keeps the cost per request bounded
                 metrics.scores.observe(float(s))

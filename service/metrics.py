@@ -30,6 +30,10 @@ class ServerMetrics:
             "perennial_server_fraud_score", "Fraud probabilities served.", registry=r,
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99),
         )
+        self.pass_rows = Histogram(
+            "perennial_server_forward_pass_rows", "Events scored by one forward pass (requests parsed together share one).", registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
+        )
         self.model_info = Gauge("perennial_server_model_info", "The served version (value 1).", ["version", "sha256", "parent"], registry=r)
         self.version_number = Gauge("perennial_server_model_version_number", "Number of the served version (v000012 is 12).", registry=r)
         self.current_number = Gauge(
