@@ -88,7 +88,7 @@ class LearnSettings(BaseModel):
     """...or when the oldest pending event has waited this long (and at least round_min_events)."""
     round_min_events: int = 256
     """Fewest pending events a time-triggered round trains on."""
-    round_max_events: int = 16384
+    round_max_events: int = 32768
     """While the learner is behind (more unread events on the topic than a round), a round waits for
     up to this many pending events: the same training per event, with fewer rounds, gates, publishes
     and checkpoints per event, so a backlog drains faster. Set to round_events to turn it off."""
