@@ -7,6 +7,8 @@ harness (`perennial evaluate`, docs/evaluation.md) runs after these from the Mak
 
 from __future__ import annotations
 
+import sys
+
 import learning
 import peers
 import serving
@@ -14,46 +16,60 @@ import server_memory
 import swaps
 from common import ROOT, report
 
+SECTIONS = {
+    "serving": (
+        "Serving", serving.main,
+        [f"wrk -t1 -c32 -d{serving.SECONDS}s (batches of 1,024: -c4); one uvicorn worker each; ours and the ceiling measured alternately in this run"],
+        ROOT / "docs" / "benchmarks" / "serving.md",
+    ),
+    "peers": (
+        "Peers", peers.main,
+        [f"wrk -t1 -c32 -d{peers.SECONDS}s per figure, one worker each, every peer in its own virtual environment under {peers.VENVS}",
+         "each peer's first answer is checked against ours (same score to 1e-5) before it is measured",
+         "LitServe gets the same JSON bodies as /v1/predict, BentoML the same events under {\"events\": [...]}, "
+         "MLServer a V2-protocol FP32 tensor of the same rows (cheaper to parse than JSON objects)",
+         "peers run with their default settings, so their adaptive batching (which waits on a timer to fill a batch) is off; "
+         "ours shares forward passes among requests parsed in the same turn of the event loop, with no timer"],
+        ROOT / "docs" / "benchmarks" / "peers.md",
+    ),
+    "swaps": (
+        "Swaps under load", swaps.main,
+        [f"wrk -t1 -c32 -d{swaps.SECONDS}s of single events twice: without swaps, then with a version published every second "
+         "(the server follows the registry every 0.2 s, verifies, loads and warms each version, then swaps one reference)"],
+        ROOT / "docs" / "benchmarks" / "swaps.md",
+    ),
+    "learning": (
+        "Learning, freshness and memory", learning.main,
+        [f"{learning.EVENTS:,} simulated labeled events on the local broker (Tansu); (a), (b), (c) and ours on the same events in this run",
+         "ours: the rate at which `perennial learn` accounts for events (trained or held out) between 10% and 90% of the topic, "
+         "rounds, gates, publishing, checkpoints and offset commits included; the topic is a backlog, so rounds grow to "
+         "`round_max_events`, except the 4 short rounds of each drift reaction (the simulated stream drifts)",
+         "(c) is stock Avalanche (its own data loaders); our trainer keeps Avalanche's sampler, ReplayPlugin storage and EWCPlugin "
+         "and fetches each batch with one tensor index: the same batches and weights (tests/unit/test_avalanche_adapter.py)",
+         "the serial bound: a learner that reads and decodes (a) and trains like (b) on one thread cannot beat 1/(1/a + 1/b); "
+         "0.8 of (a) and 0.5 of (b) both lie at or above it on this machine (training on a second thread while the first decodes was measured slower than one thread: the GIL)",
+         "freshness: a producer at 2,000 events/s for 30 s, a server polled every 50 ms for its version; an event counts as served "
+         "once a served version's manifest records offsets past it",
+         "memory: resident set of the learner process, read from /proc"],
+        ROOT / "docs" / "benchmarks" / "learning.md",
+    ),
+    "server-memory": (
+        "Server memory", server_memory.main,
+        ["batches of 1,024 events posted to /v1/predict one after another; resident set of the server process, read from /proc"],
+        ROOT / "docs" / "benchmarks" / "server-memory.md",
+    ),
+}
+
+
 if __name__ == "__main__":
-    sections = [
-        report(
-            "Serving", serving.main(),
-            [f"wrk -t1 -c32 -d{serving.SECONDS}s (batches of 1,024: -c4); one uvicorn worker each; ours and the ceiling measured alternately in this run"],
-            ROOT / "docs" / "benchmarks" / "serving.md",
-        ),
-        report(
-            "Peers", peers.main(),
-            [f"wrk -t1 -c32 -d{peers.SECONDS}s per figure, one worker each, every peer in its own virtual environment under {peers.VENVS}",
-             "each peer's first answer is checked against ours (same score to 1e-5) before it is measured",
-             "LitServe gets the same JSON bodies as /v1/predict, BentoML the same events under {\"events\": [...]}, "
-             "MLServer a V2-protocol FP32 tensor of the same rows (cheaper to parse than JSON objects)"],
-            ROOT / "docs" / "benchmarks" / "peers.md",
-        ),
-        report(
-            "Swaps under load", swaps.main(),
-            [f"wrk -t1 -c32 -d{swaps.SECONDS}s of single events twice: without swaps, then with a version published every second "
-             "(the server follows the registry every 0.2 s, verifies, loads and warms each version, then swaps one reference)"],
-            ROOT / "docs" / "benchmarks" / "swaps.md",
-        ),
-        report(
-            "Learning, freshness and memory", learning.main(),
-            [f"{learning.EVENTS:,} simulated labeled events on the local broker (Tansu); (a), (b), (c) and ours on the same events in this run",
-             "ours: the rate at which `perennial learn` accounts for events (trained or held out) between 10% and 90% of the topic, "
-             "rounds, gates, publishing, checkpoints and offset commits included; the topic is a backlog, so rounds grow to "
-             "`round_max_events`, except the 4 short rounds of each drift reaction (the simulated stream drifts)",
-             "(c) is stock Avalanche (its own data loaders); our trainer keeps Avalanche's sampler, ReplayPlugin storage and EWCPlugin "
-             "and fetches each batch with one tensor index: the same batches and weights (tests/unit/test_avalanche_adapter.py)",
-             "the serial bound: a learner that reads and decodes (a) and trains like (b) on one thread cannot beat 1/(1/a + 1/b); "
-             "0.8 of (a) and 0.5 of (b) both lie at or above it on this machine (training on a second thread while the first decodes was measured slower than one thread: the GIL)",
-             "freshness: a producer at 2,000 events/s for 30 s, a server polled every 50 ms for its version; an event counts as served "
-             "once a served version's manifest records offsets past it",
-             "memory: resident set of the learner process, read from /proc"],
-            ROOT / "docs" / "benchmarks" / "learning.md",
-        ),
-        report(
-            "Server memory", server_memory.main(),
-            ["batches of 1,024 events posted to /v1/predict one after another; resident set of the server process, read from /proc"],
-            ROOT / "docs" / "benchmarks" / "server-memory.md",
-        ),
-    ]
-    (ROOT / "docs" / "benchmarks.md").write_text("# Benchmarks\n\nWritten by `make bench`.\n\n" + "\n".join(sections))
+    # `python run.py learning serving` reruns those sections only; docs/benchmarks.md is rebuilt from
+    # every section's file, so each section keeps the date of the run that measured it.
+    chosen = sys.argv[1:] or list(SECTIONS)
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        sys.exit(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
+    for name in chosen:
+        title, measure, notes, path = SECTIONS[name]
+        report(title, measure(), notes, path)
+    parts = [path.read_text() for _, _, _, path in SECTIONS.values() if path.exists()]
+    (ROOT / "docs" / "benchmarks.md").write_text("# Benchmarks\n\nWritten by `make bench` (`python bench/run.py SECTION...` reruns some).\n\n" + "\n".join(parts))
