@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -51,16 +52,26 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 def start(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    """A process in its own process group, so that ``stop`` also ends what it spawns (LitServe's workers)."""
     out = open(log, "ab") if log else subprocess.DEVNULL
-    return subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    """SIGTERM to the process group, SIGKILL to what is left of it after 10 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group's stragglers, even when the leader exited
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
 
 
 def wrk(url: str, body_file: Path, seconds: int = 10, connections: int = 32) -> dict[str, float]:
