@@ -74,26 +74,18 @@ class ScoringModel:
             raise ValueError("the last layer must have two outputs (legitimate, fraud)")
         for arr in self.weights.values():
             arr.setflags(write=False)
-        # softmax over two logits is the sigmoid of their difference: keep the last layer as that difference
-        w, b = mats[-1]
-        object.__setattr__(self, "_layers", tuple(mats[:-1]))
-        object.__setattr__(self, "_margin", (np.ascontiguousarray(w[:, 0] - w[:, 1]), b[0] - b[1]))
+        object.__setattr__(self, "_layers", tuple(mats))
 
     def score_normalised(self, z: np.ndarray) -> np.ndarray:
         """Fraud probability for normalised inputs."""
         h = z
-        for w, b in self._layers:  # type: ignore[attr-defined]
-            h = h @ w
-            h += b
-            np.maximum(h, 0.0, out=h)
-        w, b = self._margin  # type: ignore[attr-defined]
-        margin = h @ w
-        margin += b
-        np.minimum(margin, 60.0, out=margin)
-        np.maximum(margin, -60.0, out=margin)
-        np.exp(margin, out=margin)
-        margin += 1.0
-        return np.reciprocal(margin, out=margin)
+        layers = self._layers  # type: ignore[attr-defined]
+        for w, b in layers[:-1]:
+            h = np.maximum(h @ w + b, 0.0)
+        w, b = layers[-1]
+        logits = h @ w + b
+        # softmax over two logits == sigmoid of their difference
+        return 1.0 / (1.0 + np.exp(np.clip(logits[:, 0] - logits[:, 1], -60, 60)))
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Fraud probability for raw feature rows in schema order."""
