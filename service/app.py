@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import orjson
@@ -91,19 +91,20 @@ def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[
 
 async def read_limited(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed ``limit`` (declared or streamed)."""
-    _check_declared(request.headers.get("content-length"), limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    return await join_limited(request.stream(), request.headers.get("content-length"), limit)
+
+
+async def join_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
+    """The chunks of a body joined, refused with 413 once the declared or received size exceeds ``limit``."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body is {declared} bytes; the limit is {limit}")
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _check_declared(declared: str | None, limit: int) -> None:
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"body is {declared} bytes; the limit is {limit}")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class ClientGone(Exception):
@@ -125,21 +126,18 @@ class PredictFront:
             await self.app(scope, receive, send)
             return
 
-        async def body() -> bytes:
-            declared = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
-            _check_declared(declared, self.limit)
-            chunks, size, more = [], 0, True
+        async def chunks() -> AsyncIterator[bytes]:
+            more = True
             while more:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     raise ClientGone
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.limit:
-                    raise ApiError(413, f"body is over the limit of {self.limit} bytes")
-                chunks.append(chunk)
+                yield message.get("body", b"")
                 more = message.get("more_body", False)
-            return b"".join(chunks)
+
+        def body() -> Awaitable[bytes]:
+            declared = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
+            return join_limited(chunks(), declared, self.limit)
 
         try:
             status, payload, headers = await self.answer(body)
