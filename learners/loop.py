@@ -116,6 +116,7 @@ def _observe_lag(learner: Learner, consumer) -> None:  # noqa: ANN001
         high = consumer.highwater(tp)
         position = learner.offsets.get(f"{tp.topic}:{tp.partition}")
         if high is not None and position is not None:
-            backlog += max(0, high - position)
-            learner.metrics.lag.labels(str(tp.partition)).set(max(0, high - position))
+            lag = max(0, high - position)
+            backlog += lag
+            learner.metrics.lag.labels(str(tp.partition)).set(lag)
     learner.backlog = backlog
