@@ -32,7 +32,15 @@ class Scorer(Protocol):
     def score(self, x: np.ndarray) -> np.ndarray: ...
 
 
+class NonFiniteScores(ValueError):
+    """The model's scores for a request's rows are not finite: its values overflow the arithmetic."""
+
+
 class MicroBatcher:
+    """Every request handed to ``score`` is answered: with its own finite scores or with an exception.
+    A pass that fails is run again request by request, so a failure reaches only the requests that
+    cause it (a row of the wrong width, a model raising on some values), never the rest of the pass."""
+
     def __init__(self, observe: Callable[[int], None] = lambda rows: None) -> None:
         self._waiting: list[tuple[Scorer, np.ndarray, asyncio.Future[Any]]] = []
         self.passes = 0  # forward passes run (a request count above it means sharing)
@@ -50,21 +58,39 @@ class MicroBatcher:
 
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []
-        groups: dict[int, tuple[Scorer, list[tuple[np.ndarray, asyncio.Future[Any]]]]] = {}
-        for model, rows, future in waiting:
-            if not future.cancelled():  # its client went away
-                groups.setdefault(id(model), (model, []))[1].append((rows, future))
-        for model, items in groups.values():  # a swap between requests: one pass per version
-            self.passes += 1
+        try:
+            groups: dict[int, tuple[Scorer, list[tuple[np.ndarray, asyncio.Future[Any]]]]] = {}
+            for model, rows, future in waiting:
+                if not future.cancelled():  # its client went away
+                    groups.setdefault(id(model), (model, []))[1].append((rows, future))
+            for model, items in groups.values():  # a swap between requests: one pass per version
+                self._pass(model, items)
+        finally:  # whatever failed above, no request may wait forever
+            for _, _, future in waiting:
+                if not future.done():
+                    future.set_exception(RuntimeError("the shared forward pass failed before this request was scored"))
+
+    def _pass(self, model: Scorer, items: list[tuple[np.ndarray, asyncio.Future[Any]]]) -> None:
+        self.passes += 1
+        try:
             rows = items[0][0] if len(items) == 1 else np.concatenate([r for r, _ in items])
             self._observe(len(rows))
-            try:
-                scores = model.score(rows)
-            except Exception as exc:  # noqa: BLE001 - every request of the pass gets the failure
-                for _, future in items:
-                    future.set_exception(exc)
-                continue
-            start = 0
-            for part, future in items:
-                future.set_result(scores[start : start + len(part)])
-                start += len(part)
+            scores = model.score(rows)
+            if scores.shape != (len(rows),):
+                raise ValueError(f"the model returned scores of shape {scores.shape} for {len(rows)} rows")
+        except Exception as exc:  # noqa: BLE001 - alone, each request meets its own failure or its scores
+            if len(items) == 1:
+                items[0][1].set_exception(exc)
+            else:
+                for item in items:
+                    self._pass(model, [item])
+            return
+        all_finite = np.isfinite(scores).all()  # once per pass: the usual case costs one check
+        start = 0
+        for part, future in items:
+            mine = scores[start : start + len(part)]
+            start += len(part)
+            if all_finite or np.isfinite(mine).all():
+                future.set_result(mine)
+            else:
+                future.set_exception(NonFiniteScores("the model's scores for these values are not finite"))

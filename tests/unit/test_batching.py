@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from service.batching import MicroBatcher
+from service.batching import MicroBatcher, NonFiniteScores
 
 
 class Affine:
@@ -18,14 +18,22 @@ class Affine:
         return rows[:, 0] * self.a
 
 
+class Dot:
+    def __init__(self, w):
+        self.w = np.array(w)
+
+    def score(self, rows):
+        return rows @ self.w
+
+
 class Broken:
     def score(self, rows):
         raise RuntimeError("broken model")
 
 
 def run(coros):
-    async def main():
-        return await asyncio.gather(*coros, return_exceptions=True)
+    async def main():  # bounded: a request left unanswered fails the test instead of hanging it
+        return await asyncio.wait_for(asyncio.gather(*coros, return_exceptions=True), 10)
 
     return asyncio.run(main())
 
@@ -43,6 +51,61 @@ def test_a_failing_pass_fails_its_requests_only():
     batcher, good = MicroBatcher(), Affine(2.0)
     out = run([batcher.score(Broken(), np.ones((1, 1))), batcher.score(good, np.ones((2, 1)))])
     assert isinstance(out[0], RuntimeError) and out[1].tolist() == [2.0, 2.0]
+
+
+class RefusesNegatives(Affine):
+    """Fails a whole pass when any row is negative, as a model may fail on some values."""
+
+    def score(self, rows):
+        if (rows < 0).any():
+            raise ValueError("negative value")
+        return super().score(rows)
+
+
+def test_a_row_of_the_wrong_width_fails_its_request_only():
+    """Issue 12: concatenating a ragged row raised outside the pass's try, so no request of the pass
+    was ever answered."""
+    batcher, model = MicroBatcher(), Dot([1.0, 10.0])
+    widths = [2, 2, 0, 2, 3, 2]
+    out = run([batcher.score(model, np.full((1, w), float(i))) for i, w in enumerate(widths)])
+    assert [out[i].tolist() for i in (0, 1, 3, 5)] == [[0.0], [11.0], [33.0], [55.0]]
+    assert isinstance(out[2], ValueError) and isinstance(out[4], ValueError)
+
+
+def test_a_model_failing_on_some_rows_fails_only_the_requests_holding_them():
+    batcher, model = MicroBatcher(), RefusesNegatives(3.0)
+    values = [1.0, -1.0, 2.0, -5.0, 4.0]
+    out = run([batcher.score(model, np.array([[v]])) for v in values])
+    assert [o.tolist() for o in out[::2]] == [[3.0], [6.0], [12.0]]
+    assert all(isinstance(out[i], ValueError) and "negative" in str(out[i]) for i in (1, 3))
+
+
+class Overflows(Affine):
+    def score(self, rows):
+        return np.where(rows[:, 0] > 1e30, np.nan, rows[:, 0])
+
+
+def test_non_finite_scores_fail_only_their_request():
+    batcher = MicroBatcher()
+    out = run([batcher.score(Overflows(1.0), np.array(r)) for r in ([[1.0], [2.0]], [[3.0], [1e38]], [[4.0]])])
+    assert out[0].tolist() == [1.0, 2.0] and out[2].tolist() == [4.0] and isinstance(out[1], NonFiniteScores)
+
+
+class WrongLength(Affine):
+    def score(self, rows):
+        return np.zeros(len(rows) + 1)
+
+
+def test_scores_of_the_wrong_shape_are_an_error_not_a_misaligned_answer():
+    out = run([MicroBatcher().score(WrongLength(1.0), np.ones((2, 1)))])
+    assert isinstance(out[0], ValueError) and "shape (3,) for 2 rows" in str(out[0])
+
+
+def test_every_request_is_answered_whatever_fails_in_the_flush():
+    batcher = MicroBatcher()
+    batcher._pass = lambda model, items: 1 / 0  # any failure outside the passes themselves
+    out = run([batcher.score(Affine(1.0), np.ones((1, 1))) for _ in range(3)])
+    assert all(isinstance(o, RuntimeError) and "before this request was scored" in str(o) for o in out)
 
 
 def test_a_cancelled_request_is_left_out_of_the_pass():
