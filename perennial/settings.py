@@ -60,6 +60,17 @@ class ServeSettings(BaseModel):
     """Threads torch may use in the server process (scoring itself runs on numpy)."""
     admin_token: SecretStr | None = None
     """Bearer token of the admin endpoints (rollback, pause, resume). Unset: they are disabled."""
+    admin_timeout_s: float = 3.0
+    """Longest wait for Kafka to confirm an admin command before the endpoint answers 503 (the command
+    is sent from its own thread: a Kafka outage never holds up predictions)."""
+    keep_alive_s: float = 5.0
+    """An idle keep-alive connection is closed after this many seconds without a new request."""
+    request_timeout_s: float = 10.0
+    """A client must deliver each request whole (headers and body) within this many seconds of
+    connecting or of starting it; a slower connection (idle, slowloris) is closed."""
+    max_connections: int = 1000
+    """Connections (or requests in progress) beyond which a new request gets 503 at once. Keep it
+    under the process's open-file limit (``ulimit -n``), so sockets never starve the registry's files."""
 
 
 class GateSettings(BaseModel):

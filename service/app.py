@@ -8,18 +8,17 @@
 The predict body is parsed with orjson and checked by the same validation as labeled events, so a
 request is refused for the same reasons an event is dead-lettered, with a message naming the problem.
 
-``POST /v1/predict`` is answered by a lean ASGI front (``PredictFront``) before FastAPI's router and
-middleware stack, which cost more per request than scoring itself; every other request, and the
-route's documentation in ``/openapi.json``, is FastAPI's. Both paths run the same ``answer``, whose
-forward pass is shared with the requests parsed in the same turn of the event loop (batching.py).
+``POST /v1/predict`` is answered by a lean ASGI front (``PredictFront``, front.py) before FastAPI's
+router and middleware stack; every other request, and the route's documentation in
+``/openapi.json`` (with the served model's feature names), is FastAPI's. Both paths run the same
+``answer``, whose forward pass is shared with the requests parsed in the same turn of the event loop
+(batching.py).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 import orjson
@@ -31,35 +30,69 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from learners.registry import Registry
 from perennial.settings import Settings
 from service.admin import CommandSender, admin_router
-from service.batching import MicroBatcher
-from service.errors import ApiError
+from service.batching import MicroBatcher, NonFiniteScores
+from service.errors import ApiError, json_response
+from service.front import PREDICT_ROUTE, Answer, PredictFront, RequestMetrics, join_limited
 from service.metrics import ServerMetrics
 from service.model_store import Announcements, Follower, ModelStore
 from streams import kafka as kio
 from streams.events import EventError, feature_vector
 
-PREDICT_ROUTE = "/v1/predict"
-log = logging.getLogger(__name__)
-
-_EVENT_SCHEMA = {
-    "type": "object",
-    "required": ["features"],
-    "properties": {
-        "id": {"type": "string"},
-        "features": {"type": "object", "additionalProperties": {"type": "number"}},
-    },
-}
-_PREDICT_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1}]}}},
-    },
-    "responses": {"422": {"description": "The body names a missing or unknown feature, a non-number, or is empty"}},
-}
+def _schema(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
-def json_response(doc: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
+def _predict_operation(max_batch: int) -> dict[str, Any]:
+    """The route's request body and answers in /openapi.json; ``Features`` is the served model's (below)."""
+    event = _schema("Event")
+
+    def error(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": _schema("Error")}}}
+
+    body = {"oneOf": [event, {"type": "array", "items": event, "minItems": 1, "maxItems": max_batch}]}
+    scored = {"oneOf": [_schema("Prediction"), _schema("Predictions")]}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {
+            "200": {"description": "The fraud probability of each event, and the version that scored it", "content": {"application/json": {"schema": scored}}},
+            "413": error(f"The body is over the byte limit or holds more than {max_batch} events"),
+            "422": error("The body names a missing or unknown feature, a non-number, a value the model cannot score, or is empty"),
+            "503": error("No model is loaded yet"),
+        },
+    }
+
+
+def _predict_schemas(names: tuple[str, ...] | None) -> dict[str, Any]:
+    """Schemas of the predict route; with a model served, its feature names are the required
+    properties of ``Features`` (a client, or a fuzzer, learns from the document what to send)."""
+    number = {"type": "number"}
+    features: dict[str, Any] = {"type": "object", "additionalProperties": number}
+    if names is not None:
+        features = {"type": "object", "properties": {n: number for n in names}, "required": list(names), "additionalProperties": False}
+    version = {"type": "string", "pattern": r"^v\d{6}$"}
+    prediction = {"id": {"type": ["string", "null"]}, "score": {"type": "number", "minimum": 0, "maximum": 1}, "version": version}
+    return {
+        "Features": features,
+        "Event": {"type": "object", "required": ["features"], "properties": {"id": {"type": "string"}, "features": _schema("Features")}},
+        "Prediction": {"type": "object", "required": list(prediction), "properties": prediction},
+        "Predictions": {
+            "type": "object", "required": ["version", "predictions"],
+            "properties": {"version": version, "predictions": {"type": "array", "items": _schema("Prediction")}},
+        },
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    }
+
+
+def served_openapi(base: Callable[[], dict[str, Any]], store: ModelStore) -> Callable[[], dict[str, Any]]:
+    """FastAPI's document (built once by ``base``) with the predict schemas of the model served now."""
+
+    def document() -> dict[str, Any]:
+        doc, model = base(), store.model
+        components = doc.get("components", {})
+        schemas = {**components.get("schemas", {}), **_predict_schemas(model.schema.names if model else None)}
+        return {**doc, "components": {**components, "schemas": schemas}}
+
+    return document
 
 
 def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[list[Any], np.ndarray, bool]:
@@ -86,70 +119,33 @@ def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[
         except EventError as exc:
             raise ApiError(422, exc.message) from None
         ids.append(event.get("id"))
-    return ids, np.asarray(rows, dtype=np.float32), not single
+    return ids, _matrix(rows, names, single), not single
+
+
+def _matrix(rows: list[tuple[float, ...]], names: tuple[str, ...], single: bool) -> np.ndarray:
+    """The rows as one float32 matrix, refused unless each row holds one value per feature: a row of
+    another width must fail its own request, never the forward pass it would share."""
+    try:
+        matrix = np.asarray(rows, dtype=np.float32)
+    except ValueError:  # rows of different widths
+        matrix = None
+    if matrix is None or matrix.shape != (len(rows), len(names)):
+        bad = next(i for i, row in enumerate(rows) if len(row) != len(names))
+        prefix = "" if single else f"event {bad}: "
+        raise ApiError(422, f"{prefix}the features do not match the model's; it expects exactly {', '.join(names)}")
+    return matrix
+
+
+def out_of_range(rows: np.ndarray, names: tuple[str, ...], batch: bool) -> ApiError:
+    """The 422 of rows whose scores are not finite: names the value of the largest magnitude."""
+    i, j = np.unravel_index(np.argmax(np.abs(rows)), rows.shape)
+    prefix = f"event {i}: " if batch else ""
+    return ApiError(422, f"{prefix}feature {names[j]!r} is too large for the model to score (the score is not finite); send values of realistic magnitude")
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed ``limit`` (declared or streamed)."""
     return await join_limited(request.stream(), request.headers.get("content-length"), limit)
-
-
-async def join_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
-    """The chunks of a body joined, refused with 413 once the declared or received size exceeds ``limit``."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"body is {declared} bytes; the limit is {limit}")
-    parts, size = [], 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"body is over the limit of {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-class ClientGone(Exception):
-    """The client disconnected before its body arrived: nobody to answer."""
-
-
-Answer = tuple[int, bytes, dict[str, str]]
-
-
-class PredictFront:
-    """ASGI app in front of FastAPI: ``POST /v1/predict`` read, answered and sent directly from ASGI
-    messages; any other request (and lifespan) goes to ``app``, the FastAPI application."""
-
-    def __init__(self, app: FastAPI, answer: Callable[[Callable[[], Awaitable[bytes]]], Awaitable[Answer]], limit: int):
-        self.app, self.answer, self.limit = app, answer, limit
-
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI interface
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PREDICT_ROUTE:
-            await self.app(scope, receive, send)
-            return
-
-        async def chunks() -> AsyncIterator[bytes]:
-            more = True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
-                yield message.get("body", b"")
-                more = message.get("more_body", False)
-
-        def body() -> Awaitable[bytes]:
-            declared = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
-            return join_limited(chunks(), declared, self.limit)
-
-        try:
-            status, payload, headers = await self.answer(body)
-        except ClientGone:
-            return
-        except Exception:  # noqa: BLE001 - answered as FastAPI would, with the cause in the log
-            log.exception("predict failed")
-            status, payload, headers = 500, orjson.dumps({"error": "internal error; the server log has the cause"}), {}
-        head = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": head})
-        await send({"type": "http.response.body", "body": payload})
 
 
 def create_app(
@@ -160,7 +156,7 @@ def create_app(
     store = store or ModelStore(registry, metrics)
     serve = settings.serve
     kafka_config = kio.client_config(settings.kafka.bootstrap_servers, settings.kafka.security)
-    sender = sender or CommandSender(kafka_config, settings.kafka.control_topic)
+    sender = sender or CommandSender(kafka_config, settings.kafka.control_topic, serve.admin_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
@@ -176,12 +172,11 @@ def create_app(
 
     app = FastAPI(title="Perennial", version="0.1.0", lifespan=lifespan)
     app.state.store, app.state.metrics = store, metrics
+    app.openapi = served_openapi(app.openapi, store)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> Response:
-        response = json_response({"error": exc.message}, exc.status)
-        response.headers.update(exc.headers or {})
-        return response
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Response:
@@ -192,36 +187,31 @@ def create_app(
     batcher = MicroBatcher(metrics.pass_rows.observe)
 
     async def answer(read_body: Callable[[], Awaitable[bytes]]) -> Answer:
-        """Status, JSON body and extra headers of one predict request; the metrics of it."""
-        started = time.perf_counter()
+        """Status, JSON body and extra headers of one predict request; its prediction metrics."""
         metrics.in_flight.inc()
-        code, version = 500, "none"
+        version = "none"
         try:
             model = store.model  # read once: a swap during this request does not affect it
             if model is None:
                 raise ApiError(503, "no model is loaded yet; the registry has no version")
             version = model.version
             ids, rows, batch = parse_predict(await read_body(), model.schema.names, serve.max_batch)
-            scores = await batcher.score(model, rows)  # shared with requests parsed in the same turn of the loop
+            try:
+                scores = await batcher.score(model, rows)  # shared with requests parsed in the same turn of the loop
+            except NonFiniteScores:
+                raise out_of_range(rows, model.schema.names, batch) from None
             metrics.predictions.labels("scored", version).inc(len(scores))
             for s in scores[:64]:  # a sample of each batch keeps the cost per request bounded
                 metrics.scores.observe(float(s))
             items = [{"id": i, "score": float(s), "version": version} for i, s in zip(ids, scores)]
-            code = 200
-            return code, orjson.dumps({"version": version, "predictions": items} if batch else items[0]), {}
+            return 200, orjson.dumps({"version": version, "predictions": items} if batch else items[0]), {}
         except ApiError as exc:
-            code = exc.status
             metrics.predictions.labels("rejected", version).inc()
-            return code, orjson.dumps({"error": exc.message}), exc.headers or {}
-        except ClientGone:
-            code = 499  # nginx's "client closed request": counted, never sent
-            raise
+            return exc.status, orjson.dumps({"error": exc.message}), exc.headers or {}
         finally:
             metrics.in_flight.dec()
-            metrics.requests.labels(PREDICT_ROUTE, str(code)).inc()
-            metrics.duration.labels(PREDICT_ROUTE).observe(time.perf_counter() - started)
 
-    @app.post(PREDICT_ROUTE, openapi_extra=_PREDICT_OPENAPI)
+    @app.post(PREDICT_ROUTE, openapi_extra=_predict_operation(serve.max_batch))
     async def predict(request: Request) -> Response:
         """Reached when the FastAPI app is mounted without its front (e.g. as a sub-application)."""
         code, payload, headers = await answer(lambda: read_limited(request, serve.max_body_bytes))
@@ -251,4 +241,7 @@ def create_app(
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return PredictFront(app, answer, serve.max_body_bytes)
+    documented = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    paths = frozenset([*app.openapi()["paths"], *filter(None, documented)])
+    app.add_middleware(RequestMetrics, metrics=metrics, paths=paths)
+    return PredictFront(app, answer, serve.max_body_bytes, metrics)

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+from fastapi.responses import Response
+
+
+def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json", headers=headers)
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers
+
+    def response(self, close: bool = False) -> Response:
+        """The error as JSON; ``close`` ends the connection after it, for an answer given before the
+        request's body was read (the rest of the body is then never read)."""
+        headers = {**(self.headers or {}), **({"connection": "close"} if close else {})}
+        return json_response({"error": self.message}, self.status, headers)

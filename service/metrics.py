@@ -12,7 +12,10 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
 class ServerMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("perennial_server_requests_total", "HTTP requests by route and status code.", ["route", "code"], registry=r)
+        self.requests = Counter(
+            "perennial_server_requests_total", "HTTP requests by route ('other': a path no route serves) and status code.",
+            ["route", "code"], registry=r,
+        )
         self.duration = Histogram(
             "perennial_server_request_duration_seconds", "Time to answer a request, by route.", ["route"], registry=r,
             buckets=LATENCY_BUCKETS,
@@ -20,7 +23,7 @@ class ServerMetrics:
         self.admin = Counter("perennial_server_admin_commands_total", "Admin commands accepted and sent to the learner, by action.", ["action"], registry=r)
         for action in ("rollback", "pause", "resume"):
             self.admin.labels(action)
-        self.in_flight = Gauge("perennial_server_requests_in_flight", "Requests being answered.", registry=r)
+        self.in_flight = Gauge("perennial_server_requests_in_flight", "Predict requests being answered.", registry=r)
         self.predictions = Counter(
             "perennial_server_predictions_total",
             "Events scored or rejected, by outcome and served version (only the served version's series live).",
@@ -49,6 +52,11 @@ class ServerMetrics:
         self._created = 0.0
         self.model_age = Gauge("perennial_server_model_age_seconds", "Seconds since the served version was created.", registry=r)
         self.model_age.set_function(lambda: time.time() - self._created if self._created else 0.0)
+
+    def answered(self, route: str, code: int, started: float) -> None:
+        """One request answered (or given up by its client, code 499), ``started`` at this perf_counter()."""
+        self.requests.labels(route, str(code)).inc()
+        self.duration.labels(route).observe(time.perf_counter() - started)
 
     def served(self, version: str, sha256: str, parent: str | None, created_ts: float, previous: str | None) -> None:
         self.model_info.clear()

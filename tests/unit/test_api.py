@@ -159,7 +159,7 @@ class RecordingSender:
     def __init__(self):
         self.sent = []
 
-    def send(self, cmd):
+    async def send(self, cmd):
         self.sent.append(cmd)
 
     def close(self):
