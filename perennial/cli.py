@@ -118,9 +118,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.protocol import with_request_deadline
 
-    torch.set_num_threads(settings.serve.torch_threads)
-    uvicorn.run(create_app(settings), host=settings.serve.host, port=settings.serve.port, log_level="warning", access_log=False)
+    serve = settings.serve
+    torch.set_num_threads(serve.torch_threads)
+    uvicorn.run(
+        create_app(settings), host=serve.host, port=serve.port, log_level="warning", access_log=False,
+        http=with_request_deadline(serve.request_timeout_s), timeout_keep_alive=serve.keep_alive_s, limit_concurrency=serve.max_connections,
+    )
     return 0
 
 
