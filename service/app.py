@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from learners.registry import Registry
 from perennial.settings import Settings
 from service.admin import CommandSender, admin_router
-from service.batching import MicroBatcher, NonFiniteScores
+from service.batching import MicroBatcher
 from service.errors import ApiError, json_response
 from service.front import PREDICT_ROUTE, Answer, PredictFront, RequestMetrics, join_limited
 from service.metrics import ServerMetrics
@@ -56,7 +56,7 @@ def _predict_operation(max_batch: int) -> dict[str, Any]:
         "responses": {
             "200": {"description": "The fraud probability of each event, and the version that scored it", "content": {"application/json": {"schema": scored}}},
             "413": error(f"The body is over the byte limit or holds more than {max_batch} events"),
-            "422": error("The body names a missing or unknown feature, a non-number, a value the model cannot score, or is empty"),
+            "422": error("The body names a missing or unknown feature, a non-number, or is empty"),
             "503": error("No model is loaded yet"),
         },
     }
@@ -132,15 +132,8 @@ def _matrix(rows: list[tuple[float, ...]], names: tuple[str, ...], single: bool)
     if matrix is None or matrix.shape != (len(rows), len(names)):
         bad = next(i for i, row in enumerate(rows) if len(row) != len(names))
         prefix = "" if single else f"event {bad}: "
-        raise ApiError(422, f"{prefix}the features do not match the model's; it expects exactly {', '.join(names)}")
+        raise ApiError(422, f"{prefix}the features do not match the model's; the model expects {', '.join(names)}")
     return matrix
-
-
-def out_of_range(rows: np.ndarray, names: tuple[str, ...], batch: bool) -> ApiError:
-    """The 422 of rows whose scores are not finite: names the value of the largest magnitude."""
-    i, j = np.unravel_index(np.argmax(np.abs(rows)), rows.shape)
-    prefix = f"event {i}: " if batch else ""
-    return ApiError(422, f"{prefix}feature {names[j]!r} is too large for the model to score (the score is not finite); send values of realistic magnitude")
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -196,10 +189,7 @@ def create_app(
                 raise ApiError(503, "no model is loaded yet; the registry has no version")
             version = model.version
             ids, rows, batch = parse_predict(await read_body(), model.schema.names, serve.max_batch)
-            try:
-                scores = await batcher.score(model, rows)  # shared with requests parsed in the same turn of the loop
-            except NonFiniteScores:
-                raise out_of_range(rows, model.schema.names, batch) from None
+            scores = await batcher.score(model, rows)  # shared with requests parsed in the same turn of the loop
             metrics.predictions.labels("scored", version).inc(len(scores))
             for s in scores[:64]:  # a sample of each batch keeps the cost per request bounded
                 metrics.scores.observe(float(s))

@@ -32,14 +32,10 @@ class Scorer(Protocol):
     def score(self, x: np.ndarray) -> np.ndarray: ...
 
 
-class NonFiniteScores(ValueError):
-    """The model's scores for a request's rows are not finite: its values overflow the arithmetic."""
-
-
 class MicroBatcher:
-    """Every request handed to ``score`` is answered: with its own finite scores or with an exception.
-    A pass that fails is run again request by request, so a failure reaches only the requests that
-    cause it (a row of the wrong width, a model raising on some values), never the rest of the pass."""
+    """Every request handed to ``score`` is answered: with its own scores or with an exception. A pass
+    that fails is run again request by request, so a failure reaches only the requests that cause it
+    (a row of the wrong width, a model raising on some values), never the rest of the pass."""
 
     def __init__(self, observe: Callable[[int], None] = lambda rows: None) -> None:
         self._waiting: list[tuple[Scorer, np.ndarray, asyncio.Future[Any]]] = []
@@ -85,12 +81,7 @@ class MicroBatcher:
                 for item in items:
                     self._pass(model, [item])
             return
-        all_finite = np.isfinite(scores).all()  # once per pass: the usual case costs one check
         start = 0
         for part, future in items:
-            mine = scores[start : start + len(part)]
+            future.set_result(scores[start : start + len(part)])
             start += len(part)
-            if all_finite or np.isfinite(mine).all():
-                future.set_result(mine)
-            else:
-                future.set_exception(NonFiniteScores("the model's scores for these values are not finite"))

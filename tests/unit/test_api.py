@@ -49,6 +49,8 @@ def test_batch_keeps_order_and_version_per_item(client):
     [
         ({"features": {"amount": 1}}, 422, "'hour' is missing; the model expects amount, hour"),
         ({"features": {"amount": 1, "hour": 2, "x": 3}}, 422, "unknown feature 'x'"),
+        ({"features": {"amount": 1, "x": 3}}, 422, "the model expects amount, hour"),  # misnamed: issue 12
+        ([{"features": {"amount": 1, "hour": 1}}, {"features": {"hour": 1, "x": 3}}], 422, "event 1: "),
         ({"features": {"amount": "1", "hour": 2}}, 422, "'amount' must be a number"),
         (b'{"features": {"amount": NaN, "hour": 2}}', 422, "NaN and Infinity are not allowed"),
         (b'{"features": {"amount": Infinity, "hour": 2}}', 422, "not valid JSON"),
@@ -145,6 +147,41 @@ def test_model_health_readiness_metrics(client):
     assert 'perennial_server_model_info{parent="",sha256=' in text
 
 
+def test_every_route_is_counted_under_its_path_and_unknown_paths_as_one(client):
+    post(client, {"features": {"amount": 1, "hour": 1}})
+    client.get("/healthz")
+    client.get("/v1/predict")
+    client.get("/openapi.json")
+    for path in ("/nope", "/nope/2", "/.env"):
+        client.get(path)
+    counts = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in client.get("/metrics").text.splitlines() if line.startswith("perennial_server_requests_total{")
+    }
+    assert counts == {
+        'perennial_server_requests_total{code="200",route="/v1/predict"}': 1.0,
+        'perennial_server_requests_total{code="200",route="/healthz"}': 1.0,
+        'perennial_server_requests_total{code="405",route="/v1/predict"}': 1.0,
+        'perennial_server_requests_total{code="200",route="/openapi.json"}': 1.0,
+        'perennial_server_requests_total{code="404",route="other"}': 3.0,
+    }
+
+
+def test_openapi_documents_the_answers_and_the_served_features(tmp_path):
+    settings = Settings(registry={"path": tmp_path / "reg"}, kafka={"bootstrap_servers": "127.0.0.1:1"})
+    with TestClient(create_app(settings)) as c:
+        assert "required" not in c.get("/openapi.json").json()["components"]["schemas"]["Features"]  # no model yet
+        schema = FeatureSchema.fit(NAMES, np.random.default_rng(0).uniform(0, 10, (50, 2)))
+        Registry(tmp_path / "reg").publish(state_numpy(TabularNet(2, hidden=8).state_dict()), schema, parent=None)
+        c.app.app.state.store.refresh()
+        doc = c.get("/openapi.json").json()
+    features = doc["components"]["schemas"]["Features"]
+    assert features["required"] == list(NAMES) and set(features["properties"]) == set(NAMES) and features["additionalProperties"] is False
+    responses = doc["paths"]["/v1/predict"]["post"]["responses"]
+    assert set(responses) == {"200", "413", "422", "503"}
+    assert all(r["content"]["application/json"]["schema"] for r in responses.values())
+
+
 def test_not_ready_without_a_model(tmp_path):
     settings = Settings(registry={"path": tmp_path / "empty"}, kafka={"bootstrap_servers": "127.0.0.1:1"})
     with TestClient(create_app(settings)) as c:
@@ -190,8 +227,19 @@ def test_admin_endpoints_are_disabled_without_a_token(tmp_path):
 def test_admin_endpoints_refuse_a_wrong_token(tmp_path, header):
     client, sender = admin_client(tmp_path, "s3cret")
     with client:
-        r = client.post("/v1/learner/pause", headers={"authorization": header} if header else {})
-    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        r = client.post("/v1/learner/pause", headers={"authorization": header} if header else {}, content=b"not even json")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"  # the token first: the body is never read
+    assert r.headers["connection"] == "close"
+    assert sender.sent == []
+
+
+def test_admin_bodies_over_the_limit_are_refused(tmp_path):
+    client, sender = admin_client(tmp_path, "s3cret")
+    with client:
+        r = client.post("/v1/learner/pause", headers={"authorization": "Bearer s3cret"}, json={"reason": "x" * 20000})
+        chunked = client.post("/v1/learner/pause", headers={"authorization": "Bearer s3cret"}, content=iter([b" " * 10000] * 2))
+    assert r.status_code == 413 and "the limit is 16384" in r.json()["error"]
+    assert chunked.status_code == 413 and "over the limit of 16384 bytes" in chunked.json()["error"]
     assert sender.sent == []
 
 
