@@ -51,7 +51,8 @@ class ReasonRequest(BaseModel):
 class CommandSender:
     """Sends commands on the control topic from one thread of its own; ``send`` waits at most
     ``timeout_s`` for Kafka to confirm. A command still queued when its caller stopped waiting is
-    dropped, never sent late. The producer is created on first use, so a server starts and serves
+    dropped, and one handed to the producer expires there after ``timeout_s``: a command answered
+    503 is not retried later. The producer is created on first use, so a server starts and serves
     predictions with Kafka down."""
 
     def __init__(self, config: dict[str, Any], topic: str, timeout_s: float):
@@ -97,7 +98,10 @@ class CommandSender:
     def _deliver(self, cmd: dict[str, Any], deadline: float) -> None:
         if self._producer is None:
             kio.ensure_topics(self.config, [self.topic])
-            self._producer = kio.producer(self.config, max_block_ms=5000)
+            # A record Kafka has not confirmed when its caller gets 503 expires in the producer (0.1 s
+            # later) instead of landing late; the client requires delivery > linger + request timeout.
+            timeout_ms = int(self.timeout_s * 1000)
+            self._producer = kio.producer(self.config, max_block_ms=5000, request_timeout_ms=timeout_ms, delivery_timeout_ms=timeout_ms + 100)
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the caller stopped waiting before the command was sent; not sent")
