@@ -42,7 +42,7 @@ def _schema(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _predict_operation(max_batch: int) -> dict[str, Any]:
+def _predict_operation(max_batch: int, max_body_bytes: int) -> dict[str, Any]:
     """The route's request body and answers in /openapi.json; ``Features`` is the served model's (below)."""
     event = _schema("Event")
 
@@ -55,7 +55,7 @@ def _predict_operation(max_batch: int) -> dict[str, Any]:
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {
             "200": {"description": "The fraud probability of each event, and the version that scored it", "content": {"application/json": {"schema": scored}}},
-            "413": error(f"The body is over the byte limit or holds more than {max_batch} events"),
+            "413": error(f"The body is over {max_body_bytes} bytes or holds more than {max_batch} events"),
             "422": error("The body names a missing or unknown feature, a non-number, or is empty"),
             "503": error("No model is loaded yet"),
         },
@@ -201,7 +201,7 @@ def create_app(
         finally:
             metrics.in_flight.dec()
 
-    @app.post(PREDICT_ROUTE, openapi_extra=_predict_operation(serve.max_batch))
+    @app.post(PREDICT_ROUTE, openapi_extra=_predict_operation(serve.max_batch, serve.max_body_bytes))
     async def predict(request: Request) -> Response:
         """Reached when the FastAPI app is mounted without its front (e.g. as a sub-application)."""
         code, payload, headers = await answer(lambda: read_limited(request, serve.max_body_bytes))

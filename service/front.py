@@ -2,7 +2,7 @@
 
 ``PredictFront`` answers ``POST /v1/predict`` straight from ASGI messages, before FastAPI's router
 and middleware stack, which cost more per request than scoring itself; every other request goes to
-FastAPI, where ``RequestMetrics`` counts it by route template. The body readers here are shared by
+FastAPI, where ``RequestMetrics`` counts it by route. The body readers here are shared by
 both predict paths and the admin routes: a body is read only up to its limit, and refused (413) as
 soon as it is known to exceed it.
 """
