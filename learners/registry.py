@@ -149,6 +149,8 @@ class Registry:
         return self.load_files(self.read(version), expect_features)
 
     def load_files(self, files: VersionFiles, expect_features: Sequence[str] | None = None) -> ScoringModel:
+        """The model of bytes read by ``read``, once the manifest's checksum, the weights' sha256, the
+        schema, the layers and, if given, the feature names are verified."""
         version = files.version
         manifest = self._parse_manifest(version, files.manifest)
         digest = hashlib.sha256(files.weights).hexdigest()
