@@ -65,6 +65,8 @@ class ScoringModel:
             w, b = self.weights.get(f"{name}.weight"), self.weights.get(f"{name}.bias")
             if w is None or b is None or w.ndim != 2 or b.shape != (w.shape[0],):
                 raise ValueError(f"layer {name!r} is malformed")
+            if mats and w.shape[1] != mats[-1][0].shape[1]:
+                raise ValueError(f"layer {name!r} takes {w.shape[1]} inputs but the layer before gives {mats[-1][0].shape[1]}")
             mats.append((np.ascontiguousarray(w.T), b))
         if mats[0][0].shape[0] != len(self.schema.names):
             raise ValueError(

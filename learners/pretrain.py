@@ -5,6 +5,10 @@ retention (anchor) set, a class-balanced sample the model is never trained on an
 knowing. Every later candidate is compared with the incumbent on it. A class-balanced sample of the
 training part seeds the learner's replay memory, so patterns of the history that are rare in the
 stream (or absent from it for a while) keep being rehearsed from the first round on.
+
+Pretraining only ever writes into a registry without versions: over one that has versions it would
+replace the retention set every version was judged on and the replay seed, and serve an ungated
+version. Starting over means pretraining a new registry directory.
 """
 
 from __future__ import annotations
@@ -16,8 +20,57 @@ import torch
 
 from learners.model import TabularNet, state_numpy
 from learners.quality import average_precision, roc_auc
-from learners.registry import Registry
+from learners.registry import Registry, RegistryError
 from learners.schema import FeatureSchema
+
+
+def ensure_no_versions(registry: Registry) -> None:
+    """Raise RegistryError if the registry holds any version: pretraining must not write over it."""
+    if versions := registry.versions():
+        raise RegistryError(
+            f"registry {registry.root} already holds versions {versions[0]} to {versions[-1]}; pretraining never writes "
+            "over them (it would replace their retention set and replay seed and serve an ungated version). "
+            "To start over, pretrain into a new directory (--registry) and point the learner and servers at it; "
+            "to pretrain only a registry without versions, pass --if-empty"
+        )
+
+
+def served_version(registry: Registry) -> str | None:
+    """What `perennial pretrain --if-empty` finds: the version a sound registry serves, or None for an
+    empty registry (no versions, no retention set, no replay seed). Anything in between raises
+    RegistryError, saying what to do: it is a registry to repair, not to pretrain over."""
+    versions = registry.versions()
+    if not versions:
+        leftovers = [p.name for p in (registry.retention_path, registry.replay_seed_path) if p.exists()]
+        if leftovers:
+            raise RegistryError(
+                f"registry {registry.root} has no version but has {' and '.join(leftovers)} (an interrupted pretraining, "
+                "or versions lost); --if-empty changed nothing. Restore the versions from a backup, or run "
+                "`perennial pretrain` without --if-empty to fit a first version and a new retention set"
+            )
+        return None
+    try:
+        version = registry.current_version()
+        if version is None:
+            raise RegistryError(f"there is no CURRENT ({registry.current_path})")
+        registry.load(version)
+    except RegistryError as exc:
+        raise RegistryError(
+            f"registry {registry.root} holds versions {versions[0]} to {versions[-1]} but nothing to serve: {exc}. "
+            f"--if-empty pretrains only a registry without versions, so nothing was changed. {_repair_hint(registry, versions)}"
+        ) from None
+    return version
+
+
+def _repair_hint(registry: Registry, versions: list[str]) -> str:
+    for version in reversed(versions):
+        try:
+            registry.load(version)
+        except RegistryError:
+            continue
+        return (f"Write the id of the version to serve into CURRENT (the newest sound version is {version}: "
+                f"printf '{version}\\n' > {registry.current_path}), or restore the registry from a backup")
+    return "No version verifies: restore the registry from a backup"
 
 
 def class_balanced_sample(y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -57,6 +110,7 @@ def pretrain(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Fit, publish the first version and save the retention set. Rows must be in time order."""
+    ensure_no_versions(registry)
     if len(y) < 100 or y.sum() < 10:
         raise ValueError(f"history has {len(y)} events and {int(y.sum())} frauds; pretraining needs at least 100 and 10")
     torch.manual_seed(seed)

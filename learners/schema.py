@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,21 @@ class FeatureSchema:
         return {"names": list(self.names), "log1p": list(self.log1p), "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureSchema":
-        n = len(d["names"])
-        if not all(len(d[k]) == n for k in ("log1p", "mean", "std")):
+    def from_dict(cls, d: Any) -> "FeatureSchema":
+        """The schema as ``to_dict`` wrote it; ValueError naming what is malformed."""
+        if not isinstance(d, dict) or not all(isinstance(d.get(k), list) for k in ("names", "log1p", "mean", "std")):
+            raise ValueError("a feature schema is an object of four lists: names, log1p, mean, std")
+        names, log1p, mean, std = d["names"], d["log1p"], d["mean"], d["std"]
+        if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise ValueError("names must be distinct, non-empty strings")
+        if not len(log1p) == len(mean) == len(std) == len(names):
             raise ValueError("feature schema is inconsistent: names, log1p, mean and std differ in length")
-        return cls(tuple(d["names"]), tuple(bool(v) for v in d["log1p"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])))
+        if not all(isinstance(v, bool) for v in log1p):
+            raise ValueError("log1p must hold booleans")
+        if not all(_finite(v) for v in mean) or not all(_finite(v) and v > 0 for v in std):
+            raise ValueError("mean must hold finite numbers and std finite positive numbers")
+        return cls(tuple(names), tuple(log1p), tuple(map(float, mean)), tuple(map(float, std)))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -90,15 +90,16 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
-    from learners.pretrain import pretrain
+    from learners.pretrain import ensure_no_versions, pretrain, served_version
     from learners.registry import Registry
     from streams.simulator import FEATURES, Simulator
     from streams.tables import read_labeled_table
 
     registry = Registry(settings.registry.path)
-    if args.if_empty and registry.current_version() is not None:
-        emit_json("pretrained", version=registry.current_version(), skipped="the registry already has a version")
+    if args.if_empty and (version := served_version(registry)) is not None:
+        emit_json("pretrained", version=version, skipped="the registry already has a version")
         return 0
+    ensure_no_versions(registry)  # before reading history: refusing must not wait for it
     if args.history:
         features = args.features.split(",") if args.features else None
         table = read_labeled_table(args.history, args.label_column, args.time_column, features)
@@ -215,13 +216,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--schedule", help="fraud-pattern schedule, e.g. 'card_testing:45-;card_compromise:0-50,66-'")
     s.add_argument("--history", help="write a CSV of labeled events to this path instead of pushing")
 
-    pt = add("pretrain", "Fit the first version on history (a CSV/Parquet file, or simulated) and save the retention set.", "registry")
+    pt = add("pretrain", "Fit the first version on history (a CSV/Parquet file, or simulated) and save the retention set. "
+             "Refuses a registry that already has versions.", "registry")
     pt.add_argument("--history", help="CSV or Parquet file of labeled events (default: simulate 45 days)")
     pt.add_argument("--label-column", default="label")
     pt.add_argument("--time-column", default="time")
     pt.add_argument("--features", help="comma-separated feature columns (default: every numeric column but label, time, ids)")
     pt.add_argument("--seed", type=int, help="random seed (simulate.seed)")
-    pt.add_argument("--if-empty", action="store_true", help="do nothing when the registry already has a version")
+    pt.add_argument("--if-empty", action="store_true", help="do nothing when the registry serves a sound version; "
+                    "refuse (exit 2, nothing changed) when it has versions but no sound CURRENT, or a retention set but no version")
 
     sv = add("serve", "Serve predictions over HTTP and follow the registry's published versions.", "bootstrap", "registry")
     sv.add_argument("--host")

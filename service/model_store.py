@@ -2,10 +2,11 @@
 
 The registry's CURRENT pointer says what to serve; announcements on the Kafka topic only wake the
 follower early (it also re-reads CURRENT every few seconds, so a server keeps following with Kafka
-down). A new version is verified (checksum, feature schema), loaded and warmed on the follower's
+down). A new version is verified (checksums, feature schema), loaded and warmed on the follower's
 thread, never on the event loop, and only then swapped in. Requests read the reference once, so
-in-flight ones finish on the model they started with; a refused version is counted and logged and
-the current model stays.
+in-flight ones finish on the model they started with. Registry content that cannot be served (a
+CURRENT without a version id, a version that fails verification) is refused: counted and logged once
+per bad state, however many polls see it, while the current model, if any, stays.
 """
 
 from __future__ import annotations
@@ -13,16 +14,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from kafka import TopicPartition
 
 from learners.model import ScoringModel
-from learners.registry import Registry, RegistryError
+from learners.registry import Registry, RegistryError, VersionFiles
 from service.metrics import ServerMetrics
 from streams import kafka as kio
 
 log = logging.getLogger("perennial.serve")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the registry's CURRENT is not served. ``state`` identifies what was refused: CURRENT's
+    problem, or a version and its bytes; the same state is refused once."""
+
+    state: tuple[str, str]
+    reason: str
 
 
 class ModelStore:
@@ -30,45 +41,52 @@ class ModelStore:
         self.registry = registry
         self.metrics = metrics
         self.model: ScoringModel | None = None
-        self._refused: tuple[str, str] | None = None
+        self.refusal: Refusal | None = None
         self._lock = threading.Lock()
 
     def refresh(self) -> bool:
         """Serve what CURRENT points to, if it is new and sound. True when a swap happened."""
         with self._lock:
-            version = self.registry.current_version()
-            if version is not None and version[1:].isdigit():
+            try:
+                version = self.registry.current_version()
+            except RegistryError as exc:
+                return self._refuse(("CURRENT", str(exc)), "the registry's CURRENT", exc)
+            if version is not None:
                 self.metrics.current_number.set(int(version[1:]))
             if version is None or (self.model is not None and version == self.model.version):
+                self.refusal = None
                 return False
-            try:
-                sha = self.registry.manifest(version).get("sha256", "")
-            except RegistryError as exc:
-                return self._refuse(version, "", exc)
-            if self._refused == (version, sha):
-                return False
+            files = None
             started = time.perf_counter()
             try:
-                expect = self.model.schema.names if self.model is not None else None
-                model = self.registry.load(version, expect_features=expect)
-                warm = model.score(np.zeros((64, len(model.schema.names)), np.float32))
-                if not np.isfinite(warm).all():
-                    raise RegistryError(f"version {version} gives non-finite scores")
+                files = self.registry.read(version)
+                model = self._verified(files)
             except RegistryError as exc:
-                return self._refuse(version, sha, exc)
+                return self._refuse((version, files.digest if files else str(exc)), f"version {version}", exc)
             self.metrics.swap_duration.observe(time.perf_counter() - started)
             previous = self.model.version if self.model else None
             self.model = model  # the swap: one reference
+            self.refusal = None
             m = model.manifest
-            self.metrics.served(version, m.get("sha256", ""), m.get("parent"), m.get("created_ts", 0.0), previous)
+            self.metrics.served(version, m["sha256"], m["parent"], m["created_ts"], previous)
             self.metrics.swaps.labels("swapped").inc()
             log.info("serving %s (was %s)", version, previous)
             return True
 
-    def _refuse(self, version: str, sha: str, exc: Exception) -> bool:
-        self._refused = (version, sha)
+    def _verified(self, files: VersionFiles) -> ScoringModel:
+        expect = self.model.schema.names if self.model is not None else None
+        model = self.registry.load_files(files, expect_features=expect)
+        warm = model.score(np.zeros((64, len(model.schema.names)), np.float32))
+        if not np.isfinite(warm).all():
+            raise RegistryError(f"version {files.version} gives non-finite scores")
+        return model
+
+    def _refuse(self, state: tuple[str, str], what: str, exc: RegistryError) -> bool:
+        if self.refusal is not None and self.refusal.state == state:
+            return False
+        self.refusal = Refusal(state, f"refused {what}: {exc}")
         self.metrics.swaps.labels("refused").inc()
-        log.error("refused version %s, keeping %s: %s", version, self.model.version if self.model else "none", exc)
+        log.error("refused %s, keeping %s: %s", what, self.model.version if self.model else "none", exc)
         return False
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
+
+from learners.pretrain import pretrain
+from learners.registry import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +47,75 @@ def test_user_mistakes_get_a_message_not_a_traceback(tmp_path):
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
     r = perennial("learn", "--registry", str(tmp_path / "empty"))
     assert r.returncode == 2 and "run `perennial pretrain` first" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """A small pretrained registry: one version, its retention set and replay seed."""
+    path = tmp_path_factory.mktemp("pretrained") / "registry"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 3))
+    y = (x[:, 0] + rng.normal(size=2000) > 1.5).astype(np.int64)
+    pretrain(("a", "b", "c"), x, y, Registry(path), epochs=1, retention_size=200, replay_seed_size=200)
+    return path
+
+
+def files(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for a directory)."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def _edit_manifest(reg: Path) -> None:
+    path = reg / "versions" / "v000001" / "manifest.json"
+    doc = orjson.loads(path.read_bytes())
+    doc["feature_schema"]["mean"][1] += 1.0
+    path.write_bytes(orjson.dumps(doc))
+
+
+def _only_retention_left(reg: Path) -> None:
+    shutil.rmtree(reg / "versions")
+    (reg / "CURRENT").unlink()
+
+
+# registry state -> (how to make it, flags, what stderr must say)
+REFUSED = {
+    "CURRENT missing": (lambda reg: (reg / "CURRENT").unlink(), ["--if-empty"],
+                        ["holds versions v000001 to v000001 but nothing to serve: there is no CURRENT",
+                         "--if-empty pretrains only a registry without versions, so nothing was changed",
+                         "the newest sound version is v000001: printf 'v000001\\n' >"]),
+    "CURRENT garbage": (lambda reg: (reg / "CURRENT").write_bytes(b"\x00\xffjunk"), ["--if-empty"],
+                        ["CURRENT holds b'\\x00\\xffjunk', not a version id", "the newest sound version is v000001"]),
+    "CURRENT's manifest edited": (_edit_manifest, ["--if-empty"],
+                                  ["the manifest of v000001 does not match its checksum", "No version verifies: restore"]),
+    "a retention set but no version": (_only_retention_left, ["--if-empty"],
+                                       ["has no version but has retention.safetensors and replay-seed.safetensors"]),
+    "a sound registry, without --if-empty": (lambda reg: None, [],
+                                             ["already holds versions v000001 to v000001; pretraining never writes over them"]),
+}
+
+
+@pytest.mark.parametrize("state", REFUSED)
+def test_pretrain_refuses_a_registry_with_content_and_changes_nothing(tmp_path, pretrained, state):
+    make, flags, messages = REFUSED[state]
+    reg = tmp_path / "registry"
+    shutil.copytree(pretrained, reg)
+    make(reg)
+    before = files(reg)
+    env = {**os.environ, "PERENNIAL_PRETRAIN__HISTORY_DAYS": "10", "PERENNIAL_PRETRAIN__EPOCHS": "1"}
+    r = perennial("pretrain", "--registry", str(reg), *flags, env=env, timeout=300)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr[-2000:]
+    for message in messages:
+        assert message in r.stderr
+    assert files(reg) == before
+
+
+def test_pretrain_if_empty_skips_a_sound_registry(tmp_path, pretrained):
+    reg = tmp_path / "registry"
+    shutil.copytree(pretrained, reg)
+    before = files(reg)
+    r = perennial("pretrain", "--registry", str(reg), "--if-empty")
+    assert r.returncode == 0, r.stderr
+    assert orjson.loads(r.stdout.splitlines()[-1])["version"] == "v000001" and files(reg) == before
 
 
 def test_demo_runs_the_loop_and_writes_its_summary(tmp_path):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import orjson
@@ -70,45 +71,124 @@ def test_killed_server_comes_back_serving_the_current_version(stack):
     assert after and all(status == 200 and version == "v000002" for status, version in after)
 
 
-def test_corrupt_registry_entries_are_refused_and_the_model_kept(stack):
+def refusals(url: str) -> float:
+    """The server's refused-swap counter; -1 while it does not answer."""
+    try:
+        text = httpx.get(f"{url}/metrics").text
+    except httpx.HTTPError:
+        return -1
+    for line in text.splitlines():
+        if line.startswith('perennial_server_swaps_total{result="refused"}'):
+            return float(line.split()[1])
+    return -1
+
+
+def holds(predicate, seconds: float, what: str, interval: float = 0.2) -> None:
+    """Checks ``predicate`` again and again for ``seconds``: proves that something did not happen."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), f"{what} stopped holding"
+        time.sleep(interval)
+
+
+POLL_S = 1.0  # PERENNIAL_SERVE__REGISTRY_POLL_S of the Stack
+
+
+def test_corrupt_registry_entries_are_refused_once_and_the_model_kept(stack):
     stack.start("serve")
     stack.wait_ready()
     reg = Registry(stack.registry)
     good = reg.load_current()
+    expected = 0
 
-    def refusals() -> float:
-        for line in httpx.get(f"{stack.url}/metrics").text.splitlines():
-            if line.startswith('perennial_server_swaps_total{result="refused"}'):
-                return float(line.split()[1])
-        return -1
+    def refused_once(what: str) -> None:
+        """The server refuses the state just made, counts it once over several polls, serves on."""
+        nonlocal expected
+        expected += 1
+        wait_for(lambda: refusals(stack.url) >= expected, 15, f"{what} refused")
+        holds(lambda: refusals(stack.url) == expected, 5 * POLL_S, f"{what} counted once")
+        r = httpx.post(f"{stack.url}/v1/predict", content=orjson.dumps({"features": dict.fromkeys(FEATURES, 1.0)}))
+        assert r.status_code == 200 and r.json()["version"] == good.version
+        assert httpx.get(f"{stack.url}/readyz").status_code == 200
 
-    # truncated weights
-    m = reg.publish(good.weights, good.schema, parent=good.version)
-    path = stack.registry / "versions" / m["version"] / "model.safetensors"
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    wait_for(lambda: refusals() == 1, 15, "truncated weights refused")
-    # checksum that does not match
-    m = reg.publish(good.weights, good.schema, parent=good.version)
-    manifest = stack.registry / "versions" / m["version"] / "manifest.json"
-    doc = orjson.loads(manifest.read_bytes())
-    doc["sha256"] = "0" * 64
-    manifest.write_bytes(orjson.dumps(doc))
-    wait_for(lambda: refusals() == 2, 15, "wrong checksum refused")
-    # a version for another feature schema
+    def bad_version(corrupt) -> str:  # noqa: ANN001
+        """A complete version, damaged by ``corrupt`` before CURRENT names it (no server can see it sound)."""
+        version = reg.add_version(good.weights, good.schema, parent=good.version)["version"]
+        corrupt(stack.registry / "versions" / version)
+        reg.set_current(version)
+        return version
+
+    def truncate_weights(v: Path) -> None:
+        (v / "model.safetensors").write_bytes((v / "model.safetensors").read_bytes()[:100])
+
+    def edit_manifest(change):  # noqa: ANN001, ANN202
+        def corrupt(v: Path) -> None:
+            doc = orjson.loads((v / "manifest.json").read_bytes())
+            change(doc)
+            (v / "manifest.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        return corrupt
+
+    bad_version(truncate_weights)
+    refused_once("truncated weights")
+    bad_version(edit_manifest(lambda doc: doc.update(sha256="0" * 64)))
+    refused_once("a wrong weights checksum")
+    bad_version(edit_manifest(lambda doc: doc["feature_schema"]["mean"].__setitem__(0, doc["feature_schema"]["mean"][0] + 0.5)))
+    refused_once("one normalisation value edited")
+    bad_version(lambda v: (v / "manifest.json").write_bytes(b"[]"))
+    refused_once("a manifest that is []")
     other = FeatureSchema(tuple(f"x{i}" for i in range(len(FEATURES))), good.schema.log1p, good.schema.mean, good.schema.std)
     reg.publish(good.weights, other, parent=good.version)
-    wait_for(lambda: refusals() == 3, 15, "other schema refused")
+    refused_once("a version for other features")
+    reg.current_path.unlink()
+    reg.current_path.mkdir()
+    refused_once("a CURRENT that is a directory")
+    reg.current_path.rmdir()
+    reg.current_path.write_bytes(b"\xff\xfe\x00 not a version")
+    refused_once("a CURRENT of garbage bytes")
 
-    assert httpx.get(f"{stack.url}/v1/model").json()["version"] == good.version
-    r = httpx.post(f"{stack.url}/v1/predict", content=orjson.dumps({"features": dict.fromkeys(FEATURES, 1.0)}))
-    assert r.status_code == 200 and r.json()["version"] == good.version
     log = stack.log("serve")
-    assert "refused version v000002, keeping v000001: checksum mismatch" in log  # truncated
-    assert "refused version v000003, keeping v000001: checksum mismatch for v000003: manifest says 000" in log
-    assert "refused version v000004, keeping v000001: version v000004 is for features x0" in log
-    # and a sound version afterwards is served again
+    for line in (
+        "refused version v000002, keeping v000001: checksum mismatch for v000002",
+        "refused version v000003, keeping v000001: the manifest of v000003 does not match its checksum",
+        "refused version v000004, keeping v000001: the manifest of v000004 does not match its checksum",
+        "refused version v000005, keeping v000001: the manifest of v000005 is an array, not an object",
+        "refused version v000006, keeping v000001: version v000006 is for features x0",
+        "refused the registry's CURRENT, keeping v000001: CURRENT is a directory, not a file",
+        "refused the registry's CURRENT, keeping v000001: CURRENT holds b'\\xff\\xfe\\x00 not a version', not a version id",
+    ):
+        assert log.count(line) == 1, line
+    assert "Traceback" not in log
+    # and a sound version afterwards is served again (publishing repairs CURRENT)
     m = reg.publish(good.weights, good.schema, parent=good.version)
     wait_for(lambda: httpx.get(f"{stack.url}/v1/model").json()["version"] == m["version"], 15, "recovery")
+
+
+def test_a_server_starting_on_a_bad_current_is_not_ready_until_a_sound_one_appears(stack):
+    reg = Registry(stack.registry)
+    reg.current_path.unlink()
+    reg.current_path.mkdir()
+    stack.start("serve")
+    wait_for(lambda: refusals(stack.url) == 1, 60, "the server up, refusing CURRENT")
+    holds(lambda: refusals(stack.url) == 1 and stack.procs["serve"].poll() is None, 5 * POLL_S, "one refusal, server running")
+    ready = httpx.get(f"{stack.url}/readyz")
+    assert ready.status_code == 503 and ready.json()["status"] == "not ready"
+    assert httpx.get(f"{stack.url}/v1/model").status_code == 503
+    assert httpx.post(f"{stack.url}/v1/predict", content=orjson.dumps({"features": dict.fromkeys(FEATURES, 1.0)})).status_code == 503
+    reg.current_path.rmdir()
+    reg.set_current("v000001", reason="repaired")
+    stack.wait_ready(15)
+    assert httpx.get(f"{stack.url}/v1/model").json()["version"] == "v000001"
+    assert "refused the registry's CURRENT, keeping none: CURRENT is a directory" in stack.log("serve")
+
+
+def test_the_learner_refuses_an_edited_manifest_as_incumbent(stack):
+    path = stack.registry / "versions" / "v000001" / "manifest.json"
+    doc = orjson.loads(path.read_bytes())
+    doc["feature_schema"]["std"][0] *= 2
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    assert stack.start("learn").wait(120) == 2
+    log = stack.log("learn")
+    assert "perennial learn: the manifest of v000001 does not match its checksum" in log and "Traceback" not in log
 
 
 def test_broker_outage_of_20_seconds_loses_nothing(tmp_path, base_registry):
