@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import zlib
 from dataclasses import dataclass, field
@@ -78,9 +79,10 @@ class DeadLetterJournal:
         self._lock = threading.Lock()
         self._fd: int | None = None
         try:
-            self.delivered = set(path.read_text().split())
+            lines = path.read_text(errors="replace").split()
         except FileNotFoundError:
-            self.delivered = set()
+            lines = []
+        self.delivered = {line for line in lines if _ENTRY.fullmatch(line)}  # a line torn by a power cut is left out
 
     @staticmethod
     def entry(source: str, raw: bytes | None) -> str:
@@ -110,6 +112,9 @@ class DeadLetterJournal:
                 self.path.unlink(missing_ok=True)
 
 
+_ENTRY = re.compile(r"(?P<topic>[^/@\s]+)/(?P<partition>\d+)/(?P<offset>\d+)@(\d+|null)")
+
+
 def _ahead_of(entry: str, offsets: dict[str, int]) -> bool:
-    topic, partition, offset = entry.rsplit("@", 1)[0].rsplit("/", 2)
-    return int(offset) >= offsets.get(f"{topic}:{partition}", 0)
+    m = _ENTRY.fullmatch(entry)
+    return int(m["offset"]) >= offsets.get(f"{m['topic']}:{m['partition']}", 0)

@@ -175,12 +175,13 @@ class Learner:
     ) -> None:
         self.acct.dead_lettered[reason] = self.acct.dead_lettered.get(reason, 0) + 1
         self.metrics.dead_lettered.labels(reason).inc()
-        entry = self.journal.entry(kio.record_source(*source), raw)
+        origin = kio.record_source(*source)
+        entry = self.journal.entry(origin, raw)
         if entry in self.journal.delivered:  # read again after a crash: the topic has it already
             return
-        dead_letters.send(raw, key, reason, message, source, partial(self._delivered, entry))
+        dead_letters.send(raw, key, reason, message, source, partial(self._delivered, origin, entry))
 
-    def _delivered(self, entry: str, error: Exception | None) -> None:
+    def _delivered(self, origin: str, entry: str, error: Exception | None) -> None:
         """The outcome of one dead letter (on the producer's thread)."""
         if error is None:
             self.journal.add(entry)
@@ -188,7 +189,7 @@ class Learner:
         self.metrics.dead_letter_failures.inc()
         log.error(
             "the dead letter of %s could not be sent (%s: %s); the record itself stays in its topic",
-            entry.rsplit("@", 1)[0], type(error).__name__, error,
+            origin, type(error).__name__, error,
         )
 
     def round_due(self) -> bool:

@@ -150,7 +150,9 @@ def test_dead_letters_acknowledged_before_a_crash_are_not_sent_again_on_replay(l
     first = DeadLetters()
     feed(learner, after, first, first_offset=len(before))
     assert [reason for _, reason in first.sent] == ["not_json", "not_json", "duplicate_id"]
-    # SIGKILL here: no checkpoint; the restarted learner reads `after` again
+    # SIGKILL here, with a line being written: no checkpoint; the restarted learner reads `after` again
+    with open(learner.journal.path, "a") as journal:
+        journal.write("t/0/")
     again = Learner(settings, LearnerMetrics(), lambda *a, **f: None)
     replay = DeadLetters()
     feed(again, after, replay, first_offset=len(before))
