@@ -1,16 +1,26 @@
-"""Where every consumed event went, and the buffers events wait in."""
+"""Where every consumed event went, the buffers events wait in, and the dead letters already sent."""
 
 from __future__ import annotations
 
+import os
+import re
+import threading
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from learners.files import atomic_write
 
 
 @dataclass
 class Accounting:
-    """Where every consumed event went:
-    consumed == trained + held_out + quarantined + pending (both buffers) + sum(dead_lettered)."""
+    """Where every consumed event went, each in exactly one place:
+    consumed == trained + held_out + quarantined + pending + pending_holdout + sum(dead_lettered).
+
+    A duplicate id is dead-lettered (reason ``duplicate_id``) and counted there only.
+    """
 
     consumed: int = 0
     trained: int = 0
@@ -30,6 +40,8 @@ class EventBuffer:
         self._y: list[int] = []
 
     def add(self, x: tuple[float, ...], y: int) -> None:
+        if len(x) != self.n_features:  # a ragged buffer would fail the next round and checkpoint
+            raise ValueError(f"a row of {len(x)} values cannot join a buffer of {self.n_features} features")
         self._x.append(x)
         self._y.append(y)
         if self.limit and len(self._y) > self.limit * 2:  # trim in bulk, not per event
@@ -50,3 +62,59 @@ class EventBuffer:
 
     def __len__(self) -> int:
         return min(len(self._y), self.limit) if self.limit else len(self._y)
+
+
+class DeadLetterJournal:
+    """The dead letters the broker acknowledged since the last checkpoint, one line each in a file
+    beside it (written when acknowledged, so it survives the process being killed).
+
+    After a crash the learner reads its events again from the checkpoint's offsets; a record named
+    here, with the same bytes, is already in the dead-letter topic and is not sent again. A dead
+    letter whose acknowledgement was not yet written when the process died can still be sent
+    twice: its key (the source) tells the copies apart.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        try:
+            lines = path.read_text(errors="replace").split()
+        except FileNotFoundError:
+            lines = []
+        self.delivered = {line for line in lines if _ENTRY.fullmatch(line)}  # a line torn by a power cut is left out
+
+    @staticmethod
+    def entry(source: str, raw: bytes | None) -> str:
+        """A dead letter: its source ``topic/partition/offset`` and a checksum of its bytes (a
+        recreated topic reuses offsets for other records)."""
+        return f"{source}@{'null' if raw is None else zlib.crc32(raw)}"
+
+    def add(self, entry: str) -> None:
+        """Record an acknowledged dead letter (called on the producer's thread)."""
+        with self._lock:
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._fd, entry.encode() + b"\n")
+
+    def checkpointed(self, offsets: dict[str, int]) -> None:
+        """A checkpoint with these offsets ("topic:partition" -> next offset) is durable: forget
+        what lies before them (never read again), keep what a replay has still to reach."""
+        with self._lock:
+            self.delivered = {e for e in self.delivered if _ahead_of(e, offsets)}
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self.delivered:
+                atomic_write(self.path, "".join(f"{e}\n" for e in sorted(self.delivered)).encode())
+            else:
+                self.path.unlink(missing_ok=True)
+
+
+_ENTRY = re.compile(r"(?P<topic>[^/@\s]+)/(?P<partition>\d+)/(?P<offset>\d+)@(\d+|null)")
+
+
+def _ahead_of(entry: str, offsets: dict[str, int]) -> bool:
+    m = _ENTRY.fullmatch(entry)
+    return int(m["offset"]) >= offsets.get(f"{m['topic']}:{m['partition']}", 0)

@@ -15,12 +15,13 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import asdict
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from learners.accounting import Accounting, EventBuffer
+from learners.accounting import Accounting, DeadLetterJournal, EventBuffer
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.checkpoint import load_checkpoint, save_checkpoint
 from learners.drift import DriftMonitor, log_loss
@@ -32,7 +33,7 @@ from learners.probation import Probation
 from learners.registry import Registry, RegistryError
 from perennial.settings import Settings
 from streams import kafka as kio
-from streams.events import EventError, parse_event
+from streams.events import EventError, LabeledEvent, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class Learner:
         self.pending_holdout = EventBuffer(n)  # to hold out once the round is accepted
         self.holdout = EventBuffer(n, limit=cfg.holdout_size)
         self.seen: OrderedDict[str, None] = OrderedDict()
+        cp = cfg.checkpoint_path
+        self.journal = DeadLetterJournal(cp.with_name(f"{cp.name}.dead-letters"))
         self.acct = Accounting()
         self.offsets: dict[str, int] = {}  # "topic:partition" -> next offset to read
         self.backlog = 0  # events on the topic not yet read, as the consumer last saw it
@@ -80,6 +83,7 @@ class Learner:
             if seed is not None:
                 self.adapter.seed_replay(self.schema.transform(seed[0]), seed[1])
         self._observe_served()
+        self._observe_buffers()
         self.baseline_retention_ap = first.get("metrics", {}).get("retention_ap")
         if self.baseline_retention_ap is not None:
             metrics.retention_baseline.set(self.baseline_retention_ap)
@@ -132,35 +136,61 @@ class Learner:
             "drift_reacting": self.reacting,
         }
         save_checkpoint(self.settings.learn.checkpoint_path, tensors, meta)
+        self.journal.checkpointed(self.offsets)
         self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
 
     # -- events -----------------------------------------------------------------------------
 
     def handle(self, raw: bytes | None, key: bytes | None, source: tuple[str, int, int], dead_letters: kio.DeadLetters) -> None:
-        """Account for one consumed record."""
+        """Account for one consumed record: it waits for a round, or it is dead-lettered with a
+        reason. No record stops the learner: an unforeseen failure costs that record alone."""
         self.acct.consumed += 1
         self.metrics.consumed.inc()
         try:
-            event = parse_event(raw or b"", self.schema.names)
-            if event.id in self.seen:
-                self.metrics.duplicates.inc()
-                raise EventError("duplicate_id", f"event id {event.id!r} was already received; it is not trained twice")
+            self._take(parse_event(raw, self.schema.names))
         except EventError as exc:
-            dead_letters.send(raw or b"", key, exc.reason, exc.message, source)
-            self.acct.dead_lettered[exc.reason] = self.acct.dead_lettered.get(exc.reason, 0) + 1
-            self.metrics.dead_lettered.labels(exc.reason).inc()
-            return
+            self._dead_letter(raw, key, source, exc.reason, exc.message, dead_letters)
+        except Exception as exc:
+            log.exception("the record at %s could not be handled; it goes to the dead-letter topic", kio.record_source(*source))
+            message = f"{type(exc).__name__}: {exc} (a fault of the learner, not necessarily of the event; please report it)"
+            self._dead_letter(raw, key, source, "internal_error", message, dead_letters)
+
+    def _take(self, event: LabeledEvent) -> None:
+        """Buffer a valid event for the next round (or its held-out share), unless its id was seen."""
+        if event.id in self.seen:
+            raise EventError("duplicate_id", f"event id {event.id!r} was already received; it is not trained twice")
+        self.metrics.label_delay.observe(max(0.0, time.time() - event.time))
+        held_out = zlib.crc32(event.id.encode()) % 100 < self.settings.learn.holdout_percent
+        buffer = self.pending_holdout if held_out else self.pending
+        buffer.add(event.features, event.label)
+        if buffer is self.pending and len(self.pending) == 1:
+            self.pending_since = time.monotonic()
         self.seen[event.id] = None
         if len(self.seen) > self.settings.learn.dedup_window:
             self.seen.popitem(last=False)
-        self.metrics.label_delay.observe(max(0.0, time.time() - event.time))
-        if zlib.crc32(event.id.encode()) % 100 < self.settings.learn.holdout_percent:
-            self.pending_holdout.add(event.features, event.label)
-        else:
-            if not self.pending:
-                self.pending_since = time.monotonic()
-            self.pending.add(event.features, event.label)
-        self.metrics.pending.set(len(self.pending))
+
+    def _dead_letter(
+        self, raw: bytes | None, key: bytes | None, source: tuple[str, int, int], reason: str, message: str,
+        dead_letters: kio.DeadLetters,
+    ) -> None:
+        self.acct.dead_lettered[reason] = self.acct.dead_lettered.get(reason, 0) + 1
+        self.metrics.dead_lettered.labels(reason).inc()
+        origin = kio.record_source(*source)
+        entry = self.journal.entry(origin, raw)
+        if entry in self.journal.delivered:  # read again after a crash: the topic has it already
+            return
+        dead_letters.send(raw, key, reason, message, source, partial(self._delivered, origin, entry))
+
+    def _delivered(self, origin: str, entry: str, error: Exception | None) -> None:
+        """The outcome of one dead letter (on the producer's thread)."""
+        if error is None:
+            self.journal.add(entry)
+            return
+        self.metrics.dead_letter_failures.inc()
+        log.error(
+            "the dead letter of %s could not be sent (%s: %s); the record itself stays in its topic",
+            origin, type(error).__name__, error,
+        )
 
     def round_due(self) -> bool:
         if self.paused:
@@ -270,7 +300,6 @@ class Learner:
         self.acct.quarantined += events
         self.metrics.quarantined.inc(events)
         self.metrics.gate_decisions.labels("quarantined").inc()
-        self.metrics.pending.set(0)
         self.emit("quarantine", round=self.acct.rounds, events=events, reason=reason)
         return {"round": self.acct.rounds, "passed": False, "quarantined": True, "reasons": [f"label_rate: {reason}"], "metrics": {}}
 
@@ -343,7 +372,14 @@ class Learner:
         if version:
             m.published.inc()
             self._observe_served()
-        m.pending.set(0)
+
+    def _observe_buffers(self) -> None:
+        """Export the buffers' sizes as they are when scraped. Events restored from the checkpoint
+        count as consumed by this process, so that its counters balance:
+        consumed == trained + held_out + quarantined + pending + pending_holdout + dead_lettered."""
+        self.metrics.pending.set_function(lambda: len(self.pending))
+        self.metrics.pending_holdout.set_function(lambda: len(self.pending_holdout))
+        self.metrics.consumed.inc(len(self.pending) + len(self.pending_holdout))
 
     def _observe_served(self) -> None:
         self.metrics.version_number.set(int(self.incumbent.version[1:]))

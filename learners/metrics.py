@@ -11,14 +11,23 @@ from streams.events import REASONS
 class LearnerMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.consumed = Counter("perennial_learner_events_consumed_total", "Labeled events read from the topic.", registry=r)
+        self.consumed = Counter(
+            "perennial_learner_events_consumed_total",
+            "Labeled events read from the topic (from a start, the restored pending events included): "
+            "trained + held out + quarantined + pending + pending held-out + dead-lettered.", registry=r,
+        )
         self.trained = Counter("perennial_learner_events_trained_total", "Labeled events trained on.", registry=r)
         self.held_out = Counter("perennial_learner_events_held_out_total", "Labeled events kept out of training to judge candidates.", registry=r)
         self.quarantined = Counter(
             "perennial_learner_events_quarantined_total", "Events of rounds quarantined for an implausible fraud rate (label-poisoning guard).", registry=r,
         )
-        self.duplicates = Counter("perennial_learner_events_deduplicated_total", "Events dropped because their id was already seen.", registry=r)
-        self.dead_lettered = Counter("perennial_learner_events_dead_lettered_total", "Malformed events sent to the dead-letter topic.", ["reason"], registry=r)
+        self.dead_lettered = Counter(
+            "perennial_learner_events_dead_lettered_total",
+            "Events sent to the dead-letter topic by reason: malformed, a duplicate id, or an internal error.", ["reason"], registry=r,
+        )
+        self.dead_letter_failures = Counter(
+            "perennial_learner_dead_letter_failures_total", "Dead letters the producer or the broker refused (the record stays in its topic).", registry=r,
+        )
         for reason in REASONS:
             self.dead_lettered.labels(reason)
         self.label_delay = Histogram(
@@ -72,3 +81,6 @@ class LearnerMetrics:
         for trigger in ("manual", "automatic"):
             self.rollbacks.labels(trigger)
         self.pending = Gauge("perennial_learner_pending_events", "Events waiting for the next round.", registry=r)
+        self.pending_holdout = Gauge(
+            "perennial_learner_pending_holdout_events", "Events held out from the next round, to join the held-out set when it is accepted.", registry=r,
+        )

@@ -61,7 +61,7 @@ LEARNING = [
         q("sum(rate(perennial_learner_events_held_out_total[1m]))", "held out"),
     ]),
     ("Dead-lettered events by reason", "short", "timeseries", [q("sum by (reason) (increase(perennial_learner_events_dead_lettered_total[5m]))", "{{reason}}")]),
-    ("Duplicate events dropped", "short", "timeseries", [q("sum(increase(perennial_learner_events_deduplicated_total[5m]))", "duplicates")]),
+    ("Duplicate events dropped", "short", "timeseries", [q('sum(increase(perennial_learner_events_dead_lettered_total{reason="duplicate_id"}[5m]))', "duplicates")]),
     ("Consumer lag by partition", "short", "timeseries", [q("sum by (partition) (perennial_learner_consumer_lag)", "partition {{partition}}")]),
     ("Label delay (event time to consumption)", "s", "timeseries", [
         q(quantile("perennial_learner_label_delay_seconds", 0.5, window="5m"), "p50"),

@@ -20,6 +20,8 @@ import orjson
 from learners.registry import RegistryError
 from perennial.settings import Settings
 
+log = logging.getLogger("perennial")
+
 # flag dest -> settings path
 _FLAGS: dict[str, tuple[str, ...]] = {
     "bootstrap": ("kafka", "bootstrap_servers"),
@@ -143,7 +145,14 @@ def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
     stop = stop_on_signals()
     learner = Learner(settings, metrics, emit_json)
     emit_json("learning", topic=settings.kafka.topic, incumbent=learner.incumbent.version, metrics_port=settings.learn.metrics_port)
-    run(learner, stop)
+    try:
+        run(learner, stop)
+    except Exception:
+        # The traceback with its whole chain, the first exception first: an error while closing the
+        # clients must not hide the one that stopped the learner (main would print only the last).
+        log.exception("the learner stopped on an error; restarted, it resumes from its last checkpoint")
+        emit_json("stopped", accounting=learner.acct.__dict__, failed=True)
+        return 1
     emit_json("stopped", accounting=learner.acct.__dict__)
     return 0
 

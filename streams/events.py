@@ -32,6 +32,8 @@ import orjson
 MAX_EVENT_BYTES = 64 * 1024
 _FLOAT, _NUMBER = {float}, {float, int}
 MAX_ID_CHARS = 256
+_FIRST_SECOND = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
+_LAST_SECOND = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
 
 REASONS = (
     "too_large",
@@ -46,6 +48,7 @@ REASONS = (
     "bad_label",
     "bad_entities",
     "duplicate_id",
+    "internal_error",
 )
 
 
@@ -71,41 +74,60 @@ class LabeledEvent(NamedTuple):
 
 
 def parse_time(value: Any) -> float:
-    """Epoch seconds from a number or an ISO-8601 string (naive strings are taken as UTC)."""
+    """Epoch seconds from a number or an ISO-8601 string (naive strings are taken as UTC), within
+    the years 1 to 9999 that ISO-8601 can write (so epoch milliseconds are refused, not taken as
+    a date thirty thousand years ahead)."""
     if isinstance(value, bool):
         raise EventError("bad_time", "'time' must be epoch seconds or an ISO-8601 string, not a boolean")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise EventError("bad_time", "'time' must be finite")
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value) if abs(value) <= _LAST_SECOND else math.inf
+    elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise EventError("bad_time", f"'time' {value[:40]!r} is not an ISO-8601 timestamp") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.timestamp()
-    raise EventError("bad_time", "'time' is missing or not epoch seconds / an ISO-8601 string")
+        seconds = parsed.timestamp()
+    else:
+        raise EventError("bad_time", "'time' is missing or not epoch seconds / an ISO-8601 string")
+    if not _FIRST_SECOND <= seconds <= _LAST_SECOND:  # also NaN and infinities
+        raise EventError("bad_time", f"'time' {value!r:.40} is not a date in the years 1 to 9999 (epoch seconds are expected, not milliseconds)")
+    return seconds
 
 
 def feature_vector(features: Any, names: Sequence[str], reason_prefix: str = "") -> tuple[float, ...]:
     """Values of ``features`` (a mapping of name to number) in the order of ``names``.
 
-    Shared by the event parser and the HTTP API, so both reject the same inputs the same way.
+    Shared by the event parser and the HTTP API, so both reject the same inputs the same way. The
+    usual case is converted in bulk; anything else takes ``exact_feature_vector``, which names the
+    problem. Both give the same answer for every input.
     """
+    if type(features) is dict and len(features) == len(names):
+        values = _bulk_values(features, names)
+        if values is not None:
+            return values
+    return exact_feature_vector(features, names, reason_prefix)
+
+
+def _bulk_values(features: dict, names: Sequence[str]) -> tuple[float, ...] | None:
+    """Every name present with a float or int of finite sum, as floats; None for anything else."""
+    try:
+        values = tuple([features[n] for n in names])
+        types = set(map(type, values))
+        if types != _FLOAT:
+            if not types <= _NUMBER:
+                return None
+            values = tuple(map(float, values))
+    except (KeyError, OverflowError):  # a misnamed feature; an integer beyond the range of a float
+        return None
+    return values if math.isfinite(sum(values)) else None
+
+
+def exact_feature_vector(features: Any, names: Sequence[str], reason_prefix: str = "") -> tuple[float, ...]:
+    """``feature_vector`` one check at a time: the first problem found is raised, named."""
     if not isinstance(features, dict):
         raise EventError("bad_features", f"{reason_prefix}'features' must be an object of feature name to number")
-    if len(features) == len(names):  # the usual case, checked in bulk; anything odd takes the path below
-        try:
-            values = tuple([features[n] for n in names])
-        except KeyError:
-            values = ()
-        types = set(map(type, values))
-        if types == _FLOAT and math.isfinite(sum(values)):
-            return values
-        if types <= _NUMBER and math.isfinite(sum(values)):
-            return tuple(map(float, values))
     missing = [n for n in names if n not in features]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:5])
@@ -125,7 +147,10 @@ def feature_vector(features: Any, names: Sequence[str], reason_prefix: str = "")
         v = features[name]
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise EventError("bad_value", f"{reason_prefix}feature {name!r} must be a number, got {type(v).__name__}")
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:
+            v = math.inf
         if not math.isfinite(v):
             raise EventError("bad_value", f"{reason_prefix}feature {name!r} must be finite")
         values.append(v)
@@ -152,8 +177,11 @@ def _entities(value: Any) -> dict[str, str]:
     return {k: str(v) for k, v in value.items()}
 
 
-def parse_event(raw: bytes, feature_names: Sequence[str], max_bytes: int = MAX_EVENT_BYTES) -> LabeledEvent:
-    """Validate one labeled event from its raw bytes; raise EventError saying what is wrong."""
+def parse_event(raw: bytes | None, feature_names: Sequence[str], max_bytes: int = MAX_EVENT_BYTES) -> LabeledEvent:
+    """Validate one labeled event from its raw bytes (None: a record without a value); raise
+    EventError saying what is wrong."""
+    if raw is None:
+        raise EventError("not_json", "the record has no value (null); a labeled event is a JSON object")
     if len(raw) > max_bytes:
         raise EventError("too_large", f"event is {len(raw)} bytes; the limit is {max_bytes}")
     try:

@@ -4,7 +4,7 @@ through unchanged) for every producer, consumer and admin client of the product.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -60,21 +60,70 @@ def ensure_topics(config: dict[str, Any], topics: Iterable[str], partitions: int
         admin.close()
 
 
+DEAD_LETTER_HEADROOM_BYTES = 8 * 1024
+"""Room kept in a dead letter, beside its value, for its key, headers (each bounded) and framing."""
+_KEPT_KEY_BYTES = 1024
+_KEPT_ERROR_BYTES = 1000
+
+
+def record_source(topic: str, partition: int, offset: int) -> str:
+    """Where a record came from, as dead letters name it: ``topic/partition/offset``."""
+    return f"{topic}/{partition}/{offset}"
+
+
+def dead_letter(
+    raw: bytes | None, key: bytes | None, reason: str, message: str, source: tuple[str, int, int], max_value_bytes: int,
+) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """The key, value and headers of the dead letter of one record.
+
+    The key is the record's source, the same each time the record is dead-lettered, so a consumer
+    (or a compacted topic) can drop a repeat. The value is the record's bytes, null stays null, and
+    a value over ``max_value_bytes`` keeps its first ``max_value_bytes`` (the producer refuses a
+    larger record) with its original size in ``perennial.truncated``.
+
+    >>> key, value, headers = dead_letter(b"x" * 10, b"k", "too_large", "too big", ("t", 0, 7), 4)
+    >>> key, value, headers[3:]
+    (b't/0/7', b'xxxx', [('perennial.key', b'k'), ('perennial.truncated', b'10')])
+    """
+    origin = record_source(*source).encode()
+    headers = [
+        ("perennial.reason", reason.encode()),
+        ("perennial.error", message.encode()[:_KEPT_ERROR_BYTES].decode(errors="ignore").encode()),
+        ("perennial.source", origin),
+    ]
+    if key is not None:
+        headers.append(("perennial.key", key[:_KEPT_KEY_BYTES]))
+    if raw is None:
+        headers.append(("perennial.null_value", b"true"))
+    elif len(raw) > max_value_bytes:
+        headers.append(("perennial.truncated", str(len(raw)).encode()))
+        raw = raw[:max_value_bytes]
+    return origin, raw, headers
+
+
 class DeadLetters:
-    """Sends events that cannot be used to ``<topic>.dlq``: the original bytes, with the reason, the
-    message and where the event came from in headers."""
+    """Sends events that cannot be used to ``<topic>.dlq``: see ``dead_letter`` for the record.
+    Never raises for a record: whether it was delivered is told to the sender's callback."""
 
     def __init__(self, kafka_producer: KafkaProducer, topic: str):
         self.producer = kafka_producer
         self.topic = topic
+        self.max_value_bytes = kafka_producer.config["max_request_size"] - DEAD_LETTER_HEADROOM_BYTES
 
-    def send(self, raw: bytes, key: bytes | None, reason: str, message: str, source: tuple[str, int, int]) -> None:
-        headers = [
-            ("perennial.reason", reason.encode()),
-            ("perennial.error", message.encode()[:1000]),
-            ("perennial.source", f"{source[0]}/{source[1]}/{source[2]}".encode()),
-        ]
-        self.producer.send(self.topic, value=raw, key=key, headers=headers)
+    def send(
+        self, raw: bytes | None, key: bytes | None, reason: str, message: str, source: tuple[str, int, int],
+        on_delivery: Callable[[Exception | None], None],
+    ) -> None:
+        """Send one dead letter. ``on_delivery`` is called once: with None when the broker has it,
+        or with the exception that stopped it (at once, or later on the producer's thread)."""
+        try:
+            dlq_key, value, headers = dead_letter(raw, key, reason, message, source, self.max_value_bytes)
+            future = self.producer.send(self.topic, value=value, key=dlq_key, headers=headers)
+        except Exception as exc:  # one record the producer refuses must not stop the learner
+            on_delivery(exc)
+            return
+        future.add_callback(lambda _metadata: on_delivery(None))
+        future.add_errback(on_delivery)
 
     def flush(self, timeout: float = 30.0) -> None:
         self.producer.flush(timeout=timeout)

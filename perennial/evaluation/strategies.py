@@ -142,7 +142,7 @@ class Product(Strategy):
 
 
 class _NoDeadLetters:
-    def send(self, raw, key, reason, message, source) -> None:  # noqa: ANN001
+    def send(self, raw, key, reason, message, source, on_delivery) -> None:  # noqa: ANN001
         raise ValueError(f"the evaluation produced a malformed event ({reason}): {message}")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from learners.pretrain import pretrain
 from learners.registry import Registry
@@ -158,6 +158,21 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30) -
     c = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, allow_auto_create_topics=False)
     records, deadline = [], time.monotonic() + timeout
     while len(records) < expected and time.monotonic() < deadline:
+        for batch in c.poll(timeout_ms=500).values():
+            records.extend(batch)
+    c.close()
+    return records
+
+
+def read_to_end(bootstrap: str, topic: str, timeout: float = 30) -> list:
+    """Every record of a one-partition topic, up to its end as it is now."""
+    tp = TopicPartition(topic, 0)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, allow_auto_create_topics=False)
+    c.assign([tp])
+    c.seek_to_beginning(tp)
+    end = c.end_offsets([tp])[tp]
+    records, deadline = [], time.monotonic() + timeout
+    while c.position(tp) < end and time.monotonic() < deadline:
         for batch in c.poll(timeout_ms=500).values():
             records.extend(batch)
     c.close()

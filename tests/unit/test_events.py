@@ -1,7 +1,13 @@
+import json
+import math
+from datetime import datetime, timedelta, timezone
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.events import EventError, parse_event
+from streams.events import REASONS, EventError, LabeledEvent, exact_feature_vector, feature_vector, parse_event, parse_time
 
 NAMES = ("amount", "hour")
 
@@ -82,3 +88,123 @@ def test_a_parsed_event_is_immutable():
     e = parse_event(raw(), NAMES)
     with pytest.raises(AttributeError):
         e.label = 0
+
+
+def test_a_misnamed_feature_with_the_right_count_is_named_not_emptied():
+    with pytest.raises(EventError) as exc:
+        feature_vector({"a": 1, "zzz": 2}, ("a", "b"))
+    assert exc.value.reason == "missing_feature" and "'b' is missing" in exc.value.message
+
+
+def test_an_integer_beyond_the_range_of_a_float_is_a_bad_value():
+    assert reason(json.dumps({"id": "a", "time": 0, "features": {"amount": 10**400, "hour": 1}, "label": 0}).encode()) == "not_json"
+    with pytest.raises(EventError) as exc:
+        feature_vector({"amount": 10**400, "hour": 1}, NAMES)
+    assert exc.value.reason == "bad_value" and "'amount' must be finite" in exc.value.message
+
+
+@pytest.mark.parametrize("time", [1.7e12, -1e13, 10**400, 1e308, math.nan, "9999-12-31T23:59:59-05:00"])
+def test_a_time_that_is_no_date_of_years_1_to_9999_is_refused(time):
+    with pytest.raises(EventError) as exc:
+        parse_time(time)
+    assert exc.value.reason == "bad_time" and "years 1 to 9999" in exc.value.message
+
+
+def test_epoch_milliseconds_are_refused_in_an_event():
+    assert reason(raw(time=1767225600000)) == "bad_time"
+
+
+def test_a_record_without_a_value_is_not_json():
+    with pytest.raises(EventError) as exc:
+        parse_event(None, NAMES)
+    assert exc.value.reason == "not_json" and "null" in exc.value.message
+
+
+# -- properties: the fast path agrees with the exact one; the parser answers an event or a reason --
+
+NAME = st.text(min_size=1, max_size=6)
+NUMBER = (
+    st.floats(allow_nan=True, allow_infinity=True) | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.sampled_from([10**400, -(10**400), 2**1024, 1e308, -1e308, 0, -0.0])
+)
+SCALAR = st.none() | st.booleans() | NUMBER | st.text(max_size=8) | st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "12"])
+VALUE = st.recursive(SCALAR, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6)
+
+
+@st.composite
+def feature_documents(draw) -> tuple[tuple[str, ...], object]:
+    """Schema names and a features document: right names, misnamed ones (the count kept), missing
+    and extra ones, any JSON value; or no object at all."""
+    names = tuple(draw(st.lists(NAME, max_size=5, unique=True)))
+    doc: dict[str, object] = {}
+    for name in names:
+        kind = draw(st.sampled_from(["number", "number", "value", "missing", "misnamed"]))
+        if kind == "number":
+            doc[name] = draw(NUMBER)
+        elif kind == "value":
+            doc[name] = draw(VALUE)
+        elif kind == "misnamed":
+            doc[draw(NAME)] = draw(NUMBER)
+    doc.update(draw(st.dictionaries(NAME, NUMBER | VALUE, max_size=2)))
+    return names, draw(st.just(doc) | st.just(doc) | VALUE)
+
+
+def outcome(vector, features, names):
+    try:
+        return vector(features, names)
+    except EventError as exc:
+        return exc.reason
+
+
+@settings(max_examples=800, deadline=None)
+@given(feature_documents())
+def test_the_bulk_path_and_the_exact_path_agree(case):
+    names, features = case
+    fast, exact = outcome(feature_vector, features, names), outcome(exact_feature_vector, features, names)
+    assert fast == exact
+    if isinstance(fast, tuple):
+        assert len(fast) == len(names) and all(type(v) is float and math.isfinite(v) for v in fast)
+
+
+OFFSET = st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59))
+ISO_TIME = st.datetimes(timezones=st.none() | st.builds(timezone, OFFSET)).map(datetime.isoformat)
+
+
+def mostly(valid, hostile):
+    """Valid three times in four, so that one hostile field at a time reaches the later checks."""
+    return st.one_of(valid, valid, valid, hostile)
+
+
+@st.composite
+def event_bytes(draw) -> tuple[tuple[str, ...], bytes]:
+    """An event document with hostile fields, as JSON text that may carry NaN/Infinity tokens, huge
+    integers and a repeated key; or arbitrary bytes."""
+    names, features = draw(feature_documents())
+    doc = {
+        "id": draw(mostly(st.text(min_size=1, max_size=20), st.text(max_size=300) | st.integers(-(10**30), 10**30) | VALUE)),
+        "time": draw(mostly(st.floats(0, 2e9) | ISO_TIME, NUMBER | st.text(max_size=30) | VALUE)),
+        "features": features,
+        "label": draw(mostly(st.sampled_from([0, 1, True, False, 0.0, 1.0]), st.sampled_from([2, -1, 0.5, "1", None]) | VALUE)),
+        "entities": draw(mostly(st.dictionaries(NAME, st.text(max_size=5) | st.integers(), max_size=3), VALUE)),
+    }
+    doc = {k: v for k, v in doc.items() if draw(st.integers(0, 9))}  # each field missing 1 time in 10
+    text = json.dumps(draw(mostly(st.just(doc), VALUE)), ensure_ascii=draw(st.booleans()))
+    if text.startswith("{") and len(text) > 2 and draw(st.integers(0, 9)) == 0:
+        text = text[:-1] + ', "id": ' + json.dumps(draw(VALUE)) + "}"  # a repeated key
+    return names, draw(mostly(st.just(text.encode()), st.binary(max_size=200)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(event_bytes())
+def test_any_bytes_give_a_valid_event_or_a_known_reason(case):
+    names, data = case
+    try:
+        event = parse_event(data, names)
+    except EventError as exc:
+        assert exc.reason in REASONS
+        return
+    assert isinstance(event, LabeledEvent)
+    assert len(event.features) == len(names) and all(type(v) is float and math.isfinite(v) for v in event.features)
+    assert event.label in (0, 1) and type(event.time) is float and math.isfinite(event.time)
+    assert type(event.id) is str and 0 < len(event.id) <= 256
+    assert all(type(k) is str and type(v) is str for k, v in event.entities.items())
