@@ -224,7 +224,9 @@ def create_app(
     async def readyz() -> Response:
         model = store.model
         if model is None:
-            return json_response({"status": "not ready", "reason": "no model loaded"}, 503)
+            refusal = store.refusal
+            reason = refusal.reason if refusal is not None else "no model loaded: the registry has no version yet"
+            return json_response({"status": "not ready", "reason": reason}, 503)
         return json_response({"status": "ready", "version": model.version})
 
     @app.get("/metrics")

@@ -172,6 +172,7 @@ def test_a_server_starting_on_a_bad_current_is_not_ready_until_a_sound_one_appea
     holds(lambda: refusals(stack.url) == 1 and stack.procs["serve"].poll() is None, 5 * POLL_S, "one refusal, server running")
     ready = httpx.get(f"{stack.url}/readyz")
     assert ready.status_code == 503 and ready.json()["status"] == "not ready"
+    assert "CURRENT is a directory" in ready.json()["reason"]
     assert httpx.get(f"{stack.url}/v1/model").status_code == 503
     assert httpx.post(f"{stack.url}/v1/predict", content=orjson.dumps({"features": dict.fromkeys(FEATURES, 1.0)})).status_code == 503
     reg.current_path.rmdir()

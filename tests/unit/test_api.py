@@ -185,7 +185,8 @@ def test_openapi_documents_the_answers_and_the_served_features(tmp_path):
 def test_not_ready_without_a_model(tmp_path):
     settings = Settings(registry={"path": tmp_path / "empty"}, kafka={"bootstrap_servers": "127.0.0.1:1"})
     with TestClient(create_app(settings)) as c:
-        assert c.get("/readyz").status_code == 503
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and "the registry has no version yet" in ready.json()["reason"]
         assert post(c, {"features": {}}).status_code == 503
         assert c.get("/healthz").status_code == 200
 
