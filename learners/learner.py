@@ -77,7 +77,8 @@ class Learner:
         first = self.registry.manifest(self.registry.versions()[0])
         self.guard = LabelRateGuard(cfg.max_label_rate_ratio, first.get("metrics", {}).get("fraud_rate"))
         self.contradictions = ContradictionGuard(
-            cfg.contradiction_score, cfg.contradiction_alpha, cfg.contradiction_odds_ratio, _validation_contradictions(first, cfg.contradiction_score),
+            cfg.contradiction_score, cfg.contradiction_alpha, cfg.contradiction_odds_ratio,
+            usual=_validation_contradictions(first, cfg.contradiction_score),
         )
         if not self._restore() and cfg.replay_seed:
             seed = self.registry.load_replay_seed()
@@ -208,11 +209,10 @@ class Learner:
         self.acct.rounds += 1
         if quarantine:
             return self._quarantine(len(y) + len(hy_new), quarantine)
-        # before contradictions are set aside: a version on probation is judged by every new label,
-        # not only by those it agrees with
-        self._judge_probation(x, y, announce)
         scores = self.incumbent.score(x)
-        contradictions = self._check_contradictions(scores, y, self.incumbent.score(hx_new), hy_new)
+        contradictions = self._check_contradictions(
+            np.concatenate([x, hx_new]), np.concatenate([scores, self.incumbent.score(hx_new)]), np.concatenate([y, hy_new]),
+        )
         if contradictions.flagged:
             trained, held = ~contradictions.suspects[: len(y)], ~contradictions.suspects[len(y) :]
             x, y, scores, hx_new, hy_new = x[trained], y[trained], scores[trained], hx_new[held], hy_new[held]
@@ -223,7 +223,9 @@ class Learner:
         if not len(y):  # every event to train on contradicted the served model
             self.metrics.gate_decisions.labels("quarantined").inc()
             self.metrics.pending.set(0)
-            return {"round": self.acct.rounds, "passed": False, "quarantined": True, "reasons": ["contradiction: no event left to train on"], "metrics": {}}
+            reasons = ["contradiction: every event to train on was quarantined"]
+            return {"round": self.acct.rounds, "passed": False, "quarantined": True, "reasons": reasons, "metrics": {}}
+        self._judge_probation(x, y, announce)
         drifts = self.drift.update(log_loss(y, scores))  # prequential: before training
         if drifts:
             self.metrics.drift_detected.inc(drifts)
@@ -294,10 +296,15 @@ class Learner:
         self.emit("quarantine", round=self.acct.rounds, events=events, reason="label_rate", detail=reason)
         return {"round": self.acct.rounds, "passed": False, "quarantined": True, "reasons": [f"label_rate: {reason}"], "metrics": {}}
 
-    def _check_contradictions(self, scores: np.ndarray, y: np.ndarray, held_scores: np.ndarray, held_y: np.ndarray) -> Contradictions:
+    def _check_contradictions(self, x: np.ndarray, scores: np.ndarray, y: np.ndarray) -> Contradictions:
         """Test the round (trained and held-out shares) for labels contradicting the served model; count
-        and report a flagged round's contradicting events, which are then neither trained on nor held out."""
-        found = self.contradictions.check(np.concatenate([scores, held_scores]), np.concatenate([y, held_y]))
+        and report a flagged round's contradicting events, which are then neither trained on nor held out.
+
+        A version on probation is not trusted yet: an event counts as called fraud only if its parent
+        calls it fraud too, so the labels that show a bad new version wrong reach its probation."""
+        if self.probation is not None:
+            scores = np.minimum(scores, self.probation.parent.score(x))
+        found = self.contradictions.check(scores, y)
         if found.rate is not None:
             self.metrics.contradiction_rate.set(found.rate)
         self.metrics.contradiction_usual_rate.set(self.contradictions.usual_rate)

@@ -110,7 +110,8 @@ def interleave(clean: Transactions, extra: Transactions, n_rounds: int, size: in
     per_round = len(extra) // n_rounds
     blocks = []
     for r in range(n_rounds):
-        block = Transactions.concat([clean.take(np.arange(r * size, (r + 1) * size)), extra.take(np.arange(r * per_round, (r + 1) * per_round))])
+        mine = np.arange(r * size, (r + 1) * size), np.arange(r * per_round, (r + 1) * per_round)
+        block = Transactions.concat([clean.take(mine[0]), extra.take(mine[1])])
         blocks.append(block.take(rng.permutation(len(block))))
     return Transactions.concat(blocks), size + per_round
 
@@ -220,6 +221,7 @@ def test_a_served_version_worse_than_its_parent_on_new_events_is_rolled_back(lea
     rollback = [e for e in reg.history() if e["trigger"] == "automatic"]
     assert rollback and rollback[0]["from"] == "v000002" and rollback[0]["to"] == "v000001"
     assert "scored AP" in rollback[0]["reason"]
+    assert not contradiction_flags(learner)  # its false alarms judged it; they were not set aside as contradictions
     assert announced[0]["version"] == "v000001"
     kinds = [k for k, _ in learner.events]
     assert "rollback" in kinds and learner.metrics.rollbacks.labels("automatic")._value.get() == 1
