@@ -24,6 +24,7 @@ import torch
 from learners.accounting import Accounting, DeadLetterJournal, EventBuffer
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.checkpoint import load_checkpoint, save_checkpoint
+from learners.contradiction import ContradictionGuard, Contradictions
 from learners.drift import DriftMonitor, log_loss
 from learners.gates import GateThresholds, decide
 from learners.label_guard import LabelRateGuard
@@ -78,12 +79,17 @@ class Learner:
         self.probation: Probation | None = None
         first = self.registry.manifest(self.registry.versions()[0])
         self.guard = LabelRateGuard(cfg.max_label_rate_ratio, first.get("metrics", {}).get("fraud_rate"))
+        self.contradictions = ContradictionGuard(
+            cfg.contradiction_score, cfg.contradiction_alpha, cfg.contradiction_odds_ratio,
+            usual=_validation_contradictions(first, cfg.contradiction_score),
+        )
         if not self._restore() and cfg.replay_seed:
             seed = self.registry.load_replay_seed()
             if seed is not None:
                 self.adapter.seed_replay(self.schema.transform(seed[0]), seed[1])
         self._observe_served()
         self._observe_buffers()
+        metrics.contradiction_usual_rate.set(self.contradictions.usual_rate)
         self.baseline_retention_ap = first.get("metrics", {}).get("retention_ap")
         if self.baseline_retention_ap is not None:
             metrics.retention_baseline.set(self.baseline_retention_ap)
@@ -101,6 +107,7 @@ class Learner:
         self.pending.load(tensors["pending.x"].numpy(), tensors["pending.y"].numpy())
         self.pending_holdout.load(tensors["pending_holdout.x"].numpy(), tensors["pending_holdout.y"].numpy())
         self.guard.baseline = meta["label_rate"]
+        self.contradictions.usual = tuple(meta.get("contradiction_usual", self.contradictions.usual))
         self.holdout.load(tensors["holdout.x"].numpy(), tensors["holdout.y"].numpy())
         self.seen = OrderedDict.fromkeys(meta["seen"])
         self.acct = Accounting(**meta["accounting"])
@@ -132,6 +139,7 @@ class Learner:
             "incumbent": self.incumbent.version,
             "paused": self.paused,
             "label_rate": self.guard.baseline,
+            "contradiction_usual": list(self.contradictions.usual),
             "control_offsets": self.control_offsets,
             "drift_reacting": self.reacting,
         }
@@ -231,12 +239,24 @@ class Learner:
         self.acct.rounds += 1
         if quarantine:
             return self._quarantine(len(y) + len(hy_new), quarantine)
+        scores = self.incumbent.score(x)
+        contradictions = self._check_contradictions(
+            np.concatenate([x, hx_new]), np.concatenate([scores, self.incumbent.score(hx_new)]), np.concatenate([y, hy_new]),
+        )
+        if contradictions.flagged:
+            trained, held = ~contradictions.suspects[: len(y)], ~contradictions.suspects[len(y) :]
+            x, y, scores, hx_new, hy_new = x[trained], y[trained], scores[trained], hx_new[held], hy_new[held]
         for row, label in zip(hx_new, hy_new.tolist()):
             self.holdout.add(tuple(row), label)
         self.acct.held_out += len(hy_new)
         self.metrics.held_out.inc(len(hy_new))
+        if not len(y):  # every event to train on contradicted the served model
+            self.metrics.gate_decisions.labels("quarantined").inc()
+            self.metrics.pending.set(0)
+            reasons = ["contradiction: every event to train on was quarantined"]
+            return {"round": self.acct.rounds, "passed": False, "quarantined": True, "reasons": reasons, "metrics": {}}
         self._judge_probation(x, y, announce)
-        drifts = self.drift.update(log_loss(y, self.incumbent.score(x)))  # prequential: before training
+        drifts = self.drift.update(log_loss(y, scores))  # prequential: before training
         if drifts:
             self.metrics.drift_detected.inc(drifts)
             if self.settings.learn.drift_reaction:
@@ -263,6 +283,8 @@ class Learner:
             baseline_retention_ap=self.baseline_retention_ap,
         )
         report = {"round": self.acct.rounds, "trained_events": len(y), **decision.to_dict()}
+        if contradictions.flagged:
+            report["contradiction"] = contradictions.figures()
         version = None
         if decision.passed:
             manifest = self.registry.publish(
@@ -291,17 +313,38 @@ class Learner:
         self.emit(
             "gate", round=self.acct.rounds, passed=decision.passed, version=version,
             reasons=decision.reasons, metrics=decision.metrics, train_loss=stats.train_loss,
-            ewc_penalty=stats.ewc_penalty, trained_events=len(y),
+            ewc_penalty=stats.ewc_penalty, trained_events=len(y), contradiction=contradictions.figures(),
         )
         return report
 
     def _quarantine(self, events: int, reason: str) -> dict[str, Any]:
         """Drop a round's events from training and from the held-out set; count and report it."""
         self.acct.quarantined += events
-        self.metrics.quarantined.inc(events)
+        self.metrics.quarantined.labels("label_rate").inc(events)
         self.metrics.gate_decisions.labels("quarantined").inc()
-        self.emit("quarantine", round=self.acct.rounds, events=events, reason=reason)
+        self.emit("quarantine", round=self.acct.rounds, events=events, reason="label_rate", detail=reason)
         return {"round": self.acct.rounds, "passed": False, "quarantined": True, "reasons": [f"label_rate: {reason}"], "metrics": {}}
+
+    def _check_contradictions(self, x: np.ndarray, scores: np.ndarray, y: np.ndarray) -> Contradictions:
+        """Test the round (trained and held-out shares) for labels contradicting the served model; count
+        and report a flagged round's contradicting events, which are then neither trained on nor held out.
+
+        A version on probation is not trusted yet: an event counts as called fraud only if its parent
+        calls it fraud too, so the labels that show a bad new version wrong reach its probation."""
+        if self.probation is not None:
+            scores = np.minimum(scores, self.probation.parent.score(x))
+        found = self.contradictions.check(scores, y)
+        if found.rate is not None:
+            self.metrics.contradiction_rate.set(found.rate)
+        self.metrics.contradiction_usual_rate.set(self.contradictions.usual_rate)
+        if found.flagged:
+            self.acct.quarantined += found.contradicted
+            self.metrics.quarantined.labels("contradiction").inc(found.contradicted)
+            self.emit(
+                "quarantine", round=self.acct.rounds, events=found.contradicted, reason="contradiction",
+                alpha=self.contradictions.alpha, score=self.contradictions.score, **found.figures(),
+            )
+        return found
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -384,6 +427,16 @@ class Learner:
     def _observe_served(self) -> None:
         self.metrics.version_number.set(int(self.incumbent.version[1:]))
         self.metrics.last_publish.set(self.incumbent.manifest.get("created_ts", 0.0))
+
+
+def _validation_contradictions(first: dict[str, Any], score: float) -> tuple[float, float]:
+    """Events the pretrained version called fraud in its validation data at ``score``, and those of them
+    labeled legitimate; none if it was pretrained at another score (or before they were recorded)."""
+    m = first.get("metrics", {})
+    if m.get("contradiction_score") != score:
+        return (0.0, 0.0)
+    return (float(m["validation_called_fraud"]), float(m["validation_contradicted"]))
+
 
 def _latency_ms(model: ScoringModel, x: np.ndarray, n: int = 200) -> float:
     """Median time to score one event alone, in milliseconds."""

@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from learners.gates import CHECKS
 from streams.events import REASONS
 
+QUARANTINE_REASONS = ("label_rate", "contradiction")
+
 
 class LearnerMetrics:
     def __init__(self) -> None:
@@ -19,7 +21,21 @@ class LearnerMetrics:
         self.trained = Counter("perennial_learner_events_trained_total", "Labeled events trained on.", registry=r)
         self.held_out = Counter("perennial_learner_events_held_out_total", "Labeled events kept out of training to judge candidates.", registry=r)
         self.quarantined = Counter(
-            "perennial_learner_events_quarantined_total", "Events of rounds quarantined for an implausible fraud rate (label-poisoning guard).", registry=r,
+            "perennial_learner_events_quarantined_total",
+            "Events neither trained on nor held out, by reason: label_rate (a round's implausible fraud rate), "
+            "contradiction (labeled legitimate where the served model calls fraud, in a round with implausibly many).",
+            ["reason"], registry=r,
+        )
+        for reason in QUARANTINE_REASONS:
+            self.quarantined.labels(reason)
+        self.contradiction_rate = Gauge(
+            "perennial_learner_contradiction_rate",
+            "Share of the last round's events the served model calls fraud (score at least learn.contradiction_score) labeled legitimate.",
+            registry=r,
+        )
+        self.contradiction_usual_rate = Gauge(
+            "perennial_learner_contradiction_usual_rate", "The usual share of events the served model calls fraud labeled legitimate, which rounds are tested against.",
+            registry=r,
         )
         self.dead_lettered = Counter(
             "perennial_learner_events_dead_lettered_total",

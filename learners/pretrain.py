@@ -108,6 +108,7 @@ def pretrain(
     retention_size: int = 4000,
     replay_seed_size: int = 4000,
     seed: int = 0,
+    contradiction_score: float = 0.5,
 ) -> dict[str, Any]:
     """Fit, publish the first version and save the retention set. Rows must be in time order."""
     ensure_no_versions(registry)
@@ -123,6 +124,7 @@ def pretrain(
     net.eval()
     with torch.inference_mode():
         val_scores = torch.softmax(net(torch.from_numpy(schema.transform(x[cut:]))), 1)[:, 1].numpy()
+    called_fraud = val_scores >= contradiction_score  # the contradiction guard's first usual rate
     retention = class_balanced_sample(y[cut:], retention_size, rng)
     registry.save_retention(x[cut:][retention], y[cut:][retention])
     seed_rows = class_balanced_sample(y[:cut], replay_seed_size, rng)
@@ -134,6 +136,9 @@ def pretrain(
         "validation_ap": average_precision(y[cut:], val_scores),
         "validation_auc": roc_auc(y[cut:], val_scores),
         "retention_ap": average_precision(y[cut:][retention], val_scores[retention]),
+        "contradiction_score": contradiction_score,
+        "validation_called_fraud": int(called_fraud.sum()),
+        "validation_contradicted": int((y[cut:][called_fraud] == 0).sum()),
     }
     return registry.publish(
         state_numpy(net.state_dict()),

@@ -92,7 +92,13 @@ LEARNING = [
     ("Time since the last round", "s", "stat", [q("time() - max(perennial_learner_last_round_timestamp_seconds)", "since round")]),
     ("Learning paused by an operator", "bool_yes_no", "stat", [q("max(perennial_learner_paused)", "paused")]),
     ("Rollbacks by trigger", "short", "timeseries", [q("sum by (trigger) (increase(perennial_learner_rollbacks_total[1h]))", "{{trigger}}")]),
-    ("Events quarantined (implausible fraud rate)", "short", "timeseries", [q("sum(increase(perennial_learner_events_quarantined_total[15m]))", "quarantined")]),
+    ("Events quarantined by reason (label-poisoning guards)", "short", "timeseries", [
+        q("sum by (reason) (increase(perennial_learner_events_quarantined_total[15m]))", "{{reason}}"),
+    ]),
+    ("Contradicting labels: share of the served model's fraud calls labeled legitimate", "percentunit", "timeseries", [
+        q("max(perennial_learner_contradiction_rate)", "last round"),
+        q("max(perennial_learner_contradiction_usual_rate)", "usual"),
+    ]),
 ]
 
 

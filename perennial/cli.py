@@ -111,7 +111,10 @@ def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
         tx = Simulator(seed=s.seed, customers=s.customers, terminals=s.terminals, label_delay_days=s.label_delay_days).generate(0, settings.pretrain.history_days)
         names, x, y = FEATURES, tx.features, tx.label
     p = settings.pretrain
-    manifest = pretrain(names, x, y, registry, epochs=p.epochs, hidden=p.hidden, retention_size=p.retention_size, seed=settings.simulate.seed)
+    manifest = pretrain(
+        names, x, y, registry, epochs=p.epochs, hidden=p.hidden, retention_size=p.retention_size, seed=settings.simulate.seed,
+        contradiction_score=settings.learn.contradiction_score,
+    )
     emit_json("pretrained", version=manifest["version"], metrics=manifest["metrics"], registry=str(settings.registry.path))
     return 0
 

@@ -130,6 +130,19 @@ class LearnSettings(BaseModel):
     max_label_rate_ratio: float = 5.0
     """A round whose fraud rate is over this many times the usual (or under its inverse) is quarantined:
     neither trained on nor held out (label-poisoning guard)."""
+    contradiction_score: float = 0.5
+    """An event the served model scores at least this is called fraud; one labeled legitimate is a
+    contradiction. 0.5, the model's own decision, rather than a near-certainty: relabeled events
+    scored just under a higher cut are trained on and erode the rest of their pattern. Pretraining
+    records its validation data's contradictions at this score as the first usual rate (a learner
+    set to another score starts from none)."""
+    contradiction_alpha: float = 1e-6
+    """Significance level of the one-sided binomial test that flags a round's contradictions as
+    implausible under the usual rate (targeted label poisoning). A flagged round's contradicting
+    events are quarantined (neither trained on nor held out) and the rest of it is trained."""
+    contradiction_odds_ratio: float = 3.0
+    """The test's margin: a round is tested against the usual odds of a contradiction times this, so a
+    genuine change of the rate (or an inexact usual rate) is not flagged, however large the round."""
     rollback_margin: float = 0.02
     """A newly served version whose average precision on the labeled events that arrive after its
     swap falls this far below its parent's on the same events is rolled back automatically."""
