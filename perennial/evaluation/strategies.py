@@ -153,11 +153,11 @@ class Retraining(Strategy):
     (Deploying only a model that beat the one in service on the latest tenth of the labels was tried:
     on a few thousand labels that check is noise, and it lowered both baselines' mean AP.)"""
 
-    def __init__(self, model: ScoringModel, history_x, history_y, history_t, *, every_s: float, window_s: float | None, epochs: int, hidden: int, seed: int):
+    def __init__(self, model: ScoringModel, history_x, history_y, history_t, *, every_s: float, window_s: float | None, epochs: int, seed: int):
         self.min_samples = int(0.8 * len(history_y)) * epochs
         self.served = model
         self.xs, self.ys, self.ts = [history_x], [history_y], [history_t]
-        self.every_s, self.window_s, self.epochs, self.hidden, self.seed = every_s, window_s, epochs, hidden, seed
+        self.every_s, self.window_s, self.epochs, self.seed = every_s, window_s, epochs, seed
         self.last: float | None = None
         self.retrains = 0
         self.trained_rows = 0
@@ -178,9 +178,8 @@ class Retraining(Strategy):
             X, Y = X[keep], Y[keep]
         if Y.sum() < 10:
             return
-        torch.manual_seed(self.seed + self.retrains)
         schema = FeatureSchema.fit(self.served.schema.names, X)
-        net = TabularNet(X.shape[1], hidden=self.hidden)
+        net = fresh_network(self.served, self.seed + self.retrains)
         epochs = max(self.epochs, -(-self.min_samples // len(Y)))
         fit(net, schema.transform(X), Y, epochs, self.seed + self.retrains)
         self.retrains += 1
@@ -192,6 +191,17 @@ class Retraining(Strategy):
 
     def summary(self):
         return {"retrains": self.retrains, "trained_samples": self.trained_rows}
+
+
+def fresh_network(model: ScoringModel, seed: int) -> TabularNet:
+    """A newly initialised network of ``model``'s width and depth. The shape is read from its layers
+    by name (``TabularNet.from_state``): a registry's weights come in no fixed order."""
+    net = TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in model.weights.items()})
+    torch.manual_seed(seed)
+    for layer in net.layers:
+        if isinstance(layer, torch.nn.Linear):
+            layer.reset_parameters()
+    return net
 
 
 class RiverOnline(Strategy):
@@ -232,7 +242,6 @@ def build(name: str, *, model: ScoringModel, registry: Path, settings: Settings,
     cfg = settings.learn
     base = LearnerConfig.from_settings(cfg)
     torch.manual_seed(seed)
-    hidden = next(iter(model.weights.values())).shape[0]
     makers: dict[str, Callable[[], Strategy]] = {
         "frozen": lambda: Frozen(model),
         "naive": lambda: FineTuning(model, replace(base, replay_size=0, ewc_lambda=0.0), cfg.round_events),
@@ -242,8 +251,8 @@ def build(name: str, *, model: ScoringModel, registry: Path, settings: Settings,
         "product_no_drift_reaction": lambda: Product(
             registry, settings.model_copy(update={"learn": cfg.model_copy(update={"drift_reaction": False})}), model.schema.names
         ),
-        "sliding": lambda: Retraining(model, *history, every_s=retrain_every_s, window_s=window_s, epochs=retrain_epochs, hidden=hidden, seed=seed),
-        "cumulative": lambda: Retraining(model, *history, every_s=retrain_every_s, window_s=None, epochs=retrain_epochs, hidden=hidden, seed=seed),
+        "sliding": lambda: Retraining(model, *history, every_s=retrain_every_s, window_s=window_s, epochs=retrain_epochs, seed=seed),
+        "cumulative": lambda: Retraining(model, *history, every_s=retrain_every_s, window_s=None, epochs=retrain_epochs, seed=seed),
         "river": lambda: RiverOnline(model, *history[:2]),
     }
     if name not in makers:

@@ -1,5 +1,6 @@
 """The prequential harness never lets a strategy see a label before its label time, and scores
-every stream event exactly once, with the model of its moment."""
+every stream event exactly once, with the model of its moment; the retraining baselines retrain the
+pretrained network's shape."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from learners.model import ScoringModel
+from learners.pretrain import pretrain
+from learners.registry import Registry
 from perennial.evaluation import harness
 from perennial.evaluation.data import table_scenario
-from perennial.evaluation.strategies import Strategy
+from perennial.evaluation.strategies import Strategy, build
 from perennial.settings import Settings
 
 
@@ -71,3 +75,35 @@ def test_table_scenario_errors_name_the_problem(table):
         table_scenario(path, label_column="y", time_column=None, label_time_column="lt")
     with pytest.raises(ValueError, match="not in"):
         table_scenario(table, label_column="y", time_column=None, pattern_column="kind")
+
+
+def separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    return x, (x[:, 0] + rng.normal(size=n) > 2.0).astype(np.int64)
+
+
+@pytest.fixture
+def pretrained_registry(tmp_path):
+    x, y = separable(3000, 0)
+    registry = Registry(tmp_path / "registry")
+    pretrain(("a", "b", "c"), x, y, registry, epochs=2, hidden=16, retention_size=200, replay_seed_size=200)
+    return registry
+
+
+@pytest.mark.parametrize("first", range(6))
+def test_a_retraining_baseline_keeps_the_pretrained_shape_in_whatever_order_its_weights_come(pretrained_registry, first):
+    """The registry's safetensors load returns the layers in a new random order at every load; the
+    retraining baselines read their width from the first one, so a third of all runs retrained a
+    network two units wide, which collapsed (every score the same, AP = the fraud rate) on rare fraud."""
+    loaded = pretrained_registry.load_current()
+    keys = sorted(loaded.weights)
+    model = ScoringModel(loaded.version, loaded.schema, {k: loaded.weights[k] for k in keys[first:] + keys[:first]})
+    x, y = separable(2000, 1)
+    for name in ("sliding", "cumulative"):
+        baseline = build(name, model=model, registry=pretrained_registry.root, settings=Settings(), history=(x, y, np.zeros(len(y))),
+                         retrain_every_s=10.0, window_s=100.0, seed=0)
+        baseline.learn(x[:10], y[:10], np.full(10, 5.0), now=5.0)
+        baseline.learn(x[10:20], y[10:20], np.full(10, 15.0), now=15.0)
+        assert baseline.summary()["retrains"] == 1
+        assert {k: v.shape for k, v in baseline.served.weights.items()} == {k: v.shape for k, v in loaded.weights.items()}
