@@ -69,7 +69,6 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     strategy = build(
         strategy_name, model=model, registry=registry.root, settings=settings, history=(scn.history_x, scn.history_y, history_t),
         retrain_every_s=spec.retrain_every_periods * period_s, window_s=spec.window_periods * period_s, seed=seed,
-        retrain_epochs=settings.pretrain.epochs,
     )
     n = len(scn.y)
     arrival = np.argsort(scn.label_time, kind="stable")
