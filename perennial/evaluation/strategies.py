@@ -25,6 +25,7 @@ from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.model import ScoringModel, TabularNet, state_numpy
 from learners.pretrain import fit
 from learners.schema import FeatureSchema
+from perennial.evaluation.scores import assert_spread
 from perennial.settings import Settings
 
 VALIDATION_SHARE = 0.2
@@ -164,7 +165,7 @@ class Retraining(Strategy):
     ``VALIDATION_SHARE`` (the split pretraining makes of its history), stopped once their log-loss
     has not improved for ``PATIENCE`` epochs. The model served is then fitted on the whole window
     for that many epochs, so that the freshest labels are learned too. Every retrained model is
-    deployed.
+    deployed; one that collapsed stops the run (``CollapsedModel``).
     (Deploying only a model that beat the one in service on the latest tenth of the labels was tried:
     on a few thousand labels that check is noise, and it lowered both baselines' mean AP.)"""
 
@@ -193,14 +194,16 @@ class Retraining(Strategy):
         cut = int(len(Y) * (1 - VALIDATION_SHARE))
         if Y[:cut].sum() < MIN_FRAUDS or not Y[cut:].any():
             return
-        self.served = self._retrain(X, Y, cut)
+        self.served = self._retrain(X, Y, cut, now)
 
-    def _retrain(self, x, y, cut: int) -> ScoringModel:
+    def _retrain(self, x, y, cut: int, now: float) -> ScoringModel:
         seed = self.seed + self.retrains
         _, epochs = self._fit(x[:cut], y[:cut], seed, self.max_epochs, validation=(x[cut:], y[cut:]))
         model, _ = self._fit(x, y, seed, epochs)
         self.retrains += 1
         self.epochs.append(epochs)
+        assert_spread(model.score(x[cut:]), f"{self.name} retrain {self.retrains} (stream time {now:.0f}, {len(y)} labels, "
+                      f"{int(y.sum())} frauds, {epochs} epochs), on its {len(y) - cut} latest labels")
         return model
 
     def _fit(self, x, y, seed: int, epochs: int, validation: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[ScoringModel, int]:
