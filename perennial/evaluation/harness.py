@@ -189,7 +189,8 @@ def run_all(spec: Spec, strategies: list[str], seeds: list[int], settings: Setti
             seed, name = futures[fut]
             results.append(fut.result())
             progress(f"seed {seed} {name}: done in {results[-1]['learn_s']:.1f} s of learning")
-    return results
+    # in job order, whichever finished first: the report's sums then add up in the same order
+    return sorted(results, key=lambda r: jobs.index((r["seed"], r["strategy"])))
 
 
 def evaluate(spec: Spec, strategies: list[str], seeds: list[int], settings: Settings, workdir: Path, out_md: Path,
