@@ -81,20 +81,51 @@ def class_balanced_sample(y: np.ndarray, size: int, rng: np.random.Generator) ->
     return np.sort(np.concatenate([rng.choice(pos, n_pos, replace=False), rng.choice(neg, n_neg, replace=False)]))
 
 
-def fit(net: TabularNet, z: np.ndarray, y: np.ndarray, epochs: int, seed: int, batch_size: int = 512, lr: float = 2e-3) -> None:
-    """Plain mini-batch training of ``net`` on normalised inputs."""
+def fit(
+    net: TabularNet,
+    z: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    seed: int,
+    batch_size: int = 512,
+    lr: float = 2e-3,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    patience: int = 3,
+) -> int:
+    """Plain mini-batch training of ``net`` on normalised inputs; returns the epochs it kept.
+
+    Without ``validation``: ``epochs`` epochs. With ``validation`` (normalised inputs and labels):
+    at most ``epochs``, stopped once the validation log-loss has not improved for ``patience``
+    epochs, and ``net`` is left with the weights of its best epoch."""
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(z), torch.from_numpy(y)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss()
-    net.train()
-    for _ in range(epochs):
+    best_loss, best_epoch, best_state = float("inf"), epochs, None
+    for epoch in range(1, epochs + 1):
+        net.train()
         perm = torch.randperm(len(yt), generator=gen)
         for i in range(0, len(perm), batch_size):
             idx = perm[i : i + batch_size]
             opt.zero_grad()
             loss_fn(net(xt[idx]), yt[idx]).backward()
             opt.step()
+        if validation is None:
+            continue
+        loss = _log_loss(net, *validation)
+        if loss < best_loss:
+            best_loss, best_epoch, best_state = loss, epoch, {k: v.clone() for k, v in net.state_dict().items()}
+        elif epoch - best_epoch >= patience:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return best_epoch
+
+
+def _log_loss(net: TabularNet, z: np.ndarray, y: np.ndarray) -> float:
+    net.eval()
+    with torch.inference_mode():
+        return float(torch.nn.functional.cross_entropy(net(torch.from_numpy(z)), torch.from_numpy(y)))
 
 
 def pretrain(

@@ -4,7 +4,8 @@ Time advances in steps of ``scenario.step_s``. At the start of each step the str
 label that has become known by then (in arrival order), and then scores the step's events: every
 event is scored by the model that would have been served at that moment, and no label is seen
 before its label time. At the end of each period the served model is judged on the probes (the R
-matrices), and every few steps on the per-pattern probes (the adaptation curves).
+matrices), and every few steps on the per-pattern probes (the adaptation curves). A served model
+whose scores do not spread on a probe stops the run (``scores.CollapsedModel``): it ranks nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 from learners.quality import average_precision
 from learners.registry import Registry
 from perennial.evaluation import data
-from perennial.evaluation.scores import card_precision_at_k, quality
-from perennial.evaluation.strategies import build
+from perennial.evaluation.scores import assert_spread, card_precision_at_k, quality
+from perennial.evaluation.strategies import Strategy, build
 from perennial.settings import Settings
 
 PROBE_EVERY_STEPS = 6
@@ -69,7 +70,6 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     strategy = build(
         strategy_name, model=model, registry=registry.root, settings=settings, history=(scn.history_x, scn.history_y, history_t),
         retrain_every_s=spec.retrain_every_periods * period_s, window_s=spec.window_periods * period_s, seed=seed,
-        retrain_epochs=settings.pretrain.epochs,
     )
     n = len(scn.y)
     arrival = np.argsort(scn.label_time, kind="stable")
@@ -79,7 +79,7 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     steps = np.arange(start, end, scn.step_s)
     fed = 0
     learn_s = score_s = 0.0
-    r_pattern, r_period = [_probe_row(scn.pattern_probes, strategy)], [_period_row(scn, strategy)]
+    r_pattern, r_period = [_probe_row(scn, strategy, start)], [_period_row(scn, strategy, start)]
     curves: dict[str, list[tuple[float, int, float | None]]] = {p: [] for p in scn.pattern_probes}
     next_period = 1
     for k, t in enumerate([*steps.tolist(), end]):  # the last pass only delivers the labels due by the end
@@ -91,14 +91,14 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
             learn_s += time.perf_counter() - t0
             fed = upto
         while next_period < len(scn.period_edges) and t >= scn.period_edges[next_period]:
-            r_pattern.append(_probe_row(scn.pattern_probes, strategy))
-            r_period.append(_period_row(scn, strategy))
+            r_pattern.append(_probe_row(scn, strategy, t))
+            r_period.append(_period_row(scn, strategy, t))
             next_period += 1
         if t >= end:
             break
         if k % PROBE_EVERY_STEPS == 0:
             for name, (px, py) in scn.pattern_probes.items():
-                curves[name].append((float(t), fed, average_precision(py, strategy.score(px))))
+                curves[name].append((float(t), fed, _probe_ap(strategy, px, py, f"pattern probe {name}", scn, t)))
         lo, hi = np.searchsorted(scn.time, [t, t + scn.step_s], side="left")
         if hi > lo:
             t0 = time.perf_counter()
@@ -115,12 +115,21 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     }
 
 
-def _probe_row(probes: dict[str, tuple[np.ndarray, np.ndarray]], strategy) -> list[float]:  # noqa: ANN001
-    return [_nan(average_precision(py, strategy.score(px))) for px, py in probes.values()]
+def _probe_row(scn: data.Scenario, strategy: Strategy, t: float) -> list[float]:
+    return [_nan(_probe_ap(strategy, px, py, f"pattern probe {name}", scn, t)) for name, (px, py) in scn.pattern_probes.items()]
 
 
-def _period_row(scn: data.Scenario, strategy) -> list[float]:  # noqa: ANN001
-    return [_nan(average_precision(py, strategy.score(px))) if len(py) else float("nan") for px, py in scn.period_probes]
+def _period_row(scn: data.Scenario, strategy: Strategy, t: float) -> list[float]:
+    return [_nan(_probe_ap(strategy, px, py, f"probe of period {i}", scn, t)) if len(py) else float("nan")
+            for i, (px, py) in enumerate(scn.period_probes)]
+
+
+def _probe_ap(strategy: Strategy, x: np.ndarray, y: np.ndarray, probe: str, scn: data.Scenario, t: float) -> float | None:
+    """AP of the model served at ``t`` on a probe; a collapsed model stops the run."""
+    scores = strategy.score(x)
+    scale, unit = scn.time_unit
+    assert_spread(scores, f"strategy {strategy.name!r} at {unit} {(t - scn.origin) / scale:.2f} of {scn.name}, on the {probe}")
+    return average_precision(y, scores)
 
 
 def _nan(v: float | None) -> float:
@@ -180,7 +189,8 @@ def run_all(spec: Spec, strategies: list[str], seeds: list[int], settings: Setti
             seed, name = futures[fut]
             results.append(fut.result())
             progress(f"seed {seed} {name}: done in {results[-1]['learn_s']:.1f} s of learning")
-    return results
+    # in job order, whichever finished first: the report's sums then add up in the same order
+    return sorted(results, key=lambda r: jobs.index((r["seed"], r["strategy"])))
 
 
 def evaluate(spec: Spec, strategies: list[str], seeds: list[int], settings: Settings, workdir: Path, out_md: Path,

@@ -20,6 +20,12 @@ R matrix figures (rows: after each period, the first row before any; columns: ta
 300
 >>> adaptation_events([(100, 0.01), (200, 0.02)]) is None  # never learned
 True
+
+A model whose scores do not spread ranks nothing: its AP is the fraud rate, which is a bug to report,
+not a figure.
+
+>>> log_odds_spread(np.array([0.01, 0.2, 0.9])) > MIN_LOG_ODDS_SPREAD > log_odds_spread(np.full(3, 0.4))
+True
 """
 
 from __future__ import annotations
@@ -29,6 +35,33 @@ from typing import Sequence
 import numpy as np
 
 from learners.quality import average_precision, roc_auc
+
+
+MIN_LOG_ODDS_SPREAD = 1e-2
+"""Below this standard deviation of the log-odds of a model's scores on a probe, the model is
+collapsed. Working models on fraud data spread by whole units; a collapsed one (every ReLU dead, or
+logits past the scorer's clip) by 1e-4 or nothing."""
+
+
+class CollapsedModel(RuntimeError):
+    """A served model scored a probe with (nearly) one value: every figure from it would be noise."""
+
+
+def log_odds_spread(scores: np.ndarray) -> float:
+    """Standard deviation of the log-odds of fraud probabilities."""
+    p = np.clip(np.asarray(scores, np.float64), 1e-300, 1 - 1e-16)
+    return float(np.std(np.log(p) - np.log1p(-p)))
+
+
+def assert_spread(scores: np.ndarray, what: str) -> None:
+    """Raise ``CollapsedModel`` (naming ``what``) when ``scores`` do not spread."""
+    if len(scores) > 1 and (spread := log_odds_spread(scores)) < MIN_LOG_ODDS_SPREAD:
+        raise CollapsedModel(
+            f"{what}: a collapsed model, its {len(scores)} scores spread by {spread:.2g} in log-odds "
+            f"(under {MIN_LOG_ODDS_SPREAD:g}; min {np.min(scores):.6g}, max {np.max(scores):.6g}); it ranks "
+            "nothing and its AP would be the fraud rate. This is a defect of the strategy's training, "
+            "not a result: fix it rather than report the figures"
+        )
 
 
 def card_precision_at_k(day: np.ndarray, card: np.ndarray, y: np.ndarray, scores: np.ndarray, k: int) -> list[float]:

@@ -1,5 +1,6 @@
 """`perennial evaluate` end to end on a CSV nobody wrote for it: other column names, ISO times, a
-label delay, a pattern column and an account column; real processes, real files, real plots."""
+label delay, a pattern column and an account column; real processes, real files, real plots. The same
+evaluation twice, in this process and in spawn workers, gives the same figures."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import orjson
 import pandas as pd
 import pytest
 
+from perennial.evaluation.harness import Spec, run_all
+from perennial.evaluation.strategies import STRATEGIES
+from perennial.settings import Settings
 from streams.simulator import FEATURES, PATTERNS, Simulator
 
 
@@ -60,3 +64,34 @@ def test_evaluate_runs_strategies_prequentially_on_any_csv_and_writes_the_report
     # every strategy saw the same labels and scored the same events
     assert len({r["labels"] for r in results.values()}) == 1 and len({r["events"] for r in results.values()}) == 1
     assert all(p["card_precision"] is not None for p in naive["periods"])
+
+
+TIMINGS = {"learn_s", "score_s"}  # wall-clock seconds: the only figures a second run may change
+
+
+def differences(a, b, path="") -> list[str]:
+    """Where two results differ: numbers by more than 0.005, anything else at all."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{path}: keys {sorted(a)} != {sorted(b)}"]
+        return [d for k in a if k not in TIMINGS for d in differences(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} items != {len(b)}"]
+        return [d for i, (u, v) in enumerate(zip(a, b)) for d in differences(u, v, f"{path}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float) and (abs(a - b) <= 0.005 or (np.isnan(a) and np.isnan(b))):
+        return []
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+@pytest.mark.timeout(900)
+def test_the_same_evaluation_twice_gives_every_figure_again(tmp_path):
+    """Two separate evaluations of the same scenario, one in this process and one in two spawn
+    workers (each pretraining its own registry), agree on every figure to 0.005."""
+    spec = Spec("simulator", {"customers": 300, "terminals": 150, "history_days": 20, "stream_days": 10, "period_days": 5})
+    first = run_all(spec, list(STRATEGIES), [0], Settings(), tmp_path / "first", workers=1, progress=lambda _: None)
+    second = run_all(spec, list(STRATEGIES), [0], Settings(), tmp_path / "second", workers=2, progress=lambda _: None)
+    assert [r["strategy"] for r in first] == [r["strategy"] for r in second]  # results.json in one order
+    first, second = ({r["strategy"]: r for r in results} for results in (first, second))
+    assert first["sliding"]["summary"]["retrains"] >= 2 and first["cumulative"]["summary"]["retrains"] >= 2
+    assert differences(first, second) == []

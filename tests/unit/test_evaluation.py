@@ -1,15 +1,22 @@
 """The prequential harness never lets a strategy see a label before its label time, and scores
-every stream event exactly once, with the model of its moment."""
+every stream event exactly once, with the model of its moment; the retraining baselines retrain the
+pretrained network's shape; a model that ranks nothing stops the run."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from learners.model import ScoringModel, TabularNet, state_numpy
+from learners.pretrain import pretrain
+from learners.registry import Registry
+from learners.schema import FeatureSchema
 from perennial.evaluation import harness
 from perennial.evaluation.data import table_scenario
-from perennial.evaluation.strategies import Strategy
+from perennial.evaluation.scores import CollapsedModel, assert_spread
+from perennial.evaluation.strategies import Frozen, Strategy, build
 from perennial.settings import Settings
 
 
@@ -27,8 +34,8 @@ class Spy(Strategy):
         self.learned += len(y)
 
     def score(self, x):
-        self.scored.append(np.stack([x[:, 0], np.full(len(x), self.learned)], axis=1))
-        return np.full(len(x), float(self.learned))  # the score reveals how many labels the model had
+        self.scored.append(np.stack([x[:, 0], np.full(len(x), self.learned)], axis=1))  # how many labels the model had
+        return 1 / (1 + np.exp(-x[:, 1]))
 
 
 @pytest.fixture
@@ -71,3 +78,65 @@ def test_table_scenario_errors_name_the_problem(table):
         table_scenario(path, label_column="y", time_column=None, label_time_column="lt")
     with pytest.raises(ValueError, match="not in"):
         table_scenario(table, label_column="y", time_column=None, pattern_column="kind")
+
+
+def separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    return x, (x[:, 0] + rng.normal(size=n) > 2.0).astype(np.int64)
+
+
+@pytest.fixture
+def pretrained_registry(tmp_path):
+    x, y = separable(3000, 0)
+    registry = Registry(tmp_path / "registry")
+    pretrain(("a", "b", "c"), x, y, registry, epochs=2, hidden=16, retention_size=200, replay_seed_size=200)
+    return registry
+
+
+@pytest.mark.parametrize("first", range(6))
+def test_a_retraining_baseline_keeps_the_pretrained_shape_in_whatever_order_its_weights_come(pretrained_registry, first):
+    """The registry's safetensors load returns the layers in a new random order at every load; the
+    retraining baselines read their width from the first one, so a third of all runs retrained a
+    network two units wide, which collapsed (every score the same, AP = the fraud rate) on rare fraud."""
+    loaded = pretrained_registry.load_current()
+    keys = sorted(loaded.weights)
+    model = ScoringModel(loaded.version, loaded.schema, {k: loaded.weights[k] for k in keys[first:] + keys[:first]})
+    x, y = separable(2000, 1)
+    for name in ("sliding", "cumulative"):
+        baseline = build(name, model=model, registry=pretrained_registry.root, settings=Settings(), history=(x, y, np.zeros(len(y))),
+                         retrain_every_s=10.0, window_s=100.0, seed=0)
+        baseline.learn(x[:10], y[:10], np.full(10, 5.0), now=5.0)
+        baseline.learn(x[10:20], y[10:20], np.full(10, 15.0), now=15.0)
+        assert baseline.summary()["retrains"] == 1
+        assert {k: v.shape for k, v in baseline.served.weights.items()} == {k: v.shape for k, v in loaded.weights.items()}
+
+
+def flat_model(how: str) -> ScoringModel:
+    """A model that scores every event the same: its output layer ignores its input ("dead"), or
+    its logits are past the scorer's clip for every event ("clipped")."""
+    torch.manual_seed(0)
+    weights = state_numpy(TabularNet(2, hidden=8).state_dict())
+    if how == "dead":
+        weights["layers.4.weight"] = np.zeros_like(weights["layers.4.weight"])
+    else:
+        weights["layers.4.bias"] = np.array([1000.0, -1000.0], np.float32)
+    return ScoringModel(how, FeatureSchema.fit(("a", "b"), separable(100, 3)[0][:, :2]), weights)
+
+
+@pytest.mark.parametrize("how", ["dead", "clipped"])
+def test_the_collapse_detector_raises_on_a_model_that_scores_every_event_the_same(how):
+    x = separable(500, 4)[0][:, :2]
+    working = ScoringModel("ok", flat_model("dead").schema, state_numpy(TabularNet(2, hidden=8).state_dict()))
+    assert_spread(working.score(x), "a working model")
+    with pytest.raises(CollapsedModel, match=r"^the model under test: a collapsed model, its 500 scores spread by"):
+        assert_spread(flat_model(how).score(x), "the model under test")
+
+
+def test_a_collapsed_model_stops_the_run_naming_the_strategy_and_the_probe(table, tmp_path, monkeypatch):
+    flat = Frozen(flat_model("dead"))
+    flat.name = "flat"
+    monkeypatch.setattr(harness, "build", lambda *a, **k: flat)
+    spec = harness.Spec("table", {"path": table, "label_column": "y", "time_column": None, "features": ["a", "b"], "periods": 4})
+    with pytest.raises(CollapsedModel, match=r"^strategy 'flat' at minute 0\.00 of t\.parquet.*, on the probe of period 0: a collapsed model"):
+        harness.run(spec, "flat", 0, Settings(), tmp_path)
