@@ -34,7 +34,7 @@ def test_pretrain_from_any_csv_then_serve_refuses_nothing(tmp_path):
     history = tmp_path / "history.csv"
     r = perennial("simulate", "--history", str(history), "--start-day", "0", "--days", "12")
     assert r.returncode == 0, r.stderr
-    r = perennial("pretrain", "--history", str(history), "--registry", str(tmp_path / "reg"))
+    r = perennial("pretrain", "--history", str(history), "--registry", str(tmp_path / "reg"), timeout=240)
     assert r.returncode == 0, r.stderr
     out = orjson.loads(r.stdout.splitlines()[-1])
     assert out["version"] == "v000001" and out["metrics"]["validation_ap"] > 0.3
