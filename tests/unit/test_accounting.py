@@ -74,10 +74,10 @@ def feed(learner: Learner, values: list[bytes | None], dead_letters: DeadLetters
 def balance(m: LearnerMetrics) -> tuple[float, float]:
     """consumed, and trained + held_out + quarantined + pending + pending_holdout + dead-lettered, from the metrics alone."""
     value = m.registry.get_sample_value
-    parts = ["trained", "held_out", "quarantined"]
-    accounted = sum(value(f"perennial_learner_events_{p}_total") for p in parts)
+    accounted = value("perennial_learner_events_trained_total") + value("perennial_learner_events_held_out_total")
     accounted += value("perennial_learner_pending_events") + value("perennial_learner_pending_holdout_events")
-    accounted += sum(s.value for s in m.dead_lettered.collect()[0].samples if s.name.endswith("_total"))
+    for by_reason in (m.quarantined, m.dead_lettered):
+        accounted += sum(s.value for s in by_reason.collect()[0].samples if s.name.endswith("_total"))
     return value("perennial_learner_events_consumed_total"), accounted
 
 
