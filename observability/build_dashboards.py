@@ -93,6 +93,14 @@ LEARNING = [
     ("Learning paused by an operator", "bool_yes_no", "stat", [q("max(perennial_learner_paused)", "paused")]),
     ("Rollbacks by trigger", "short", "timeseries", [q("sum by (trigger) (increase(perennial_learner_rollbacks_total[1h]))", "{{trigger}}")]),
     ("Events quarantined (implausible fraud rate)", "short", "timeseries", [q("sum(increase(perennial_learner_events_quarantined_total[15m]))", "quarantined")]),
+    ("Share of consumed events dead-lettered", "percentunit", "timeseries", [
+        q("sum(rate(perennial_learner_events_dead_lettered_total[10m])) / clamp_min(sum(rate(perennial_learner_events_consumed_total[10m])), 1e-9)", "dead-lettered"),
+    ]),
+    ("Kafka broker reachable, failed requests", "short", "timeseries", [
+        q("max(perennial_learner_broker_up)", "reachable"),
+        q("sum(increase(perennial_learner_broker_errors_total[5m]))", "failed requests"),
+    ]),
+    ("Offset resets by partition", "short", "timeseries", [q("sum by (partition) (increase(perennial_learner_offset_resets_total[1h]))", "partition {{partition}}")]),
 ]
 
 
