@@ -74,7 +74,22 @@ class LearnerMetrics:
             "perennial_learner_retention_baseline_average_precision",
             "Average precision of the first (pretrained) version on the retention set: what forgetting is measured against.", registry=r,
         )
-        self.lag = Gauge("perennial_learner_consumer_lag", "Events on the topic not yet read, by partition.", ["partition"], registry=r)
+        self.lag = Gauge(
+            "perennial_learner_consumer_lag", "Events on the topic not yet read, by assigned partition (0 when caught up).", ["partition"], registry=r,
+        )
+        self.broker_up = Gauge(
+            "perennial_learner_broker_up",
+            "1 while the learner's last request to the Kafka broker succeeded (connecting at start-up, then looking up its partitions' end every few seconds).",
+            registry=r,
+        )
+        self.broker_errors = Counter(
+            "perennial_learner_broker_errors_total", "Failed requests to the Kafka broker, retried (start-up attempts, end-offset look-ups).", registry=r,
+        )
+        self.offset_resets = Counter(
+            "perennial_learner_offset_resets_total",
+            "Read positions moved because they were past the end (broker data lost, topic recreated) or before the start of their partition.",
+            ["partition"], registry=r,
+        )
         self.last_round = Gauge("perennial_learner_last_round_timestamp_seconds", "When the last round finished (Unix time).", registry=r)
         self.last_publish = Gauge(
             "perennial_learner_last_publish_timestamp_seconds", "When the served version was created (Unix time).", registry=r,

@@ -99,6 +99,14 @@ LEARNING = [
         q("max(perennial_learner_contradiction_rate)", "last round"),
         q("max(perennial_learner_contradiction_usual_rate)", "usual"),
     ]),
+    ("Share of consumed events dead-lettered", "percentunit", "timeseries", [
+        q("sum(rate(perennial_learner_events_dead_lettered_total[10m])) / clamp_min(sum(rate(perennial_learner_events_consumed_total[10m])), 1e-9)", "dead-lettered"),
+    ]),
+    ("Kafka broker reachable, failed requests", "short", "timeseries", [
+        q("max(perennial_learner_broker_up)", "reachable"),
+        q("sum(increase(perennial_learner_broker_errors_total[5m]))", "failed requests"),
+    ]),
+    ("Offset resets by partition", "short", "timeseries", [q("sum by (partition) (increase(perennial_learner_offset_resets_total[1h]))", "partition {{partition}}")]),
 ]
 
 

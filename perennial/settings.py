@@ -146,6 +146,20 @@ class LearnSettings(BaseModel):
     rollback_margin: float = 0.02
     """A newly served version whose average precision on the labeled events that arrive after its
     swap falls this far below its parent's on the same events is rolled back automatically."""
+    broker_retry_initial_s: float = 0.5
+    """Wait before the learner's second attempt to reach the broker at start-up; every failed attempt
+    doubles it (each wait drawn between half and all of it, so restarted learners do not retry in step)."""
+    broker_retry_max_s: float = 30.0
+    """Longest wait between two attempts to reach the broker at start-up: the learner retries forever,
+    serving /metrics meanwhile (``perennial_learner_broker_up`` is 0)."""
+    broker_connect_timeout_s: float = 5.0
+    """Longest time one attempt waits for the broker's first answer (kafka-python's
+    ``bootstrap_timeout_ms``); it also bounds how long SIGTERM can wait during an attempt."""
+    offset_reset_past_end: Literal["earliest", "latest"] = "earliest"
+    """Where the learner reads when its position is past the end of a partition (the broker lost its
+    data or the topic was recreated): ``earliest`` reads every event now on the topic (none skipped;
+    ids it has already seen are dropped as duplicates), ``latest`` only events produced from then on.
+    Logged with both offsets and counted in ``perennial_learner_offset_resets_total``."""
     metrics_host: str = "127.0.0.1"
     """Interface of the learner's /metrics endpoint."""
     metrics_port: int = 9101

@@ -4,7 +4,9 @@ through unchanged) for every producer, consumer and admin client of the product.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable
+import random
+import socket
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -99,6 +101,35 @@ def dead_letter(
         headers.append(("perennial.truncated", str(len(raw)).encode()))
         raw = raw[:max_value_bytes]
     return origin, raw, headers
+
+
+def backoff_delays(initial_s: float, max_s: float, draw: Callable[[], float] = random.random) -> Iterator[float]:
+    """Waits between attempts: doubling from ``initial_s`` up to ``max_s``, each drawn between half
+    and all of that, so that clients failing together do not retry in step.
+
+    >>> [round(d, 2) for d, _ in zip(backoff_delays(0.5, 5.0, draw=lambda: 1.0), range(6))]
+    [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    >>> [round(d, 2) for d, _ in zip(backoff_delays(0.5, 5.0, draw=lambda: 0.0), range(3))]
+    [0.25, 0.5, 1.0]
+    """
+    ceiling = initial_s
+    while True:
+        yield ceiling * (0.5 + draw() / 2)
+        ceiling = min(max_s, ceiling * 2)
+
+
+def check_reachable(config: dict[str, Any], timeout_s: float) -> None:
+    """Raise ``ConnectionError`` naming each bootstrap server and why it refused a TCP connection,
+    unless one accepts. kafka-python only says "Unable to bootstrap", after its own retries."""
+    causes = []
+    for server in config["bootstrap_servers"]:
+        host, _, port = server.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+            return
+        except OSError as exc:
+            causes.append(f"{server}: {exc.strerror or exc}")
+    raise ConnectionError("; ".join(causes))
 
 
 class DeadLetters:

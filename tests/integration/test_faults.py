@@ -4,6 +4,7 @@ entries, a 20-second network outage to the broker, and files written while SIGKI
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -18,10 +19,10 @@ import pytest
 from learners.checkpoint import load_checkpoint
 from learners.registry import Registry
 from learners.schema import FeatureSchema
-from streams.broker import LocalBroker
+from streams.broker import LocalBroker, free_port
 from streams.simulator import FEATURES
 
-from .conftest import SIM, Outage, Stack, produce_stream, wait_for
+from .conftest import SIM, Outage, Stack, produce_stream, producer, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -230,6 +231,112 @@ def test_broker_outage_of_20_seconds_loses_nothing(tmp_path, base_registry):
         broker.stop()
         if outage:
             outage.cut()
+
+
+def attempts_logged(log: str) -> list[int]:
+    return [int(n) for n in re.findall(r"cannot reach the Kafka broker at .*; attempt (\d+) failed", log)]
+
+
+def test_learner_started_before_the_broker_waits_for_it_then_learns(tmp_path, base_registry):
+    broker = LocalBroker()  # its port stays closed until start()
+    stack = Stack(tmp_path, broker.bootstrap, base_registry)
+    stack.env["PERENNIAL_LEARN__BROKER_RETRY_MAX_S"] = "2"
+    try:
+        learner = stack.start("learn")
+        wait_for(lambda: stack.learner_metric("perennial_learner_broker_errors_total") >= 3, 60, "failed attempts on /metrics")
+        assert stack.learner_metric("perennial_learner_broker_up") == 0
+        broker.start()
+        produced = produce_stream(broker.bootstrap, stack.topic, 45, 46)
+        consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")  # noqa: E731
+        wait_for(lambda: consumed() == len(produced), 120, "the learner to consume once the broker is up")
+        wait_for(lambda: stack.learner_metric("perennial_learner_rounds_total") >= 1, 60, "a training round")
+        assert learner.poll() is None, "the same process, never restarted"
+        assert stack.learner_metric("perennial_learner_broker_up") == 1
+        log = stack.log("learn")
+        assert f"cannot reach the Kafka broker at {broker.bootstrap} (ConnectionError: {broker.bootstrap}: Connection refused)" in log
+        attempts = attempts_logged(log)
+        assert attempts == list(range(1, len(attempts) + 1)) and len(attempts) >= 3, "one line per failed attempt"
+        assert stack.stop("learn") == 0
+    finally:
+        stack.close()
+        broker.stop()
+
+
+def test_learner_waiting_for_the_broker_stops_on_sigterm(tmp_path, base_registry):
+    stack = Stack(tmp_path, f"127.0.0.1:{free_port()}", base_registry)
+    stack.env["PERENNIAL_LEARN__BROKER_RETRY_INITIAL_S"] = "120"  # after the first attempt it waits a minute or more
+    try:
+        stack.start("learn")
+        wait_for(lambda: stack.learner_metric("perennial_learner_broker_errors_total") == 1, 60, "the first failed attempt")
+        assert stack.stop("learn", timeout=20) == 0
+        assert attempts_logged(stack.log("learn")) == [1]
+    finally:
+        stack.close()
+
+
+class LagSeries(threading.Thread):
+    """Scrapes the learner's /metrics until stopped; records whether each scrape had the lag of partition 0."""
+
+    def __init__(self, stack: Stack):
+        super().__init__(daemon=True)
+        self.stack, self.stop = stack, threading.Event()
+        self.present: list[bool] = []
+
+    def run(self) -> None:
+        while not self.stop.wait(0.3):
+            try:
+                text = httpx.get(f"http://127.0.0.1:{self.stack.metrics_port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                continue
+            self.present.append('perennial_learner_consumer_lag{partition="0"} ' in text)
+
+
+def test_learner_reads_on_after_the_broker_lost_its_data(tmp_path, base_registry):
+    broker = LocalBroker().start()
+    stack = Stack(tmp_path, broker.bootstrap, base_registry)
+    lag_series = LagSeries(stack)
+    try:
+        stack.start("learn")
+        first = produce_stream(broker.bootstrap, stack.topic, 45, 47)
+        wait_for(lambda: checkpoint_positions(stack) == len(first), 120, "a checkpoint after the first events")
+        lag = lambda: stack.learner_metric('perennial_learner_consumer_lag{partition="0"}')  # noqa: E731
+        assert lag() == 0
+        lag_series.start()
+        broker.stop()
+        broker = LocalBroker(port=broker.port).start()  # memory-only: no topics, offsets or groups any more
+        second = produce_stream(broker.bootstrap, stack.topic, 47, 48)
+        malformed = producer(broker.bootstrap, stack.topic)
+        for i in range(5):
+            malformed.send(stack.topic, value=b"not json %d" % i)
+        malformed.close(10)
+        assert len(second) + 5 < len(first)
+        consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")  # noqa: E731
+        wait_for(lambda: consumed() == len(first) + len(second) + 5, 120, "the learner to read the new events")
+        wait_for(lambda: checkpoint_positions(stack) == len(second) + 5, 60, "a checkpoint at the new positions")
+        assert stack.learner_metric('perennial_learner_offset_resets_total{partition="0"}') == 1
+        assert re.search(rf"offset {len(first)} is outside the partition \(offsets 0 to \d+\): the broker lost its data", stack.log("learn"))
+        assert len(read_topic(broker.bootstrap, f"{stack.topic}.dlq", 5)) == 5, "dead letters are still delivered"
+        assert lag() == 0
+        lag_series.stop.set()
+        lag_series.join(5)
+        assert len(lag_series.present) > 10 and all(lag_series.present), "the lag is exported throughout"
+        assert stack.stop("learn") == 0
+        tensors, meta = load_checkpoint(stack.checkpoint)
+        a = meta["accounting"]
+        pending = len(tensors["pending.y"]) + len(tensors["pending_holdout.y"])
+        assert a["consumed"] == len(first) + len(second) + 5
+        assert a["trained"] + a["held_out"] + a["quarantined"] + pending + sum(a["dead_lettered"].values()) == a["consumed"]
+    finally:
+        lag_series.stop.set()
+        stack.close()
+        broker.stop()
+
+
+def checkpoint_positions(stack: Stack) -> int:
+    """Sum of the checkpoint's offsets on the topic's partitions (a broker may create it with several)."""
+    loaded = load_checkpoint(stack.checkpoint)
+    offsets = loaded[1]["offsets"] if loaded else {}
+    return sum(offset for key, offset in offsets.items() if key.rpartition(":")[0] == stack.topic)
 
 
 WRITER = r"""
