@@ -32,6 +32,8 @@ def offset_key(tp: TopicPartition) -> str:
 
 
 class Partitions:
+    """Kept by the loop: told of each assignment, asked to poll and to observe once per cycle."""
+
     def __init__(self, learner: Learner, consumer: KafkaConsumer):
         self.learner, self.consumer = learner, consumer
         self.metrics = learner.metrics

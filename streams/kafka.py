@@ -111,8 +111,10 @@ def backoff_delays(initial_s: float, max_s: float, draw: Callable[[], float] = r
     [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
     >>> [round(d, 2) for d, _ in zip(backoff_delays(0.5, 5.0, draw=lambda: 0.0), range(3))]
     [0.25, 0.5, 1.0]
+    >>> [round(d, 2) for d, _ in zip(backoff_delays(60.0, 5.0, draw=lambda: 1.0), range(2))]
+    [5.0, 5.0]
     """
-    ceiling = initial_s
+    ceiling = min(initial_s, max_s)
     while True:
         yield ceiling * (0.5 + draw() / 2)
         ceiling = min(max_s, ceiling * 2)

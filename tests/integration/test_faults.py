@@ -265,6 +265,7 @@ def test_learner_started_before_the_broker_waits_for_it_then_learns(tmp_path, ba
 def test_learner_waiting_for_the_broker_stops_on_sigterm(tmp_path, base_registry):
     stack = Stack(tmp_path, f"127.0.0.1:{free_port()}", base_registry)
     stack.env["PERENNIAL_LEARN__BROKER_RETRY_INITIAL_S"] = "120"  # after the first attempt it waits a minute or more
+    stack.env["PERENNIAL_LEARN__BROKER_RETRY_MAX_S"] = "120"
     try:
         stack.start("learn")
         wait_for(lambda: stack.learner_metric("perennial_learner_broker_errors_total") == 1, 60, "the first failed attempt")
