@@ -143,8 +143,9 @@ def _balance(stack) -> tuple[float, float] | None:
     text = httpx.get(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).text
     samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
     value = lambda name: float(samples[f"perennial_learner_{name}"])  # noqa: E731
-    accounted = sum(value(f"events_{b}_total") for b in ("trained", "held_out", "quarantined"))
+    by_reason = ("perennial_learner_events_quarantined_total{", "perennial_learner_events_dead_lettered_total{")
+    accounted = value("events_trained_total") + value("events_held_out_total")
     accounted += value("pending_events") + value("pending_holdout_events")
-    accounted += sum(float(v) for k, v in samples.items() if k.startswith("perennial_learner_events_dead_lettered_total{"))
+    accounted += sum(float(v) for k, v in samples.items() if k.startswith(by_reason))
     consumed = value("events_consumed_total")
     return (consumed, accounted) if consumed == accounted else None
