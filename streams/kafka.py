@@ -125,13 +125,24 @@ def check_reachable(config: dict[str, Any], timeout_s: float) -> None:
     unless one accepts. kafka-python only says "Unable to bootstrap", after its own retries."""
     causes = []
     for server in config["bootstrap_servers"]:
-        host, _, port = server.rpartition(":")
         try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+            socket.create_connection(_host_port(server), timeout=timeout_s).close()
             return
         except OSError as exc:
             causes.append(f"{server}: {exc.strerror or exc}")
     raise ConnectionError("; ".join(causes))
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    """``host:port``, ``[v6 address]:port``, or a host alone on Kafka's default port.
+
+    >>> _host_port("kafka-0.kafka:9093"), _host_port("[::1]:9092"), _host_port("kafka")
+    (('kafka-0.kafka', 9093), ('::1', 9092), ('kafka', 9092))
+    """
+    host, sep, port = server.rpartition(":")
+    if not sep or server.endswith("]"):
+        return server.strip("[]"), 9092
+    return host.strip("[]"), int(port)
 
 
 class DeadLetters:
