@@ -1,14 +1,34 @@
 """Validation gates: may the candidate replace the incumbent?
 
 A pure function of the two models' scores on the evaluation sets, returning a decision with its
-reasons and figures. The candidate must
+reasons and figures. Each comparison is paired (both models on the same events) and weighed with
+its uncertainty (``learners.stats``: a class-stratified bootstrap of the AP difference), so a
+decision has three outcomes:
 
-- give finite scores that are not collapsed (sanity),
-- score each event within the latency budget (sanity),
-- be judged on enough recent frauds (evidence),
-- detect recent fraud at least as well as the incumbent (adaptation: recent held-out events that
-  neither model trained on),
-- not lose more than a set amount of average precision on the retention set (forgetting).
+- **passed**: the candidate is sane, better on recent events with the configured confidence, and
+  not worse on the retention set beyond the tolerance with that confidence;
+- **failed**: there is evidence against it: non-finite or collapsed scores, too slow, worse on
+  recent events, or worse on the retention set by more than the tolerance (with the confidence);
+- **inconclusive**: not enough evidence either way (too few recent frauds, or intervals that
+  straddle the margins). The learner then gathers more labeled events for the same candidate; an
+  inconclusive candidate is neither served nor counted as a failure.
+
+Examples
+--------
+A candidate that ranks 30 recent frauds better, and keeps the retention set, passes; its twin is
+not called worse, it is inconclusive:
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> y = np.r_[np.ones(30), np.zeros(3000)].astype(int)
+>>> good, weak = rng.normal(size=3030) + 2 * y, rng.normal(size=3030) + 0.5 * y
+>>> kw = dict(recent_y=y, retention_y=y, candidate_retention=good, incumbent_retention=good, candidate_latency_ms=0.1)
+>>> decide(candidate_recent=good, incumbent_recent=weak, **kw).outcome
+'passed'
+>>> decide(candidate_recent=good + rng.normal(scale=1e-3, size=3030), incumbent_recent=good, **kw).outcome
+'inconclusive'
+>>> decide(candidate_recent=weak, incumbent_recent=good, **kw).outcome
+'failed'
 """
 
 from __future__ import annotations
@@ -18,20 +38,27 @@ from typing import Any
 
 import numpy as np
 
-from learners.quality import average_precision, roc_auc
+from learners.quality import roc_auc
+from learners.stats import Comparison, average_precision, paired_ap_difference
 
 
 CHECKS = ("finite", "score_spread", "latency", "evidence", "recent", "retention")
+OUTCOMES = ("passed", "failed", "inconclusive")
 
 
 @dataclass(frozen=True)
 class GateThresholds:
+    confidence: float = 0.9
     max_retention_drop: float = 0.02
     max_retention_drop_from_baseline: float = 0.05
-    min_recent_gain: float = -0.01
-    min_recent_positives: int = 5
+    min_recent_gain: float = 0.0
+    max_recent_drop: float = 0.0
+    min_recent_positives: int = 20
     min_score_std: float = 1e-3
     max_latency_ms: float = 5.0
+    resamples: int = 300
+    evidence_max_frauds: int = 400
+    evidence_max_events: int = 200000
 
 
 @dataclass(frozen=True)
@@ -39,26 +66,37 @@ class Check:
     name: str
     passed: bool
     detail: str
+    inconclusive: bool = False  # neither passed nor failed: not enough evidence
+
+    @property
+    def outcome(self) -> str:
+        return "passed" if self.passed else "inconclusive" if self.inconclusive else "failed"
 
 
 @dataclass(frozen=True)
 class GateDecision:
-    passed: bool
     checks: tuple[Check, ...]
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def outcome(self) -> str:
+        """failed if any check failed, else inconclusive if any lacked evidence, else passed."""
+        outcomes = {c.outcome for c in self.checks}
+        return "failed" if "failed" in outcomes else "inconclusive" if "inconclusive" in outcomes else "passed"
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+    @property
     def reasons(self) -> list[str]:
-        """Why it failed (the failed checks), or why it passed (every check)."""
-        failed = [c for c in self.checks if not c.passed]
-        return [f"{c.name}: {c.detail}" for c in (failed or self.checks)]
+        """Why it failed or was inconclusive (those checks), or why it passed (every check)."""
+        held = [c for c in self.checks if not c.passed]
+        return [f"{c.name}: {c.detail}" for c in (held or self.checks)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": self.reasons, "checks": [asdict(c) for c in self.checks], "metrics": self.metrics}
-
-
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
+        return {"passed": self.passed, "outcome": self.outcome, "reasons": self.reasons,
+                "checks": [asdict(c) for c in self.checks], "metrics": self.metrics}
 
 
 def decide(
@@ -72,8 +110,11 @@ def decide(
     candidate_latency_ms: float,
     thresholds: GateThresholds = GateThresholds(),
     baseline_retention_ap: float | None = None,
+    retention_weights: np.ndarray | None = None,
+    seed: int = 0,
 ) -> GateDecision:
-    """Compare candidate and incumbent scores on the recent held-out set and the retention set."""
+    """Compare candidate and incumbent scores on recent events neither trained on and on the retention
+    set (whose legitimate events may carry ``retention_weights``: sampled, weighted to the real rate)."""
     t = thresholds
     checks: list[Check] = []
     all_scores = np.concatenate([candidate_recent, candidate_retention])
@@ -94,24 +135,23 @@ def decide(
     )
 
     positives = int(np.sum(recent_y))
+    enough = positives >= t.min_recent_positives and positives < len(recent_y)
     checks.append(
         Check(
-            "evidence",
-            positives >= t.min_recent_positives,
-            f"{positives} frauds among {len(recent_y)} recent held-out events (need {t.min_recent_positives})",
+            "evidence", enough,
+            f"{positives} frauds among {len(recent_y)} recent events neither model trained on (need {t.min_recent_positives})",
+            inconclusive=not enough,
         )
     )
 
     safe = lambda s: np.nan_to_num(s, nan=0.5, posinf=1.0, neginf=0.0)  # noqa: E731 - figures even for a broken candidate
-    m = {
+    m: dict[str, Any] = {
         "recent_events": int(len(recent_y)),
         "recent_positives": positives,
-        "candidate_recent_ap": average_precision(recent_y, safe(candidate_recent)),
-        "incumbent_recent_ap": average_precision(recent_y, incumbent_recent),
+        "retention_events": int(len(retention_y)),
+        "retention_positives": int(np.sum(retention_y)),
         "candidate_recent_auc": roc_auc(recent_y, safe(candidate_recent)),
         "incumbent_recent_auc": roc_auc(recent_y, incumbent_recent),
-        "candidate_retention_ap": average_precision(retention_y, safe(candidate_retention)),
-        "incumbent_retention_ap": average_precision(retention_y, incumbent_retention),
         "candidate_retention_auc": roc_auc(retention_y, safe(candidate_retention)),
         "incumbent_retention_auc": roc_auc(retention_y, incumbent_retention),
         "candidate_score_mean": float(np.mean(safe(all_scores))) if all_scores.size else None,
@@ -119,17 +159,57 @@ def decide(
         "candidate_latency_ms": candidate_latency_ms,
     }
 
-    cand, inc = m["candidate_recent_ap"], m["incumbent_recent_ap"]
-    ok = cand is not None and inc is not None and cand >= inc + t.min_recent_gain
-    checks.append(Check("recent", ok, f"candidate AP {_fmt(cand)} vs incumbent {_fmt(inc)} (min gain {t.min_recent_gain})"))
+    if enough:
+        recent = paired_ap_difference(recent_y, safe(candidate_recent), incumbent_recent, confidence=t.confidence,
+                                      resamples=t.resamples, seed=seed)
+        m.update(_figures("recent", recent))
+        checks.append(_recent_check(recent, t))
+    else:
+        m["candidate_recent_ap"] = average_precision(recent_y, safe(candidate_recent))
+        m["incumbent_recent_ap"] = average_precision(recent_y, incumbent_recent)
+        checks.append(Check("recent", False, "not judged: too few recent frauds", inconclusive=True))
 
-    cand, inc = m["candidate_retention_ap"], m["incumbent_retention_ap"]
-    ok = cand is not None and inc is not None and cand >= inc - t.max_retention_drop
-    detail = f"candidate AP {_fmt(cand)} vs incumbent {_fmt(inc)} (max drop {t.max_retention_drop})"
-    if baseline_retention_ap is not None:
+    retention = paired_ap_difference(retention_y, safe(candidate_retention), incumbent_retention, weights=retention_weights,
+                                     confidence=t.confidence, resamples=t.resamples, seed=seed)
+    m.update(_figures("retention", retention))
+    checks.append(_retention_check(retention, t, baseline_retention_ap))
+    return GateDecision(checks=tuple(checks), metrics=m)
+
+
+def _figures(name: str, c: Comparison) -> dict[str, Any]:
+    """The comparison's figures under the names the manifest, the log and the metrics use."""
+    return {
+        f"candidate_{name}_ap": c.a, f"incumbent_{name}_ap": c.b, f"{name}_ap_difference": c.diff,
+        f"{name}_ap_difference_low": c.low, f"{name}_ap_difference_high": c.high, f"{name}_p_better": c.p_better,
+        f"{name}_frauds": c.frauds, f"{name}_events": c.events,
+    }
+
+
+def _interval(c: Comparison) -> str:
+    return (f"candidate AP {c.a:.4f} vs incumbent {c.b:.4f}: difference {c.diff:+.4f}, {c.confidence:.0%} interval "
+            f"[{c.low:+.4f}, {c.high:+.4f}] on {c.frauds} frauds among {c.events} events")
+
+
+def _recent_check(c: Comparison, t: GateThresholds) -> Check:
+    verdict = c.verdict(t.confidence, t.max_recent_drop, t.min_recent_gain)
+    detail = f"{_interval(c)}; {verdict}"
+    if verdict == "better":
+        return Check("recent", True, f"{detail} (better by over {t.min_recent_gain} with {t.confidence:.0%} confidence)")
+    if verdict == "worse":
+        return Check("recent", False, f"{detail} (worse by over {t.max_recent_drop} with {t.confidence:.0%} confidence)")
+    return Check("recent", False, f"{detail}: not enough evidence yet that it is better (P(better) {c.p_above(t.min_recent_gain):.2f}, "
+                 f"need {t.confidence:.2f})", inconclusive=True)
+
+
+def _retention_check(c: Comparison, t: GateThresholds, baseline: float | None) -> Check:
+    worse = c.p_below(-t.max_retention_drop) >= t.confidence
+    detail = f"{_interval(c)} (max drop {t.max_retention_drop} at {t.confidence:.0%} confidence)"
+    if worse:
+        return Check("retention", False, f"{detail}: worse, P(drop over {t.max_retention_drop}) {c.p_below(-t.max_retention_drop):.2f}")
+    if baseline is not None:
         # small drops must not add up round after round: a floor under the pretrained version's AP
-        ok = ok and cand >= baseline_retention_ap - t.max_retention_drop_from_baseline
-        detail += f" and vs the pretrained version {_fmt(baseline_retention_ap)} (max drop {t.max_retention_drop_from_baseline})"
-    checks.append(Check("retention", ok, detail))
-
-    return GateDecision(passed=all(c.passed for c in checks), checks=tuple(checks), metrics=m)
+        floor = baseline - t.max_retention_drop_from_baseline
+        detail += f" and vs the pretrained version {baseline:.4f} (max drop {t.max_retention_drop_from_baseline})"
+        if c.a < floor:
+            return Check("retention", False, f"{detail}: under the floor {floor:.4f}")
+    return Check("retention", True, detail)

@@ -26,7 +26,8 @@ from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.checkpoint import load_checkpoint, save_checkpoint
 from learners.contradiction import ContradictionGuard, Contradictions
 from learners.drift import DriftMonitor, log_loss
-from learners.gates import GateThresholds, decide
+from learners.challenger import Challenger
+from learners.gates import GateDecision, GateThresholds, decide
 from learners.label_guard import LabelRateGuard
 from learners.metrics import LearnerMetrics
 from learners.model import ScoringModel, TabularNet
@@ -52,7 +53,7 @@ class Learner:
             raise RegistryError(f"registry {settings.registry.path} has no version yet; run `perennial pretrain` first")
         self.incumbent: ScoringModel = incumbent
         self.schema = incumbent.schema
-        self.retention_x, self.retention_y = self.registry.load_retention()
+        self.retention_x, self.retention_y, self.retention_w = self.registry.load_retention()
         torch.set_num_threads(cfg.torch_threads)
         net = TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in incumbent.weights.items()})
         self.adapter = ContinualLearner(
@@ -77,6 +78,7 @@ class Learner:
         self.paused = False
         self.control_offsets: dict[str, int] = {}
         self.probation: Probation | None = None
+        self.challenger: Challenger | None = None
         first = self.registry.manifest(self.registry.versions()[0])
         self.guard = LabelRateGuard(cfg.max_label_rate_ratio, first.get("metrics", {}).get("fraud_rate"))
         self.contradictions = ContradictionGuard(
@@ -119,6 +121,10 @@ class Learner:
         self.metrics.paused.set(int(self.paused))
         if self.pending:
             self.pending_since = time.monotonic()
+        if "challenger" in meta:
+            self.challenger = Challenger.restore(
+                self.schema, {k[11:]: v.numpy() for k, v in tensors.items() if k.startswith("challenger.")}, meta["challenger"],
+            )
         self.emit("restored", offsets=self.offsets, accounting=asdict(self.acct), pending=len(self.pending))
         return True
 
@@ -129,7 +135,7 @@ class Learner:
         for name, buf in (("pending", self.pending), ("pending_holdout", self.pending_holdout), ("holdout", self.holdout)):
             x, y = buf.arrays()
             tensors[f"{name}.x"], tensors[f"{name}.y"] = torch.from_numpy(x), torch.from_numpy(y)
-        meta = {
+        meta: dict[str, Any] = {
             "features": list(self.schema.names),
             "learner": lmeta,
             "seen": list(self.seen),
@@ -143,6 +149,9 @@ class Learner:
             "control_offsets": self.control_offsets,
             "drift_reacting": self.reacting,
         }
+        if self.challenger is not None:
+            ctensors, meta["challenger"] = self.challenger.state()
+            tensors.update({f"challenger.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in ctensors.items()})
         save_checkpoint(self.settings.learn.checkpoint_path, tensors, meta)
         self.journal.checkpointed(self.offsets)
         self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
@@ -254,7 +263,7 @@ class Learner:
             self.metrics.gate_decisions.labels("quarantined").inc()
             self.metrics.pending.set(0)
             reasons = ["contradiction: every event to train on was quarantined"]
-            return {"round": self.acct.rounds, "passed": False, "quarantined": True, "reasons": reasons, "metrics": {}}
+            return {"round": self.acct.rounds, "passed": False, "outcome": "quarantined", "quarantined": True, "reasons": reasons, "metrics": {}}
         self._judge_probation(x, y, announce)
         drifts = self.drift.update(log_loss(y, scores))  # prequential: before training
         if drifts:
@@ -265,28 +274,59 @@ class Learner:
                 "drift", round=self.acct.rounds, loss_estimation=self.drift.estimation, window_events=self.drift.width,
                 reacting_rounds=self.reacting,
             )
+        if self.challenger is not None:  # before training: neither model has seen these events
+            self.challenger.observe(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]))
         stats = self.adapter.learn(self.schema.transform(x), y)
         if self.reacting:
             self._react(self.reacting - 1)
         self.acct.trained += len(y)
-        candidate = ScoringModel("candidate", self.schema, self.adapter.weights())
-        hx, hy = self.holdout.arrays()
+        report = {"round": self.acct.rounds, "trained_events": len(y)}
+        if contradictions.flagged:
+            report["contradiction"] = contradictions.figures()
+        decision, version = self._judge_challenger(report, announce)
+        if self.challenger is None:  # decided (or none yet): the next candidate is cut from this round's weights
+            self.challenger = Challenger(ScoringModel("candidate", self.schema, self.adapter.weights()), self.acct.rounds)
+        self._observe_round(stats, decision, version, time.perf_counter() - started)
+        self.emit(
+            "gate", round=self.acct.rounds, passed=report["passed"], outcome=report["outcome"], version=version,
+            reasons=report["reasons"], metrics=report.get("metrics", {}), candidate=report.get("candidate"),
+            train_loss=stats.train_loss, ewc_penalty=stats.ewc_penalty, trained_events=len(y), contradiction=contradictions.figures(),
+        )
+        return report
+
+    def _judge_challenger(self, report: dict[str, Any], announce: Callable[[dict[str, Any]], None]) -> tuple[GateDecision | None, str | None]:
+        """Judge the candidate on the events labeled since it was cut: serve it, drop it, or let it
+        gather more evidence. Fills ``report``; returns the decision (None without a candidate) and
+        the version published."""
+        challenger = self.challenger
+        if challenger is None:
+            report.update(passed=False, outcome="pending", reasons=["no candidate yet: one is cut from this round's weights and "
+                                                                     "judged on the events labeled from now on"])
+            return None, None
+        candidate = challenger.model
         decision = decide(
-            recent_y=hy,
-            candidate_recent=candidate.score(hx),
-            incumbent_recent=self.incumbent.score(hx),
+            recent_y=challenger.y,
+            candidate_recent=candidate.score(challenger.x),
+            incumbent_recent=self.incumbent.score(challenger.x),
             retention_y=self.retention_y,
             candidate_retention=candidate.score(self.retention_x),
             incumbent_retention=self.incumbent.score(self.retention_x),
-            candidate_latency_ms=_latency_ms(candidate, hx if len(hx) else self.retention_x),
+            retention_weights=self.retention_w,
+            candidate_latency_ms=_latency_ms(candidate, challenger.x if len(challenger.y) else self.retention_x),
             thresholds=self.thresholds,
             baseline_retention_ap=self.baseline_retention_ap,
+            seed=self.acct.rounds,
         )
-        report = {"round": self.acct.rounds, "trained_events": len(y), **decision.to_dict()}
-        if contradictions.flagged:
-            report["contradiction"] = contradictions.figures()
+        outcome = decision.outcome
+        t = self.thresholds
+        if outcome == "inconclusive" and challenger.exhausted(t.evidence_max_frauds, t.evidence_max_events):
+            outcome = "no_better"
+        report.update(decision.to_dict(), outcome=outcome, candidate=challenger.figures(self.acct.rounds))
+        if outcome == "no_better":
+            report["reasons"] = [f"no better: still inconclusive after {challenger.frauds} frauds among {len(challenger.y)} events "
+                                 f"(the most a candidate gathers); a fresh candidate is cut", *report["reasons"]]
         version = None
-        if decision.passed:
+        if outcome == "passed":
             manifest = self.registry.publish(
                 candidate.weights, self.schema, parent=self.incumbent.version, metrics=decision.metrics,
                 gate_report=report, offsets=dict(self.offsets),
@@ -295,27 +335,24 @@ class Learner:
             parent = self.incumbent
             self.incumbent = self.registry.load(version)
             s = self.settings.learn
-            self.probation = Probation(self.incumbent, parent, s.gates.min_recent_positives, s.rollback_margin)
+            self.probation = Probation(self.incumbent, parent, s.gates.min_recent_positives, s.rollback_margin, s.gates.confidence)
             self.acct.published += 1
             self.failures = 0
             announce(manifest)
-        else:
+        elif outcome == "failed":
             self.failures += 1
             for check in decision.checks:
-                if not check.passed:
+                if check.outcome == "failed":
                     self.metrics.gate_failures.labels(check.name).inc()
             if self.failures >= self.settings.learn.reset_after_failures:
                 self.adapter.load_weights(self.incumbent.weights)
                 self.failures = 0
                 self.metrics.resets.inc()
                 self.emit("reset", round=self.acct.rounds, to_version=self.incumbent.version)
-        self._observe_round(stats, decision, version, time.perf_counter() - started)
-        self.emit(
-            "gate", round=self.acct.rounds, passed=decision.passed, version=version,
-            reasons=decision.reasons, metrics=decision.metrics, train_loss=stats.train_loss,
-            ewc_penalty=stats.ewc_penalty, trained_events=len(y), contradiction=contradictions.figures(),
-        )
-        return report
+        if outcome != "inconclusive":
+            self.challenger = None
+        self.metrics.gate_decisions.labels(outcome).inc()
+        return decision, version
 
     def _quarantine(self, events: int, reason: str) -> dict[str, Any]:
         """Drop a round's events from training and from the held-out set; count and report it."""
@@ -323,7 +360,8 @@ class Learner:
         self.metrics.quarantined.labels("label_rate").inc(events)
         self.metrics.gate_decisions.labels("quarantined").inc()
         self.emit("quarantine", round=self.acct.rounds, events=events, reason="label_rate", detail=reason)
-        return {"round": self.acct.rounds, "passed": False, "quarantined": True, "reasons": [f"label_rate: {reason}"], "metrics": {}}
+        return {"round": self.acct.rounds, "passed": False, "outcome": "quarantined", "quarantined": True,
+                "reasons": [f"label_rate: {reason}"], "metrics": {}}
 
     def _check_contradictions(self, x: np.ndarray, scores: np.ndarray, y: np.ndarray) -> Contradictions:
         """Test the round (trained and held-out shares) for labels contradicting the served model; count
@@ -405,13 +443,21 @@ class Learner:
         m.ewc_penalty.set(stats.ewc_penalty)
         m.replay_size.set(stats.replay_size)
         m.replay_positive_ratio.set(stats.replay_positives / max(stats.replay_size, 1))
-        m.gate_decisions.labels("passed" if decision.passed else "failed").inc()
+        if self.challenger is not None:
+            m.evidence_events.set(len(self.challenger.y))
+            m.evidence_frauds.set(self.challenger.frauds)
+        figures = decision.metrics if decision is not None else {}
         for model in ("candidate", "incumbent"):
             for name in ("recent", "retention"):
                 for gauge, figure in ((m.ap, "ap"), (m.auc, "auc")):
-                    value = decision.metrics.get(f"{model}_{name}_{figure}")
+                    value = figures.get(f"{model}_{name}_{figure}")
                     if value is not None:
                         gauge.labels(model, name).set(value)
+        for name in ("recent", "retention"):
+            if f"{name}_ap_difference" in figures:
+                for bound, key in (("low", "_low"), ("estimate", ""), ("high", "_high")):
+                    m.ap_difference.labels(name, bound).set(figures[f"{name}_ap_difference{key}"])
+                m.gate_frauds.labels(name).set(figures[f"{name}_frauds"])
         if version:
             m.published.inc()
             self._observe_served()

@@ -61,8 +61,23 @@ class LearnerMetrics:
         self.replay_positive_ratio = Gauge("perennial_learner_replay_positive_ratio", "Share of frauds in the replay memory.", registry=r)
         self.gate_decisions = Counter("perennial_learner_gate_decisions_total", "Gate decisions by result.", ["result"], registry=r)
         self.gate_failures = Counter("perennial_learner_gate_failures_total", "Failed gate checks by check.", ["check"], registry=r)
-        for result in ("passed", "failed", "quarantined"):
+        for result in ("passed", "failed", "inconclusive", "no_better", "quarantined"):
             self.gate_decisions.labels(result)
+        self.ap_difference = Gauge(
+            "perennial_learner_gate_ap_difference",
+            "Candidate minus incumbent AP at the last gate, by evaluation set, with the bounds of its bootstrap interval (bound: low, estimate, high).",
+            ["set", "bound"], registry=r,
+        )
+        self.gate_frauds = Gauge(
+            "perennial_learner_gate_frauds", "Frauds each evaluation set of the last gate held (what its interval rests on).", ["set"], registry=r,
+        )
+        self.evidence_events = Gauge(
+            "perennial_learner_candidate_evidence_events",
+            "Labeled events gathered since the candidate being judged was cut (neither it nor the served version trained on them).", registry=r,
+        )
+        self.evidence_frauds = Gauge(
+            "perennial_learner_candidate_evidence_frauds", "Frauds among the candidate's evidence events.", registry=r,
+        )
         for check in CHECKS:
             self.gate_failures.labels(check)
         self.ap = Gauge(

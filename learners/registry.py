@@ -175,18 +175,21 @@ class Registry:
         version = self.current_version()
         return self.load(version) if version else None
 
-    def load_retention(self) -> tuple[np.ndarray, np.ndarray]:
+    def load_retention(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The retention set: rows, labels and weights (a sampled legitimate event stands for as many of
+        history's; all 1 in registries written before weights were kept)."""
         if not os.path.lexists(self.retention_path):
             raise RegistryError(
                 f"no retention set at {self.retention_path}: restore it from a backup, or pretrain a new registry"
             )
-        return _load_sample(self.retention_path, "the retention set")
+        x, y, w = _load_sample(self.retention_path, "the retention set")
+        return x, y, np.ones(len(y)) if w is None else w
 
     def load_replay_seed(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Historical events the learner's replay memory starts with (None for registries without)."""
         if not os.path.lexists(self.replay_seed_path):
             return None
-        return _load_sample(self.replay_seed_path, "the replay seed")
+        return _load_sample(self.replay_seed_path, "the replay seed")[:2]
 
     # -- writing (the learner only) ----------------------------------------------------------------
 
@@ -266,8 +269,8 @@ class Registry:
             return []
         return [orjson.loads(line) for line in lines if line.strip()]
 
-    def save_retention(self, x: np.ndarray, y: np.ndarray) -> None:
-        _save_sample(self.retention_path, x, y)
+    def save_retention(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> None:
+        _save_sample(self.retention_path, x, y, weights)
 
     def save_replay_seed(self, x: np.ndarray, y: np.ndarray) -> None:
         _save_sample(self.replay_seed_path, x, y)
@@ -349,16 +352,21 @@ def _unreadable(what: str, path: Path, exc: OSError) -> RegistryError:
     return RegistryError(f"cannot read {what} ({path}): {exc.strerror or exc}")
 
 
-def _load_sample(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
+def _load_sample(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     try:
         tensors = load_safetensors(_read(path, what))
-        x, y = tensors["x"], tensors["y"]
+        x, y, w = tensors["x"], tensors["y"], tensors.get("w")
     except (SafetensorError, KeyError) as exc:
         raise RegistryError(f"{what} at {path} is not a safetensors file with x and y ({exc})") from None
     if x.ndim != 2 or y.shape != (len(x),):
         raise RegistryError(f"{what} at {path} has x of shape {x.shape} and y of shape {y.shape}; expected (n, features) and (n,)")
-    return x, y
+    if w is not None and (w.shape != y.shape or not np.all(np.isfinite(w) & (w > 0))):
+        raise RegistryError(f"{what} at {path} has weights of shape {w.shape} (expected {y.shape}), or weights not finite and positive")
+    return x, y, w
 
 
-def _save_sample(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    atomic_write(path, save_safetensors({"x": np.ascontiguousarray(x, dtype=np.float32), "y": np.ascontiguousarray(y, dtype=np.int64)}))
+def _save_sample(path: Path, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> None:
+    tensors = {"x": np.ascontiguousarray(x, dtype=np.float32), "y": np.ascontiguousarray(y, dtype=np.int64)}
+    if w is not None:
+        tensors["w"] = np.ascontiguousarray(w, dtype=np.float64)
+    atomic_write(path, save_safetensors(tensors))

@@ -112,7 +112,7 @@ def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
         names, x, y = FEATURES, tx.features, tx.label
     p = settings.pretrain
     manifest = pretrain(
-        names, x, y, registry, epochs=p.epochs, hidden=p.hidden, retention_size=p.retention_size, seed=settings.simulate.seed,
+        names, x, y, registry, epochs=p.epochs, hidden=p.hidden, retention_size=p.retention_size, retention_frauds=p.retention_frauds, seed=settings.simulate.seed,
         contradiction_score=settings.learn.contradiction_score,
     )
     emit_json("pretrained", version=manifest["version"], metrics=manifest["metrics"], registry=str(settings.registry.path))

@@ -74,16 +74,33 @@ class ServeSettings(BaseModel):
 
 
 class GateSettings(BaseModel):
+    confidence: float = 0.9
+    """Confidence of every gate comparison: a candidate passes when it is better on recent events with
+    this probability (a paired, class-stratified bootstrap of the AP difference on the same events),
+    fails when it is worse (beyond the margins below) with this probability, and is otherwise
+    inconclusive: the learner gathers more labeled events for it instead of deciding on noise."""
     max_retention_drop: float = 0.02
-    """Largest allowed drop of average precision on the retention set, candidate vs incumbent."""
+    """Margin of the retention comparison: a candidate fails when its retention-set AP is, with
+    ``confidence``, more than this below the incumbent's."""
     max_retention_drop_from_baseline: float = 0.05
-    """Largest allowed drop on the retention set against the pretrained version, so that drops
-    each within max_retention_drop cannot add up over many rounds."""
-    min_recent_gain: float = -0.01
-    """Candidate AP on recent held-out events must reach incumbent AP plus this (a small negative
-    value tolerates the noise of a few thousand held-out events; see docs/evaluation.md)."""
-    min_recent_positives: int = 5
-    """Fewest frauds the recent held-out set must hold before any decision is taken."""
+    """Floor under the pretrained version's retention AP, so that drops each within max_retention_drop
+    cannot add up over many rounds."""
+    min_recent_gain: float = 0.0
+    """A candidate passes when its AP on recent events beats the incumbent's by more than this, with
+    ``confidence``."""
+    max_recent_drop: float = 0.0
+    """A candidate fails when its AP on recent events is, with ``confidence``, more than this below the
+    incumbent's."""
+    min_recent_positives: int = 20
+    """Fewest frauds among the recent events before a candidate is judged at all (fewer: inconclusive,
+    gather more). Also the fewest frauds a probation verdict rests on."""
+    resamples: int = 300
+    """Bootstrap replicates of each comparison."""
+    evidence_max_frauds: int = 400
+    """A candidate still inconclusive once its recent events hold this many frauds is dropped ("not
+    enough evidence": it is no better than the served version) and a fresh one is cut."""
+    evidence_max_events: int = 200000
+    """...or once they hold this many events (bounds memory at rates where frauds are scarce)."""
     min_score_std: float = 1e-3
     """Scores with less spread than this are called collapsed."""
     max_latency_ms: float = 5.0
@@ -197,8 +214,12 @@ class PretrainSettings(BaseModel):
     """Days of simulated history the first version is fitted on when no file is given."""
     epochs: int = 8
     """Training epochs of pretraining."""
-    retention_size: int = 4000
-    """Size of the class-balanced retention (anchor) set kept with the registry."""
+    retention_size: int = 20000
+    """Legitimate events sampled (from the later 20% of history) into the retention set the gates
+    judge forgetting on; each is weighted by how many it stands for, so the set's AP estimates the AP
+    at the real fraud rate."""
+    retention_frauds: int = 2000
+    """Most frauds of the retention set: every fraud of the later 20% of history up to this many."""
     hidden: int = 64
     """Width of the hidden layers of the network."""
 

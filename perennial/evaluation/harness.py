@@ -54,7 +54,7 @@ def pretrained(scenario: data.Scenario, settings: Settings, path: Path, seed: in
     if registry.current_version() is None:
         p = settings.pretrain
         pretrain(scenario.names, scenario.history_x, scenario.history_y, registry, epochs=p.epochs, hidden=p.hidden,
-                 retention_size=p.retention_size, seed=seed)
+                 retention_size=p.retention_size, retention_frauds=p.retention_frauds, seed=seed)
     return registry
 
 

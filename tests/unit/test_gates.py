@@ -75,3 +75,58 @@ def test_small_retention_drops_cannot_add_up_below_the_pretrained_version():
     d = decide(**kwargs, baseline_retention_ap=baseline)
     assert not d.passed and failed(d) == {"retention"} and "pretrained version" in d.reasons[0]
     assert decide(**{**kwargs, "candidate_retention": GOOD}, baseline_retention_ap=baseline).passed
+
+
+def _rare(frauds: int, events: int, seed: int):
+    r = np.random.default_rng(seed)
+    y = np.zeros(events, int)
+    y[r.choice(events, frauds, replace=False)] = 1
+    return y, r.normal(size=events)
+
+
+def test_a_known_better_candidate_on_30_frauds_passes_with_its_interval_recorded():
+    y, noise = _rare(30, 15000, 11)
+    better, incumbent = noise + 2.5 * y, noise + 1.0 * y
+    d = decide(recent_y=y, candidate_recent=better, incumbent_recent=incumbent, retention_y=y, candidate_retention=better,
+               incumbent_retention=better, candidate_latency_ms=0.1)
+    assert d.outcome == "passed"
+    m = d.metrics
+    assert m["recent_frauds"] == 30 and m["recent_ap_difference_low"] > 0 and m["recent_p_better"] >= 0.9
+    assert "interval" in next(r for r in d.reasons if r.startswith("recent"))
+
+
+def test_an_equal_candidate_is_not_called_worse_but_inconclusive():
+    y, noise = _rare(30, 15000, 12)
+    inc = noise + 1.5 * y
+    twin = inc + np.random.default_rng(13).normal(scale=0.05, size=len(y))  # the same model, trained a little further
+    d = decide(recent_y=y, candidate_recent=twin, incumbent_recent=inc, retention_y=y, candidate_retention=twin,
+               incumbent_retention=inc, candidate_latency_ms=0.1)
+    assert d.outcome == "inconclusive" and {c.name for c in d.checks if c.outcome == "inconclusive"} == {"recent"}
+    assert not d.passed
+
+
+def test_a_worse_candidate_is_rejected_and_thin_evidence_is_inconclusive():
+    y, noise = _rare(30, 15000, 14)
+    good, bad = noise + 2.5 * y, noise + 0.5 * y
+    kw = dict(retention_y=y, candidate_retention=good, incumbent_retention=good, candidate_latency_ms=0.1)
+    assert decide(recent_y=y, candidate_recent=bad, incumbent_recent=good, **kw).outcome == "failed"
+    few = np.zeros_like(y)
+    few[np.flatnonzero(y)[:5]] = 1
+    d = decide(recent_y=few, candidate_recent=bad, incumbent_recent=good, **kw)
+    assert d.outcome == "inconclusive" and "5 frauds" in d.reasons[0]
+
+
+def test_retention_is_judged_at_the_real_rate_through_its_weights():
+    """A candidate that ranks frauds as well but lets more legitimate events score high: on a
+    class-balanced set that hardly shows; weighted back to the real rate it is clearly worse."""
+    r = np.random.default_rng(15)
+    y = np.r_[np.ones(300), np.zeros(3000)].astype(int)
+    w = np.where(y == 1, 1.0, 100.0)  # 3,000 legitimate events standing for 300,000
+    inc = r.normal(size=len(y)) + 3 * y
+    cand = inc.copy()
+    cand[y == 0] += np.where(r.random(3000) < 0.004, 3.0, 0.0)  # 0.4% of legitimate events now score like fraud
+    kw = dict(recent_y=y, candidate_recent=inc + 0.5 * y, incumbent_recent=inc, candidate_retention=cand,
+              incumbent_retention=inc, retention_y=y, candidate_latency_ms=0.1)
+    assert decide(**kw).passed
+    d = decide(**kw, retention_weights=w)
+    assert d.outcome == "failed" and {c.name for c in d.checks if c.outcome == "failed"} == {"retention"}

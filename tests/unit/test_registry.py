@@ -101,8 +101,13 @@ def test_retention_round_trip(tmp_path):
     reg = Registry(tmp_path)
     x, y = np.ones((4, 3), np.float32), np.array([0, 1, 0, 1])
     reg.save_retention(x, y)
-    rx, ry = reg.load_retention()
-    assert np.array_equal(rx, x) and np.array_equal(ry, y)
+    rx, ry, rw = reg.load_retention()
+    assert np.array_equal(rx, x) and np.array_equal(ry, y) and np.array_equal(rw, np.ones(4))  # no weights: all 1
+    reg.save_retention(x, y, np.array([20.0, 1.0, 20.0, 1.0]))
+    assert reg.load_retention()[2].tolist() == [20.0, 1.0, 20.0, 1.0]
+    reg.save_retention(x, y, np.array([20.0, 1.0, -1.0, 1.0]))
+    with pytest.raises(RegistryError, match="weights"):
+        reg.load_retention()
 
 
 # -- verification: the manifest's checksum, and every odd content refused with a RegistryError ------
