@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from learners.drift import DriftMonitor
 from learners.learner import Learner
 from learners.metrics import LearnerMetrics
 from learners.pretrain import pretrain
@@ -73,13 +72,17 @@ def clean_ap(model) -> float:
 
 
 def test_a_candidate_with_non_finite_scores_is_never_published(learner):
-    tx = SIM.generate(45, 1)
-    feed(learner, tx)
+    tx = SIM.generate(45, 2)
+    half = len(tx) // 2
     with np.errstate(all="ignore"):
         real = learner.adapter.weights
         learner.adapter.weights = lambda: {k: v * np.nan for k, v in real().items()}
+        feed(learner, tx.take(np.arange(half)))
+        cut = learner.train_round(lambda m: pytest.fail("nothing may be announced"))
+        assert cut["outcome"] == "pending" and learner.challenger is not None  # cut now, judged on the next events
+        feed(learner, tx.take(np.arange(half, len(tx))))
         report = learner.train_round(lambda m: pytest.fail("nothing may be announced"))
-    assert not report["passed"] and any(r.startswith("finite:") for r in report["reasons"])
+    assert report["outcome"] == "failed" and any(r.startswith("finite:") for r in report["reasons"])
     assert learner.registry.versions() == ["v000001"]
 
 
@@ -148,7 +151,9 @@ def test_relabeling_one_fraud_pattern_as_legitimate_is_not_served(learner):
 
     # one version's AP on this probe moves by up to 0.05 from round to round even on clean data
     assert np.mean(served) >= before - 0.03 and served[-1] >= before - 0.08, (before, served)
-    assert passed >= 12  # the clean events were learned from
+    # the clean events were learned from: versions better with 90% confidence were served (6 in 24
+    # rounds when measured; a candidate is judged on the rounds after it, most are inconclusive)
+    assert passed >= 3
     caught = learner.metrics.quarantined.labels("contradiction")._value.get()
     assert caught >= 0.8 * len(poison), caught
     flags = contradiction_flags(learner)
@@ -251,7 +256,9 @@ def test_a_detected_drift_shortens_rounds_and_raises_the_learning_rate_for_a_whi
     again = Learner(learner.settings, LearnerMetrics(), lambda *a, **f: None)
     assert again.reacting == learner.reacting and again.adapter.learning_rate == learner.adapter.learning_rate
 
-    learner.drift = DriftMonitor(delta=1e-12)  # no further drift: watch the reaction run out
+    # no further drift (card testing, new on day 45, is a real one for the pretrained version, still
+    # served while its successors gather evidence): watch the reaction run out
+    learner.drift.update = lambda losses: 0
     rest = tx.take(np.arange(2048, 2048 + learner.round_size * learner.reacting))
     reports += rounds(learner, rest, size=learner.round_size)
     assert len(reports) == cfg.drift_reaction_rounds
