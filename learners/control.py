@@ -19,7 +19,7 @@ from streams import kafka as kio
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("rollback", "pause", "resume")
+ACTIONS = ("rollback", "pause", "resume", "release_quarantine")
 
 
 def command(action: str, **fields: Any) -> dict[str, Any]:

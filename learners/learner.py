@@ -65,6 +65,8 @@ class Learner:
         self.pending = EventBuffer(n)  # to train on in the next round
         self.pending_holdout = EventBuffer(n)  # to hold out once the round is accepted
         self.holdout = EventBuffer(n, limit=cfg.holdout_size)
+        self.quarantine = EventBuffer(n, limit=cfg.quarantine_max_events)  # label-rate rounds, until released
+        self.released = EventBuffer(n)  # released by an operator: trained in the next round, past the label-rate guard
         self.seen: OrderedDict[str, None] = OrderedDict()
         cp = cfg.checkpoint_path
         self.journal = DeadLetterJournal(cp.with_name(f"{cp.name}.dead-letters"))
@@ -111,6 +113,9 @@ class Learner:
         self.guard.baseline = meta["label_rate"]
         self.contradictions.usual = tuple(meta.get("contradiction_usual", self.contradictions.usual))
         self.holdout.load(tensors["holdout.x"].numpy(), tensors["holdout.y"].numpy())
+        for name, buf in (("quarantine", self.quarantine), ("released", self.released)):
+            if f"{name}.y" in tensors:
+                buf.load(tensors[f"{name}.x"].numpy(), tensors[f"{name}.y"].numpy())
         self.seen = OrderedDict.fromkeys(meta["seen"])
         self.acct = Accounting(**meta["accounting"])
         self.offsets = meta["offsets"]
@@ -132,7 +137,8 @@ class Learner:
         started = time.perf_counter()
         ltensors, lmeta = self.adapter.state()
         tensors = {f"learner.{k}": v for k, v in ltensors.items()}
-        for name, buf in (("pending", self.pending), ("pending_holdout", self.pending_holdout), ("holdout", self.holdout)):
+        for name, buf in (("pending", self.pending), ("pending_holdout", self.pending_holdout), ("holdout", self.holdout),
+                          ("quarantine", self.quarantine), ("released", self.released)):
             x, y = buf.arrays()
             tensors[f"{name}.x"], tensors[f"{name}.y"] = torch.from_numpy(x), torch.from_numpy(y)
         meta: dict[str, Any] = {
@@ -213,7 +219,7 @@ class Learner:
         if self.paused:
             return False
         cfg = self.settings.learn
-        if len(self.pending) >= self.round_size and (
+        if len(self.pending) + len(self.released) >= self.round_size and (
             # behind: let the round grow (up to round_max_events) while unread events remain
             self.reacting > 0 or self.backlog < cfg.round_events or len(self.pending) >= cfg.round_max_events
         ):
@@ -247,7 +253,11 @@ class Learner:
         self.pending_since = None
         self.acct.rounds += 1
         if quarantine:
-            return self._quarantine(len(y) + len(hy_new), quarantine)
+            return self._quarantine(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]), quarantine)
+        if len(self.released):  # an operator vouched for them: past the label-rate guard, into training
+            rx, ry = self.released.arrays()
+            x, y = np.concatenate([rx, x]), np.concatenate([ry, y])
+            self.released.clear()
         scores = self.incumbent.score(x)
         contradictions = self._check_contradictions(
             np.concatenate([x, hx_new]), np.concatenate([scores, self.incumbent.score(hx_new)]), np.concatenate([y, hy_new]),
@@ -354,8 +364,12 @@ class Learner:
         self.metrics.gate_decisions.labels(outcome).inc()
         return decision, version
 
-    def _quarantine(self, events: int, reason: str) -> dict[str, Any]:
-        """Drop a round's events from training and from the held-out set; count and report it."""
+    def _quarantine(self, x: np.ndarray, y: np.ndarray, reason: str) -> dict[str, Any]:
+        """Keep a round's events out of training and of the held-out set, until an operator releases
+        them; count and report it."""
+        events = len(y)
+        for row, label in zip(x, y.tolist()):
+            self.quarantine.add(tuple(row), label)
         self.acct.quarantined += events
         self.metrics.quarantined.labels("label_rate").inc(events)
         self.metrics.gate_decisions.labels("quarantined").inc()
@@ -415,6 +429,9 @@ class Learner:
     def apply(self, cmd: dict[str, Any], consumer, announce: Callable[[dict[str, Any]], None]) -> None:  # noqa: ANN001
         """Apply an operator command from the control topic."""
         action = cmd["action"]
+        if action == "release_quarantine":
+            self.release_quarantine(cmd)
+            return
         if action == "rollback":
             target = cmd.get("version") or self.incumbent.manifest.get("parent")
             if not target or target == self.incumbent.version:
@@ -430,6 +447,21 @@ class Learner:
         (consumer.pause if self.paused else consumer.resume)(*consumer.assignment())
         self.metrics.paused.set(int(self.paused))
         self.emit("command", id=cmd.get("id"), action=cmd["action"], applied=True, paused=self.paused)
+
+    def release_quarantine(self, cmd: dict[str, Any]) -> None:
+        """Move the kept quarantined events to the next round's (through its contradiction check; they
+        are not tested against the label rate again). Their events leave ``quarantined`` for
+        ``pending`` (the released buffer counts there), so the accounting still balances."""
+        x, y = self.quarantine.arrays()
+        self.quarantine.clear()
+        for row, label in zip(x, y.tolist()):
+            self.released.add(tuple(row), label)
+        if len(y) and self.pending_since is None:
+            self.pending_since = time.monotonic()
+        self.acct.quarantined -= len(y)
+        self.metrics.quarantine_released.inc(len(y))
+        self.emit("command", id=cmd.get("id"), action=cmd["action"], applied=True, released=int(len(y)), frauds=int(y.sum()),
+                  reason=cmd.get("reason"))
 
     def _observe_round(self, stats, decision, version, seconds) -> None:  # noqa: ANN001
         m = self.metrics
@@ -466,9 +498,10 @@ class Learner:
         """Export the buffers' sizes as they are when scraped. Events restored from the checkpoint
         count as consumed by this process, so that its counters balance:
         consumed == trained + held_out + quarantined + pending + pending_holdout + dead_lettered."""
-        self.metrics.pending.set_function(lambda: len(self.pending))
+        self.metrics.pending.set_function(lambda: len(self.pending) + len(self.released))
         self.metrics.pending_holdout.set_function(lambda: len(self.pending_holdout))
-        self.metrics.consumed.inc(len(self.pending) + len(self.pending_holdout))
+        self.metrics.quarantine_kept.set_function(lambda: len(self.quarantine))
+        self.metrics.consumed.inc(len(self.pending) + len(self.pending_holdout) + len(self.released))
 
     def _observe_served(self) -> None:
         self.metrics.version_number.set(int(self.incumbent.version[1:]))

@@ -71,6 +71,13 @@ class LearnerMetrics:
         self.gate_frauds = Gauge(
             "perennial_learner_gate_frauds", "Frauds each evaluation set of the last gate held (what its interval rests on).", ["set"], registry=r,
         )
+        self.quarantine_kept = Gauge(
+            "perennial_learner_quarantine_kept_events",
+            "Events of quarantined rounds kept for an operator to release (POST /v1/learner/release-quarantine).", registry=r,
+        )
+        self.quarantine_released = Counter(
+            "perennial_learner_quarantine_released_events_total", "Quarantined events an operator released for training.", registry=r,
+        )
         self.evidence_events = Gauge(
             "perennial_learner_candidate_evidence_events",
             "Labeled events gathered since the candidate being judged was cut (neither it nor the served version trained on them).", registry=r,

@@ -145,8 +145,13 @@ class LearnSettings(BaseModel):
     reset_after_failures: int = 3
     """After this many consecutive gate failures the learner restarts from the served weights."""
     max_label_rate_ratio: float = 5.0
-    """A round whose fraud rate is over this many times the usual (or under its inverse) is quarantined:
-    neither trained on nor held out (label-poisoning guard)."""
+    """A round whose fraud rate is over this many times the usual (or under its inverse) is quarantined
+    (label-poisoning guard): neither trained on nor held out, but kept, counted and shown
+    (``perennial_learner_quarantine_kept_events``) until an operator releases it
+    (``POST /v1/learner/release-quarantine``): a genuine fraud burst is learned, not discarded."""
+    quarantine_max_events: int = 200000
+    """Most events of quarantined rounds kept (in the checkpoint) for an operator to release; beyond it
+    the oldest are dropped, and counted."""
     contradiction_score: float = 0.5
     """An event the served model scores at least this is called fraud; one labeled legitimate is a
     contradiction. 0.5, the model's own decision, rather than a near-certainty: relabeled events

@@ -170,6 +170,12 @@ def admin_router(token: SecretStr | None, store: ModelStore, registry: Registry,
     async def pause(body: ReasonRequest | None = None) -> dict[str, Any]:
         return await accepted(control.command("pause", reason=(body.reason if body else None)))
 
+    @router.post("/learner/release-quarantine", status_code=202)
+    async def release_quarantine(body: ReasonRequest | None = None) -> dict[str, Any]:
+        """Train on the rounds the label-rate guard kept aside (after an operator checked them: a genuine
+        fraud burst, not poisoning). They join the next round, through the contradiction check."""
+        return await accepted(control.command("release_quarantine", reason=(body.reason if body else None)))
+
     @router.post("/learner/resume", status_code=202)
     async def resume(body: ReasonRequest | None = None) -> dict[str, Any]:
         return await accepted(control.command("resume", reason=(body.reason if body else None)))

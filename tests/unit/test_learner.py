@@ -314,3 +314,27 @@ def test_behind_the_topic_a_round_grows_up_to_round_max_events(learner):
     learner.reacting = 0
     learner.pending_since -= cfg.round_max_s  # and the time trigger still fires
     assert learner.round_due()
+
+
+def test_a_quarantined_round_is_kept_and_an_operator_release_trains_it(learner):
+    """A genuine burst the label-rate guard cannot tell from a flood: kept, shown, and learned once an
+    operator releases it; the accounting balances throughout, also across a restart."""
+    tx = SIM.generate(45, 2)
+    labels = tx.label.copy()
+    labels[np.random.default_rng(4).random(len(labels)) < 0.3] = 1
+    burst = tx.take(np.arange(2048))
+    rounds(learner, burst, labels[:2048])
+    a = learner.acct
+    assert a.quarantined == 2048 and a.trained == 0 and len(learner.quarantine) == 2048
+    assert learner.metrics.registry.get_sample_value("perennial_learner_quarantine_kept_events") == 2048
+
+    learner.checkpoint()
+    learner = Learner(learner.settings, LearnerMetrics(), lambda *a, **f: None)  # kept across a restart
+    assert len(learner.quarantine) == 2048
+    learner.apply({"id": "c1", "action": "release_quarantine", "reason": "checked: a card-testing burst"}, None, lambda m: None)
+    assert len(learner.quarantine) == 0 and len(learner.released) == 2048 and learner.acct.quarantined == 0
+    assert learner.metrics.quarantine_released._value.get() == 2048
+    report = rounds(learner, tx.take(np.arange(2048, 4096)))[0]  # a clean round: the released events join it
+    assert report["trained_events"] > 2048 and len(learner.released) == 0
+    a = learner.acct
+    assert a.consumed == 4096 == a.trained + a.held_out + a.quarantined and a.quarantined == 0
