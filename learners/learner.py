@@ -32,6 +32,7 @@ from learners.label_guard import LabelRateGuard
 from learners.metrics import LearnerMetrics
 from learners.model import ScoringModel, TabularNet
 from learners.probation import Probation
+from learners.quarantine import learnable
 from learners.registry import Registry, RegistryError
 from perennial.settings import Settings
 from streams import kafka as kio
@@ -252,7 +253,7 @@ class Learner:
         self.pending_holdout.clear()
         self.pending_since = None
         self.acct.rounds += 1
-        if quarantine:
+        if quarantine and not self._learnable_burst(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]), quarantine):
             return self._quarantine(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]), quarantine)
         if len(self.released):  # an operator vouched for them: past the label-rate guard, into training
             rx, ry = self.released.arrays()
@@ -364,6 +365,15 @@ class Learner:
         self.metrics.gate_decisions.labels(outcome).inc()
         return decision, version
 
+    def _learnable_burst(self, x: np.ndarray, y: np.ndarray, reason: str) -> bool:
+        """A round the label-rate guard flagged goes on to training when its labels prove learnable
+        (``learners.quarantine``): a genuine burst, not random fake labels."""
+        found = learnable(self.incumbent, x, y, confidence=self.thresholds.confidence, seed=self.acct.rounds)
+        if found.released:
+            self.metrics.quarantine_released.labels("automatic").inc(len(y))
+            self.emit("release", round=self.acct.rounds, trigger="automatic", guard=reason, **found.figures)
+        return found.released
+
     def _quarantine(self, x: np.ndarray, y: np.ndarray, reason: str) -> dict[str, Any]:
         """Keep a round's events out of training and of the held-out set, until an operator releases
         them; count and report it."""
@@ -459,7 +469,7 @@ class Learner:
         if len(y) and self.pending_since is None:
             self.pending_since = time.monotonic()
         self.acct.quarantined -= len(y)
-        self.metrics.quarantine_released.inc(len(y))
+        self.metrics.quarantine_released.labels("operator").inc(len(y))
         self.emit("command", id=cmd.get("id"), action=cmd["action"], applied=True, released=int(len(y)), frauds=int(y.sum()),
                   reason=cmd.get("reason"))
 

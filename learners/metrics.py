@@ -76,8 +76,12 @@ class LearnerMetrics:
             "Events of quarantined rounds kept for an operator to release (POST /v1/learner/release-quarantine).", registry=r,
         )
         self.quarantine_released = Counter(
-            "perennial_learner_quarantine_released_events_total", "Quarantined events an operator released for training.", registry=r,
+            "perennial_learner_quarantine_released_events_total",
+            "Quarantined events released for training, by trigger: automatic (their labels proved learnable), operator.",
+            ["trigger"], registry=r,
         )
+        for trigger in ("automatic", "operator"):
+            self.quarantine_released.labels(trigger)
         self.evidence_events = Gauge(
             "perennial_learner_candidate_evidence_events",
             "Labeled events gathered since the candidate being judged was cut (neither it nor the served version trained on them).", registry=r,

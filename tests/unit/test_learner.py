@@ -333,8 +333,24 @@ def test_a_quarantined_round_is_kept_and_an_operator_release_trains_it(learner):
     assert len(learner.quarantine) == 2048
     learner.apply({"id": "c1", "action": "release_quarantine", "reason": "checked: a card-testing burst"}, None, lambda m: None)
     assert len(learner.quarantine) == 0 and len(learner.released) == 2048 and learner.acct.quarantined == 0
-    assert learner.metrics.quarantine_released._value.get() == 2048
+    assert learner.metrics.quarantine_released.labels("operator")._value.get() == 2048
     report = rounds(learner, tx.take(np.arange(2048, 4096)))[0]  # a clean round: the released events join it
     assert report["trained_events"] > 2048 and len(learner.released) == 0
     a = learner.acct
     assert a.consumed == 4096 == a.trained + a.held_out + a.quarantined and a.quarantined == 0
+
+
+def test_a_burst_that_trips_the_label_rate_guard_is_released_because_it_can_be_learned(learner):
+    """Card testing at 15 times the usual rate in one round: the label-rate guard flags it, the
+    cross-fit shows its labels can be learned, so it is trained (not discarded) and logged."""
+    torch.manual_seed(0)
+    clean = SIM.generate(45, 1).take(np.arange(1700))
+    burst = relabeled("card_testing", 1, (7, 8), (45, 55))
+    stream = Transactions.concat([clean, burst.take(np.arange(350))])
+    stream = stream.take(np.random.default_rng(5).permutation(len(stream)))
+    report = rounds(learner, stream, size=len(stream))[0]
+    released = [f for kind, f in learner.events if kind == "release"]
+    assert released and released[0]["trigger"] == "automatic" and released[0]["low"] > 0, learner.events
+    assert not report.get("quarantined") and learner.acct.quarantined == 0
+    assert learner.acct.trained + learner.acct.held_out == len(stream)
+    assert learner.metrics.quarantine_released.labels("automatic")._value.get() == len(stream)
