@@ -2,9 +2,11 @@
 
 History is split by time: the earlier 80% trains, the later 20% validates and supplies the
 retention (anchor) set, a class-balanced sample the model is never trained on and must keep
-knowing. Every later candidate is compared with the incumbent on it. A class-balanced sample of the
-training part seeds the learner's replay memory, so patterns of the history that are rare in the
-stream (or absent from it for a while) keep being rehearsed from the first round on.
+knowing. Every later candidate is compared with the incumbent on it. The validation part also fits
+the calibration that makes the first version's served scores fraud probabilities (Platt scaling,
+see learners/calibration.py). A class-balanced sample of the training part seeds the learner's
+replay memory, so patterns of the history that are rare in the stream (or absent from it for a
+while) keep being rehearsed from the first round on.
 
 Pretraining only ever writes into a registry without versions: over one that has versions it would
 replace the retention set every version was judged on and the replay seed, and serve an ungated
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from learners.calibration import fit_platt
 from learners.model import TabularNet, state_numpy
 from learners.quality import average_precision, roc_auc
 from learners.registry import Registry, RegistryError
@@ -148,6 +151,11 @@ def pretrain(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     cut = int(len(y) * 0.8)
+    if not 0 < y[cut:].sum() < len(y) - cut:
+        raise ValueError(
+            f"the later 20% of history ({len(y) - cut} events) holds {int(y[cut:].sum())} frauds: it validates, calibrates and "
+            "supplies the retention set, so it needs frauds and legitimate events; give a longer history"
+        )
     schema = FeatureSchema.fit(names, x[:cut])
     net = TabularNet(len(names), hidden=hidden)
     fit(net, schema.transform(x[:cut]), y[:cut], epochs, seed)
@@ -155,7 +163,9 @@ def pretrain(
     net.eval()
     with torch.inference_mode():
         val_scores = torch.softmax(net(torch.from_numpy(schema.transform(x[cut:]))), 1)[:, 1].numpy()
-    called_fraud = val_scores >= contradiction_score  # the contradiction guard's first usual rate
+    calibration = fit_platt(val_scores, y[cut:])
+    # the contradiction guard's first usual rate, at the scores the learner's guard sees: served ones
+    called_fraud = calibration.apply(val_scores) >= contradiction_score
     retention = class_balanced_sample(y[cut:], retention_size, rng)
     registry.save_retention(x[cut:][retention], y[cut:][retention])
     seed_rows = class_balanced_sample(y[:cut], replay_seed_size, rng)
@@ -170,6 +180,7 @@ def pretrain(
         "contradiction_score": contradiction_score,
         "validation_called_fraud": int(called_fraud.sum()),
         "validation_contradicted": int((y[cut:][called_fraud] == 0).sum()),
+        **{f"calibration_{k}": v for k, v in calibration.figures.items() if k.startswith(("ece_", "log_loss_"))},
     }
     return registry.publish(
         state_numpy(net.state_dict()),
@@ -177,4 +188,5 @@ def pretrain(
         parent=None,
         metrics=metrics,
         gate_report={"passed": True, "reasons": ["pretraining: first version, validated on the later 20% of history"], "metrics": metrics},
+        calibration=calibration,
     )
