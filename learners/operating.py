@@ -15,7 +15,7 @@ Examples
 (0.8, AlertRate(rate=0.2, alerts=2, events=10))
 >>> y = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0, 0])
 >>> negative_flip_rate(y, scores, np.array([0.9, 0.1, 0.7, 0.95, 0, 0, 0, 0, 0, 0]), t)
-FlipRate(rate=0.5, flipped=1, alerted_frauds=2)
+FlipRate(rate=0.5, flipped=1, alerted_frauds=2, gained=1)
 """
 
 from __future__ import annotations
@@ -40,11 +40,15 @@ class AlertRate:
 
 @dataclass(frozen=True)
 class FlipRate:
-    """Share of the frauds the incumbent alerted on that the candidate does not; None without any."""
+    """Share of the frauds the incumbent alerted on that the candidate does not (None without any),
+    with the counts: ``flipped`` of ``alerted_frauds``, and the frauds the candidate alone alerts on
+    (``gained``: when alerts are fewer than frauds, a candidate can only alert on a fraud by dropping
+    another, so losses are weighed against gains)."""
 
     rate: float | None
     flipped: int
     alerted_frauds: int
+    gained: int
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,8 +87,9 @@ def negative_flip_rate(y: np.ndarray, incumbent: np.ndarray, candidate: np.ndarr
         raise ValueError(f"labels {y.shape}, incumbent scores {incumbent.shape} and candidate scores {candidate.shape} differ in shape")
     alerted = (y == 1) & (incumbent >= threshold)
     flipped = int((alerted & (candidate < threshold)).sum())
+    gained = int(((y == 1) & ~alerted & (candidate >= threshold)).sum())
     n = int(alerted.sum())
-    return FlipRate(rate=flipped / n if n else None, flipped=flipped, alerted_frauds=n)
+    return FlipRate(rate=flipped / n if n else None, flipped=flipped, alerted_frauds=n, gained=gained)
 
 
 def relative_change(incumbent: AlertRate, candidate: AlertRate) -> float | None:

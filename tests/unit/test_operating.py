@@ -43,7 +43,7 @@ def test_negative_flip_rate_counts_the_incumbents_alerted_frauds_the_candidate_d
     flips = negative_flip_rate(y, incumbent, candidate, 0.5)
     # the incumbent alerts on three frauds; the candidate drops two of them (its new catch and its
     # legitimate alerts do not count)
-    assert (flips.rate, flips.flipped, flips.alerted_frauds) == (pytest.approx(2 / 3), 2, 3)
+    assert (flips.rate, flips.flipped, flips.alerted_frauds, flips.gained) == (pytest.approx(2 / 3), 2, 3, 1)
     assert negative_flip_rate(y, candidate, candidate, 0.5).rate == 0
     none = negative_flip_rate(y, np.zeros(6), candidate, 0.5)
     assert none.rate is None and none.alerted_frauds == 0
