@@ -70,3 +70,24 @@ def test_odd_inputs_are_refused_naming_the_problem():
         threshold_for_alert_rate(np.array([]), 0.1)
     with pytest.raises(ValueError, match="differ in shape"):
         negative_flip_rate(np.array([1]), np.array([0.5, 0.1]), np.array([0.5, 0.1]), 0.5)
+
+
+def test_the_operating_point_is_exported_with_its_counts():
+    from prometheus_client import generate_latest
+
+    from learners.metrics import LearnerMetrics
+
+    metrics = LearnerMetrics()
+    text = generate_latest(metrics.registry).decode()
+    assert 'perennial_learner_alert_rate{model="candidate"} NaN' in text and "perennial_learner_negative_flip_rate NaN" in text
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    incumbent = np.array([0.9, 0.8, 0.1, 0.7, 0.1, 0.1, 0.1, 0.1])
+    candidate = np.array([0.9, 0.2, 0.6, 0.7, 0.6, 0.1, 0.1, 0.1])
+    metrics.observe_operating_point(0.5, alert_rate(incumbent, 0.5), alert_rate(candidate, 0.5), negative_flip_rate(y, incumbent, candidate, 0.5))
+    text = generate_latest(metrics.registry).decode()
+    for line in (
+        'perennial_learner_alert_rate{model="incumbent"} 0.375', 'perennial_learner_alert_rate{model="candidate"} 0.5',
+        'perennial_learner_alerts{model="candidate"} 4.0', "perennial_learner_negative_flip_rate 0.5",
+        "perennial_learner_negative_flip_base_frauds 2.0", "perennial_learner_operating_threshold 0.5",
+    ):
+        assert line in text.splitlines(), line
