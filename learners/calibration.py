@@ -46,6 +46,7 @@ EPS = 1e-12  # scores are clipped to [EPS, 1 - EPS] before their logit is taken
 BINS = 10
 SLOPE_PRIOR = 1e-3  # a ridge pulling the slope to 1, in weighted events: keeps the fit defined when every score is equal
 MAX_ITER = 100
+MIN_SLOPE = 0.01  # the least slope fitted: a calibration keeps the ranking, however little it tells
 MAX_PARAMETER = 1e6  # a bound on |slope| and |intercept| read from a manifest, so float32 scoring cannot overflow to NaN
 
 
@@ -109,8 +110,10 @@ IDENTITY = Calibration()
 def fit_platt(scores: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> Calibration:
     """Platt scaling of raw scores fitted on held-out events ``y`` (1 fraud, 0 legitimate), each with
     an optional weight (e.g. k for a negative sampled 1 in k). Its figures are ECE and log-loss before
-    and after, on these same events, with their counts. Raises ValueError without both classes, or
-    when the scores rank frauds below legitimate events (no monotone map makes them probabilities)."""
+    and after, on these same events, with their counts. Scores that rank frauds no higher than
+    legitimate events (a best slope of zero or less) get the smallest slope, MIN_SLOPE: nearly the
+    held-out fraud rate for every event, the ranking kept; ``figures["slope_at_minimum"]`` says so.
+    Raises ValueError without both classes."""
     p = np.asarray(scores, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     w = np.ones_like(p) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -124,17 +127,16 @@ def fit_platt(scores: np.ndarray, y: np.ndarray, weights: np.ndarray | None = No
             f"calibration needs frauds and legitimate events; got {int((y == 1).sum())} frauds and {int((y == 0).sum())} legitimate"
         )
     target = np.where(y == 1, (frauds + 1) / (frauds + 2), 1 / (legit + 2))
-    slope, intercept = _newton(_logit(p), target, w)
-    if slope <= 0:
-        raise ValueError(
-            f"these scores rank frauds below legitimate events (fitted slope {slope:.3g}): a model like this is not "
-            "calibrated, it must not be served"
-        )
+    f = _logit(p)
+    slope, intercept = _newton(f, target, w)
+    if slope < MIN_SLOPE:  # the objective is convex: the best slope allowed is the smallest
+        slope, intercept = _newton(f, target, w, slope=MIN_SLOPE)
     cal = Calibration(slope, intercept)
     figures = {
         "events": int(len(y)), "frauds": int((y == 1).sum()), "weighted_fraud_rate": frauds / (frauds + legit),
         "ece_before": expected_calibration_error(y, p, w), "ece_after": expected_calibration_error(y, cal.apply(p), w),
         "log_loss_before": log_loss(y, p, w), "log_loss_after": log_loss(y, cal.apply(p), w), "bins": BINS,
+        "slope_at_minimum": slope == MIN_SLOPE,
     }
     return Calibration(slope, intercept, figures)
 
@@ -166,25 +168,28 @@ def log_loss(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) ->
     return float(-(w * (y * np.log(p) + (1 - y) * np.log1p(-p))).sum() / w.sum())
 
 
-def _newton(f: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+def _newton(f: np.ndarray, t: np.ndarray, w: np.ndarray, slope: float | None = None) -> tuple[float, float]:
     """(slope, intercept) minimising the weighted cross-entropy of sigmoid(slope * f + intercept)
-    against soft targets ``t``, plus SLOPE_PRIOR / 2 * (slope - 1)^2. Convex: Newton's steps, halved
-    until the objective decreases."""
+    against soft targets ``t``, plus SLOPE_PRIOR / 2 * (slope - 1)^2; only the intercept when
+    ``slope`` is given. Convex: Newton's steps, halved until the objective decreases."""
 
     def objective(a: float, b: float) -> float:
         z = a * f + b
         # cross-entropy with soft targets, stable for any z: log(1 + e^z) - t z
         return float((w * (np.logaddexp(0, z) - t * z)).sum() + SLOPE_PRIOR / 2 * (a - 1) ** 2)
 
-    a, b = 1.0, 0.0
+    a, b = (1.0, 0.0) if slope is None else (slope, 0.0)
     current = objective(a, b)
     for _ in range(MAX_ITER):
         q = _sigmoid(a * f + b)
         r = w * (q - t)
-        g = np.array([(r * f).sum() + SLOPE_PRIOR * (a - 1), r.sum()])
         h = w * q * (1 - q)
-        hess = np.array([[(h * f * f).sum() + SLOPE_PRIOR, (h * f).sum()], [(h * f).sum(), h.sum()]])
-        step = np.linalg.solve(hess + 1e-12 * np.eye(2), g)
+        if slope is None:
+            g = np.array([(r * f).sum() + SLOPE_PRIOR * (a - 1), r.sum()])
+            hess = np.array([[(h * f * f).sum() + SLOPE_PRIOR, (h * f).sum()], [(h * f).sum(), h.sum()]])
+            step = np.linalg.solve(hess + 1e-12 * np.eye(2), g)
+        else:
+            step = np.array([0.0, r.sum() / (h.sum() + 1e-12)])
         scale = 1.0
         while scale > 1e-10:
             na, nb = a - scale * step[0], b - scale * step[1]

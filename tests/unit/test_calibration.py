@@ -2,7 +2,7 @@ import numpy as np
 import orjson
 import pytest
 
-from learners.calibration import IDENTITY, Calibration, expected_calibration_error, fit_platt, log_loss
+from learners.calibration import IDENTITY, MIN_SLOPE, Calibration, expected_calibration_error, fit_platt, log_loss
 from learners.quality import average_precision
 
 
@@ -112,12 +112,19 @@ def test_a_malformed_calibration_is_refused_naming_the_field(doc, field):
         Calibration.from_dict(doc)
 
 
-def test_fitting_needs_both_classes_and_a_ranking_that_points_the_right_way():
+def test_fitting_needs_both_classes():
     with pytest.raises(ValueError, match="0 frauds"):
         fit_platt(np.array([0.1, 0.2]), np.array([0, 0]))
+
+
+def test_scores_that_rank_frauds_last_get_the_least_slope_and_keep_their_ranking():
     raw, y = overconfident(3000, 0.05, seed=6)
-    with pytest.raises(ValueError, match="rank frauds below"):
-        fit_platt(1 - raw, y)
+    cal = fit_platt(1 - raw, y)
+    assert cal.slope == MIN_SLOPE and cal.figures["slope_at_minimum"] is True
+    served = cal.apply(1 - raw)
+    assert served.mean() == pytest.approx(y.mean(), rel=0.1) and served.std() < 0.002
+    assert np.array_equal(np.argsort(served, kind="stable"), np.argsort(1 - raw, kind="stable"))
+    assert fit_platt(raw, y).figures["slope_at_minimum"] is False
 
 
 def test_calibration_error_is_weighted_over_bins_of_equal_weight():
