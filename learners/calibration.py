@@ -13,8 +13,11 @@ calibrates to the real fraud rate. Its prior is Platt's target smoothing: a frau
 ``(F + 1) / (F + 2)`` and a legitimate event's ``1 / (L + 2)``, with ``F`` and ``L`` the (weighted)
 class totals; this adds about one pseudo-event of each class, so with three perfectly separated
 frauds the fit stays finite: their scores average at most 0.8 instead of all reaching 1. Isotonic regression is not offered: it
-is a step function with about as many steps as frauds, so with the 30 frauds a held-out set holds it
-ties most of the top of the ranking (average precision changes) and moves in steps at each refit.
+is a step function with about as many steps as frauds, so with the few frauds a held-out set holds
+it ties much of the ranking: fitted on 45 validation frauds (0.26% fraud, bench/calibration.py, 4
+seeds), on 106,730 later events isotonic cut AP from 0.26-0.38 to 0.19-0.26 and raised log-loss
+up to fourfold (0.0176-0.0799 against Platt's 0.0148-0.0178); ECE 0.0015-0.0038 against
+0.0015-0.0025.
 
 Figures: expected calibration error, weighted, over ``bins`` bins of equal weight (weighted
 quantiles of the score: with fixed-width bins nearly every event falls into the first bin when

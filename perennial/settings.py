@@ -100,10 +100,12 @@ class GateSettings(BaseModel):
     the same held-out events (0.2: from 100 alerts to between 80 and 120)."""
     max_negative_flip_rate: float = Field(0.2, ge=0, le=1)
     """Largest share of the frauds the incumbent alerts on (at the operating threshold, on the same
-    held-out events) that the candidate may stop alerting on. 0.2: on simulated streams at 0.26% fraud
-    (0.5% alerts, 140 alerted frauds), versions as good as each other drop 1 to 4 of them (under 3%)
-    when their alert volumes agree, so 0.2 flags a real loss; smaller values are noise on the 20 or so
-    alerted frauds of a small held-out set, where one flip is 5%."""
+    held-out events) that the candidate may stop alerting on. 0.2: on a simulated stream at 0.26%
+    fraud (0.5% alerts, 140 alerted frauds; bench/calibration.py), versions as good as each other drop
+    1 to 4 of them (under 3%), a version with a quarter less AP 15 to 18%; lower limits are noise on
+    the 20 or so alerted frauds of a small held-out set, where one flip is 5%. Where alerts are fewer
+    than frauds (3% fraud) equal versions swap 14 to 28% of alerted frauds for others, which the
+    frauds the candidate alone alerts on (``FlipRate.gained``) offset."""
 
 
 class LearnSettings(BaseModel):
