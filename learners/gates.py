@@ -38,11 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from learners.operating import AlertRate, FlipRate, alert_rate, negative_flip_rate, relative_change, threshold_for_alert_rate
 from learners.quality import roc_auc
 from learners.stats import Comparison, average_precision, paired_ap_difference
 
 
-CHECKS = ("finite", "score_spread", "latency", "evidence", "recent", "retention")
+CHECKS = ("finite", "score_spread", "latency", "evidence", "recent", "retention", "alert_volume", "negative_flips")
 OUTCOMES = ("passed", "failed", "inconclusive")
 
 
@@ -59,6 +60,10 @@ class GateThresholds:
     resamples: int = 300
     evidence_max_frauds: int = 400
     evidence_max_events: int = 200000
+    operating_alert_rate: float = 0.005
+    operating_threshold: float | None = None
+    max_alert_volume_change: float = 0.2
+    max_negative_flip_rate: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -74,9 +79,46 @@ class Check:
 
 
 @dataclass(frozen=True)
+class OperatingPoint:
+    """Where the fraud team alerts (served, calibrated scores), and what the swap would change there."""
+
+    threshold: float
+    incumbent: AlertRate
+    candidate: AlertRate
+    flips: FlipRate
+
+    @classmethod
+    def measure(cls, y: np.ndarray, incumbent: np.ndarray, candidate: np.ndarray, t: GateThresholds) -> "OperatingPoint":
+        threshold = t.operating_threshold if t.operating_threshold is not None else threshold_for_alert_rate(incumbent, t.operating_alert_rate)
+        return cls(threshold, alert_rate(incumbent, threshold), alert_rate(candidate, threshold),
+                   negative_flip_rate(y, incumbent, candidate, threshold))
+
+    def figures(self) -> dict[str, Any]:
+        return {"operating_threshold": self.threshold, "incumbent_alert_rate": self.incumbent.rate, "incumbent_alerts": self.incumbent.alerts,
+                "candidate_alert_rate": self.candidate.rate, "candidate_alerts": self.candidate.alerts,
+                "alert_volume_change": relative_change(self.incumbent, self.candidate), "negative_flip_rate": self.flips.rate,
+                "negative_flips": self.flips.flipped, "alerted_frauds": self.flips.alerted_frauds, "gained_frauds": self.flips.gained}
+
+    def checks(self, t: GateThresholds) -> list[Check]:
+        change = relative_change(self.incumbent, self.candidate)
+        where = f"at the operating threshold {self.threshold:.4g}"
+        volume = Check("alert_volume", change is None or abs(change) <= t.max_alert_volume_change,
+                       f"{self.candidate.alerts} alerts vs the incumbent's {self.incumbent.alerts} among {self.incumbent.events} events {where} "
+                       f"({'n/a' if change is None else f'{change:+.1%}'}; max change {t.max_alert_volume_change:.0%})")
+        f = self.flips
+        # losses are weighed against gains: with fewer alerts than frauds, catching one means dropping another
+        lost = f.rate is not None and f.rate > t.max_negative_flip_rate and f.flipped > f.gained
+        flips = Check("negative_flips", not lost,
+                      f"{f.flipped} of the {f.alerted_frauds} frauds the incumbent alerts on {where} dropped "
+                      f"({'n/a' if f.rate is None else f'{f.rate:.1%}'}; max {t.max_negative_flip_rate:.0%}), {f.gained} gained")
+        return [volume, flips]
+
+
+@dataclass(frozen=True)
 class GateDecision:
     checks: tuple[Check, ...]
     metrics: dict[str, Any] = field(default_factory=dict)
+    operating: OperatingPoint | None = None
 
     @property
     def outcome(self) -> str:
@@ -159,11 +201,14 @@ def decide(
         "candidate_latency_ms": candidate_latency_ms,
     }
 
+    operating = None
     if enough:
         recent = paired_ap_difference(recent_y, safe(candidate_recent), incumbent_recent, confidence=t.confidence,
                                       resamples=t.resamples, seed=seed)
         m.update(_figures("recent", recent))
         checks.append(_recent_check(recent, t))
+        operating = OperatingPoint.measure(recent_y, incumbent_recent, safe(candidate_recent), t)
+        m.update(operating.figures())
     else:
         m["candidate_recent_ap"] = average_precision(recent_y, safe(candidate_recent))
         m["incumbent_recent_ap"] = average_precision(recent_y, incumbent_recent)
@@ -173,7 +218,9 @@ def decide(
                                      confidence=t.confidence, resamples=t.resamples, seed=seed)
     m.update(_figures("retention", retention))
     checks.append(_retention_check(retention, t, baseline_retention_ap))
-    return GateDecision(checks=tuple(checks), metrics=m)
+    if operating is not None:
+        checks += operating.checks(t)
+    return GateDecision(checks=tuple(checks), metrics=m, operating=operating)
 
 
 def _figures(name: str, c: Comparison) -> dict[str, Any]:

@@ -10,6 +10,7 @@ resume is in one atomic checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import zlib
@@ -26,6 +27,7 @@ from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.checkpoint import load_checkpoint, save_checkpoint
 from learners.contradiction import ContradictionGuard, Contradictions
 from learners.drift import DriftMonitor, log_loss
+from learners.calibration import fit_platt
 from learners.challenger import Challenger
 from learners.gates import GateDecision, GateThresholds, decide
 from learners.label_guard import LabelRateGuard
@@ -314,7 +316,7 @@ class Learner:
             report.update(passed=False, outcome="pending", reasons=["no candidate yet: one is cut from this round's weights and "
                                                                      "judged on the events labeled from now on"])
             return None, None
-        candidate = challenger.model
+        candidate = self._calibrated(challenger)
         decision = decide(
             recent_y=challenger.y,
             candidate_recent=candidate.score(challenger.x),
@@ -340,7 +342,7 @@ class Learner:
         if outcome == "passed":
             manifest = self.registry.publish(
                 candidate.weights, self.schema, parent=self.incumbent.version, metrics=decision.metrics,
-                gate_report=report, offsets=dict(self.offsets),
+                gate_report=report, offsets=dict(self.offsets), calibration=candidate.calibration,
             )
             version = manifest["version"]
             parent = self.incumbent
@@ -364,6 +366,15 @@ class Learner:
             self.challenger = None
         self.metrics.gate_decisions.labels(outcome).inc()
         return decision, version
+
+    @staticmethod
+    def _calibrated(challenger: Challenger) -> ScoringModel:
+        """The candidate with a calibration fitted on its evidence (events it never trained on), so that
+        its served scores are fraud probabilities like the incumbent's; as it is without frauds."""
+        y = challenger.y
+        if not 0 < y.sum() < len(y):
+            return challenger.model
+        return dataclasses.replace(challenger.model, calibration=fit_platt(challenger.model.score_raw(challenger.x), y))
 
     def _learnable_burst(self, x: np.ndarray, y: np.ndarray, reason: str) -> bool:
         """A round the label-rate guard flagged goes on to training when its labels prove learnable
@@ -495,6 +506,9 @@ class Learner:
                     value = figures.get(f"{model}_{name}_{figure}")
                     if value is not None:
                         gauge.labels(model, name).set(value)
+        if decision is not None and decision.operating is not None:
+            op = decision.operating
+            m.observe_operating_point(op.threshold, op.incumbent, op.candidate, op.flips)
         for name in ("recent", "retention"):
             if f"{name}_ap_difference" in figures:
                 for bound, key in (("low", "_low"), ("estimate", ""), ("high", "_high")):
@@ -515,6 +529,9 @@ class Learner:
 
     def _observe_served(self) -> None:
         self.metrics.version_number.set(int(self.incumbent.version[1:]))
+        ece = self.incumbent.calibration.figures.get("ece_after")
+        if ece is not None:  # on the events its calibration was fitted on
+            self.metrics.served_calibration_error.set(ece)
         self.metrics.last_publish.set(self.incumbent.manifest.get("created_ts", 0.0))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from learners.gates import CHECKS
+from learners.operating import AlertRate, FlipRate
 from streams.events import REASONS
 
 QUARANTINE_REASONS = ("label_rate", "contradiction")
@@ -96,6 +97,37 @@ class LearnerMetrics:
             ["model", "set"], registry=r,
         )
         self.auc = Gauge("perennial_learner_roc_auc", "ROC-AUC at the last gate, by model and evaluation set.", ["model", "set"], registry=r)
+        # the operating point's figures are NaN until a gate measures them (0 would read as "no alerts")
+        self.alert_rate = Gauge(
+            "perennial_learner_alert_rate",
+            "Share of held-out events (weighted to the real fraud rate) scored at or above the operating threshold at the last gate, by model.",
+            ["model"], registry=r,
+        )
+        self.alerts = Gauge(
+            "perennial_learner_alerts", "Held-out events scored at or above the operating threshold at the last gate, by model: the count behind the alert rate.",
+            ["model"], registry=r,
+        )
+        for model in ("candidate", "incumbent"):
+            self.alert_rate.labels(model).set(float("nan"))
+            self.alerts.labels(model).set(float("nan"))
+        self.operating_threshold = Gauge(
+            "perennial_learner_operating_threshold", "The served score (a fraud probability) from which events are alerted on, at the last gate.", registry=r,
+        )
+        self.negative_flip_rate = Gauge(
+            "perennial_learner_negative_flip_rate",
+            "Share of the held-out frauds the served version alerts on that the candidate would not, at the last gate.", registry=r,
+        )
+        self.negative_flip_frauds = Gauge(
+            "perennial_learner_negative_flip_base_frauds",
+            "Held-out frauds the served version alerts on at the last gate: the count the negative flip rate is a share of.", registry=r,
+        )
+        self.served_calibration_error = Gauge(
+            "perennial_learner_served_expected_calibration_error",
+            "Expected calibration error of the served version's scores on held-out events (weighted, 10 bins of equal weight): "
+            "how far, on average, a served score is from the fraud rate of the events so scored.", registry=r,
+        )
+        for gauge in (self.operating_threshold, self.negative_flip_rate, self.negative_flip_frauds, self.served_calibration_error):
+            gauge.set(float("nan"))
         self.retention_baseline = Gauge(
             "perennial_learner_retention_baseline_average_precision",
             "Average precision of the first (pretrained) version on the retention set: what forgetting is measured against.", registry=r,
@@ -141,3 +173,12 @@ class LearnerMetrics:
         self.pending_holdout = Gauge(
             "perennial_learner_pending_holdout_events", "Events held out from the next round, to join the held-out set when it is accepted.", registry=r,
         )
+
+    def observe_operating_point(self, threshold: float, incumbent: AlertRate, candidate: AlertRate, flips: FlipRate) -> None:
+        """Export one gate's operating-point figures (a flip rate without alerted frauds is NaN)."""
+        self.operating_threshold.set(threshold)
+        for model, figures in (("incumbent", incumbent), ("candidate", candidate)):
+            self.alert_rate.labels(model).set(figures.rate)
+            self.alerts.labels(model).set(figures.alerts)
+        self.negative_flip_rate.set(float("nan") if flips.rate is None else flips.rate)
+        self.negative_flip_frauds.set(flips.alerted_frauds)

@@ -1,8 +1,10 @@
 """The tabular network, and the immutable scoring model built from its weights.
 
 ``TabularNet`` is what training updates (torch). ``ScoringModel`` is what is served: the weights of
-one version mirrored to numpy with its schema, never mutated after construction, so a swap is the
-replacement of one reference and scoring needs no autograd or framework dispatch.
+one version mirrored to numpy with its schema and its calibration, never mutated after construction,
+so a swap is the replacement of one reference and scoring needs no autograd or framework dispatch.
+Its ``score`` is the served, calibrated fraud probability; ``score_raw`` is the network's own, which
+is what training and anything fitted on the network (a new calibration) work on.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from learners.calibration import IDENTITY, Calibration
 from learners.schema import FeatureSchema
 
 
@@ -49,12 +52,13 @@ def state_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True, eq=False)
 class ScoringModel:
-    """One version ready to score: schema + weights as numpy arrays. Immutable."""
+    """One version ready to score: schema + weights as numpy arrays + calibration. Immutable."""
 
     version: str
     schema: FeatureSchema
     weights: dict[str, np.ndarray]
     manifest: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration = IDENTITY
 
     def __post_init__(self) -> None:
         layers = sorted({k.rsplit(".", 1)[0] for k in self.weights}, key=lambda k: int(k.split(".")[1]))
@@ -79,16 +83,27 @@ class ScoringModel:
         object.__setattr__(self, "_layers", tuple(mats))
 
     def score_normalised(self, z: np.ndarray) -> np.ndarray:
-        """Fraud probability for normalised inputs."""
+        """Calibrated fraud probability for normalised inputs (what is served)."""
+        return _sigmoid(self.calibration.apply_logit(self._logit(z)))
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated fraud probability for raw feature rows in schema order (what is served)."""
+        return self.score_normalised(self.schema.transform(x))
+
+    def score_raw(self, x: np.ndarray) -> np.ndarray:
+        """The network's own fraud probability, uncalibrated, for raw feature rows in schema order."""
+        return _sigmoid(self._logit(self.schema.transform(x)))
+
+    def _logit(self, z: np.ndarray) -> np.ndarray:
+        """Fraud logit of the network: softmax over two logits == sigmoid of their difference."""
         h = z
         layers = self._layers  # type: ignore[attr-defined]
         for w, b in layers[:-1]:
             h = np.maximum(h @ w + b, 0.0)
         w, b = layers[-1]
         logits = h @ w + b
-        # softmax over two logits == sigmoid of their difference
-        return 1.0 / (1.0 + np.exp(np.clip(logits[:, 0] - logits[:, 1], -60, 60)))
+        return logits[:, 1] - logits[:, 0]
 
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """Fraud probability for raw feature rows in schema order."""
-        return self.score_normalised(self.schema.transform(x))
+
+def _sigmoid(logit: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(np.clip(-logit, -60, 60)))

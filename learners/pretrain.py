@@ -6,9 +6,11 @@ is sized by frauds, not rows: every fraud of the validation part (up to ``retent
 uniform sample above it) and a uniform sample of ``retention_size`` legitimate events, each weighted
 by how many events of its class it stands for. Its weighted AP estimates the AP at the real fraud
 rate, on enough frauds that the gates' intervals are narrow (a class-balanced sample of 2,000 held 39
-frauds of a 0.17%-fraud history). Every later candidate is compared with the incumbent on it. A class-balanced sample of the
-training part seeds the learner's replay memory, so patterns of the history that are rare in the
-stream (or absent from it for a while) keep being rehearsed from the first round on.
+frauds of a 0.17%-fraud history). Every later candidate is compared with the incumbent on it. The
+validation part also fits the calibration that makes the first version's served scores fraud
+probabilities (Platt scaling, see learners/calibration.py). A class-balanced sample of the training
+part seeds the learner's replay memory, so patterns of the history that are rare in the stream (or
+absent from it for a while) keep being rehearsed from the first round on.
 
 Pretraining only ever writes into a registry without versions: over one that has versions it would
 replace the retention set every version was judged on and the replay seed, and serve an ungated
@@ -22,11 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from learners.calibration import fit_platt
 from learners.model import TabularNet, state_numpy
 from learners.quality import roc_auc
-from learners.stats import average_precision
 from learners.registry import Registry, RegistryError
 from learners.schema import FeatureSchema
+from learners.stats import average_precision
 
 
 def ensure_no_versions(registry: Registry) -> None:
@@ -174,6 +177,11 @@ def pretrain(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     cut = int(len(y) * 0.8)
+    if not 0 < y[cut:].sum() < len(y) - cut:
+        raise ValueError(
+            f"the later 20% of history ({len(y) - cut} events) holds {int(y[cut:].sum())} frauds: it validates, calibrates and "
+            "supplies the retention set, so it needs frauds and legitimate events; give a longer history"
+        )
     schema = FeatureSchema.fit(names, x[:cut])
     net = TabularNet(len(names), hidden=hidden)
     fit(net, schema.transform(x[:cut]), y[:cut], epochs, seed)
@@ -181,7 +189,9 @@ def pretrain(
     net.eval()
     with torch.inference_mode():
         val_scores = torch.softmax(net(torch.from_numpy(schema.transform(x[cut:]))), 1)[:, 1].numpy()
-    called_fraud = val_scores >= contradiction_score  # the contradiction guard's first usual rate
+    calibration = fit_platt(val_scores, y[cut:])
+    # the contradiction guard's first usual rate, at the scores the learner's guard sees: served ones
+    called_fraud = calibration.apply(val_scores) >= contradiction_score
     retention, retention_w = retention_sample(y[cut:], retention_frauds, retention_size, rng)
     registry.save_retention(x[cut:][retention], y[cut:][retention], retention_w)
     seed_rows = class_balanced_sample(y[:cut], replay_seed_size, rng)
@@ -198,6 +208,7 @@ def pretrain(
         "contradiction_score": contradiction_score,
         "validation_called_fraud": int(called_fraud.sum()),
         "validation_contradicted": int((y[cut:][called_fraud] == 0).sum()),
+        **{f"calibration_{k}": v for k, v in calibration.figures.items() if k.startswith(("ece_", "log_loss_"))},
     }
     return registry.publish(
         state_numpy(net.state_dict()),
@@ -205,4 +216,5 @@ def pretrain(
         parent=None,
         metrics=metrics,
         gate_report={"passed": True, "reasons": ["pretraining: first version, validated on the later 20% of history"], "metrics": metrics},
+        calibration=calibration,
     )

@@ -5,7 +5,9 @@ Layout::
     <root>/versions/<id>/model.safetensors   weights (safetensors: no pickle is ever loaded)
     <root>/versions/<id>/manifest.json       version, parent, created, sha256 of the weights, feature
                                              schema, metrics, gate report, Kafka offsets trained on,
-                                             and checksum: the sha256 of all the rest (see checksum())
+                                             calibration of served scores (none before calibration
+                                             existed: identity), and checksum: the sha256 of all the
+                                             rest (see checksum())
     <root>/CURRENT                           id of the version to serve, replaced atomically
     <root>/history.jsonl                     every change of CURRENT: when, from, to, why
     <root>/retention/retention.safetensors   the retention (anchor) set fixed at pretraining
@@ -41,6 +43,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
+from learners.calibration import IDENTITY, Calibration
 from learners.files import atomic_write, fsync_dir
 from learners.model import ScoringModel
 from learners.schema import FeatureSchema
@@ -160,8 +163,11 @@ class Registry:
             schema = FeatureSchema.from_dict(manifest["feature_schema"])
         except ValueError as exc:
             raise RegistryError(f"the feature schema of {version} is malformed: {exc}") from None
+        calibration = _calibration(version, manifest)
         try:
-            model = ScoringModel(version=version, schema=schema, weights=load_safetensors(files.weights), manifest=manifest)
+            model = ScoringModel(
+                version=version, schema=schema, weights=load_safetensors(files.weights), manifest=manifest, calibration=calibration,
+            )
         except (SafetensorError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise RegistryError(f"the weights of {version} cannot be loaded: {exc}") from None
         if expect_features is not None and tuple(schema.names) != tuple(expect_features):
@@ -202,6 +208,7 @@ class Registry:
         metrics: dict[str, Any] | None = None,
         gate_report: dict[str, Any] | None = None,
         offsets: dict[str, int] | None = None,
+        calibration: Calibration = IDENTITY,
     ) -> dict[str, Any]:
         """Write a new version completely, without serving it. Returns its manifest."""
         self.versions_dir.mkdir(parents=True, exist_ok=True)
@@ -222,6 +229,7 @@ class Registry:
             "metrics": metrics or {},
             "gate_report": gate_report or {},
             "offsets": offsets or {},
+            "calibration": calibration.to_dict(),
         }
         # The checksum is computed on what a reader will parse (numpy values become JSON numbers).
         manifest = orjson.loads(orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY))
@@ -325,6 +333,18 @@ def _check_fields(version: str, manifest: dict[str, Any]) -> None:
         raise RegistryError(f"the manifest of {version} has {manifest['sha256'][:80]!r} as 'sha256', not a sha256 digest")
     if manifest["parent"] is not None and not VERSION_RE.match(manifest["parent"]):
         raise RegistryError(f"the manifest of {version} names {manifest['parent'][:20]!r} as parent, not a version id")
+
+
+def _calibration(version: str, manifest: dict[str, Any]) -> Calibration:
+    """The manifest's calibration; identity for a version written before calibration existed."""
+    if "calibration" not in manifest:
+        return IDENTITY
+    try:
+        return Calibration.from_dict(manifest["calibration"])
+    except ValueError as exc:
+        raise RegistryError(
+            f"the manifest of {version} has a malformed 'calibration': {exc}; restore the version, or point CURRENT at another"
+        ) from None
 
 
 def _json_kind(value: Any) -> str:

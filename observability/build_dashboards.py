@@ -80,6 +80,21 @@ LEARNING = [
         q('max(perennial_learner_retention_baseline_average_precision) - max(perennial_learner_average_precision{model="incumbent", set="retention"})', "served"),
         q('max(perennial_learner_retention_baseline_average_precision) - max(perennial_learner_average_precision{model="candidate", set="retention"})', "candidate"),
     ]),
+    ("Alert rate at the operating point: candidate vs served", "percentunit", "timeseries", [
+        q("max by (model) (perennial_learner_alert_rate)", "{{model}}"),
+    ]),
+    ("Alert volume change and negative flip rate (candidate vs served)", "percentunit", "timeseries", [
+        q('max(perennial_learner_alert_rate{model="candidate"}) / max(perennial_learner_alert_rate{model="incumbent"}) - 1', "alert volume change"),
+        q("max(perennial_learner_negative_flip_rate)", "frauds dropped (negative flip rate)"),
+    ]),
+    ("Counts behind the operating-point figures", "short", "timeseries", [
+        q("max by (model) (perennial_learner_alerts)", "alerts of {{model}}"),
+        q("max(perennial_learner_negative_flip_base_frauds)", "frauds the served version alerts on"),
+    ]),
+    ("Operating threshold and calibration error of the served version", "percentunit", "timeseries", [
+        q("max(perennial_learner_operating_threshold)", "threshold (fraud probability)"),
+        q("max(perennial_learner_served_expected_calibration_error)", "expected calibration error"),
+    ]),
     ("Drift (river ADWIN on the served model's loss)", "none", "timeseries", [
         q("max(perennial_learner_drift_loss_estimation)", "loss estimation"),
         q("sum(increase(perennial_learner_drift_detected_total[5m]))", "drifts"),

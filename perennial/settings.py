@@ -105,6 +105,24 @@ class GateSettings(BaseModel):
     """Scores with less spread than this are called collapsed."""
     max_latency_ms: float = 5.0
     """Largest allowed per-event scoring time of the candidate, in milliseconds (batch of 1)."""
+    operating_alert_rate: float = Field(0.005, gt=0, lt=1)
+    """The operating point as a share of events alerted on (0.005: the top 0.5% of events by served
+    score, at the real fraud rate): the threshold is where the served version alerts on this share of
+    held-out events. Used unless operating_threshold is set."""
+    operating_threshold: float | None = Field(None, ge=0, le=1)
+    """The operating point as an explicit served (calibrated) score, a fraud probability, at or above
+    which the fraud team alerts. None: use operating_alert_rate."""
+    max_alert_volume_change: float = Field(0.2, ge=0)
+    """Largest relative change of the alert rate at the operating threshold, candidate vs incumbent on
+    the same held-out events (0.2: from 100 alerts to between 80 and 120)."""
+    max_negative_flip_rate: float = Field(0.2, ge=0, le=1)
+    """Largest share of the frauds the incumbent alerts on (at the operating threshold, on the same
+    held-out events) that the candidate may stop alerting on. 0.2: on a simulated stream at 0.26%
+    fraud (0.5% alerts, 140 alerted frauds; bench/calibration.py), versions as good as each other drop
+    1 to 4 of them (under 3%), a version with a quarter less AP 15 to 18%; lower limits are noise on
+    the 20 or so alerted frauds of a small held-out set, where one flip is 5%. Where alerts are fewer
+    than frauds (3% fraud) equal versions swap 14 to 28% of alerted frauds for others, which the
+    frauds the candidate alone alerts on (``FlipRate.gained``) offset."""
 
 
 class LearnSettings(BaseModel):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from safetensors.numpy import save as save_safetensors
 
+from learners.calibration import IDENTITY, Calibration, fit_platt
 from learners.model import ScoringModel, TabularNet, state_numpy
 from learners.registry import MANIFEST_FIELDS, VERSION_RE, Registry, RegistryError, checksum
 from learners.schema import FeatureSchema
@@ -152,6 +153,58 @@ def test_a_manifest_without_checksum_loads_with_one_warning(tmp_path, schema, ca
     weights_path = tmp_path / "versions" / "v000001" / "model.safetensors"
     weights_path.write_bytes(weights_path.read_bytes()[:-1] + b"!")
     with pytest.raises(RegistryError, match="checksum mismatch"):
+        reg.load("v000001")
+
+
+def test_a_calibration_is_published_checksummed_and_served(tmp_path, schema):
+    """On disk and back: the loaded version scores the calibration of its network's score."""
+    reg = Registry(tmp_path)
+    x = np.random.default_rng(1).normal(size=(2000, 3)).astype(np.float32)
+    network = ScoringModel("raw", schema, weights(0))
+    y = (np.random.default_rng(2).random(len(x)) < network.score(x) / 10).astype(np.int64)
+    cal = fit_platt(network.score(x), y)
+    manifest = reg.publish(weights(0), schema, parent=None, calibration=cal)
+    assert manifest["calibration"]["method"] == "platt" and manifest["calibration"]["figures"]["frauds"] == int(y.sum())
+    on_disk = orjson.loads((tmp_path / "versions" / "v000001" / "manifest.json").read_bytes())
+    assert on_disk["calibration"] == cal.to_dict() and on_disk["checksum"] == checksum(on_disk)
+    served = Registry(tmp_path).load_current()
+    assert served.calibration == cal
+    assert np.allclose(served.score(x), cal.apply(network.score(x)), rtol=1e-5, atol=1e-7)
+    assert np.array_equal(served.score_raw(x), network.score(x))
+    assert reg.publish(weights(1), schema, parent="v000001")["calibration"] == {"method": "identity"}
+    assert reg.load_current().calibration == IDENTITY
+
+
+def test_a_version_written_before_calibration_loads_as_the_identity(tmp_path, schema):
+    reg = Registry(tmp_path)
+    reg.publish(weights(0), schema, parent=None, calibration=Calibration(2.0, -1.0))
+    path = tmp_path / "versions" / "v000001" / "manifest.json"
+    doc = orjson.loads(path.read_bytes())
+    del doc["calibration"], doc["checksum"]
+    path.write_bytes(sealed(doc))
+    old = reg.load("v000001")
+    assert old.calibration == IDENTITY
+    x = np.random.default_rng(3).normal(size=(50, 3)).astype(np.float32)
+    assert np.array_equal(old.score(x), old.score_raw(x))
+
+
+@pytest.mark.parametrize(
+    ("calibration", "problem"),
+    [
+        ({"method": "platt", "slope": -2.0, "intercept": 0.0}, "'slope' is -2.0; it must be positive"),
+        ({"method": "platt", "slope": 2.0}, "'intercept' is None"),
+        ({"method": "spline"}, "'method' is 'spline'"),
+        ("platt", "it is str, not an object"),
+    ],
+)
+def test_a_malformed_calibration_is_refused_naming_the_field(tmp_path, schema, calibration, problem):
+    reg = Registry(tmp_path)
+    reg.publish(weights(0), schema, parent=None)
+    path = tmp_path / "versions" / "v000001" / "manifest.json"
+    doc = orjson.loads(path.read_bytes())
+    doc["calibration"] = calibration
+    path.write_bytes(sealed({k: v for k, v in doc.items() if k != "checksum"}))
+    with pytest.raises(RegistryError, match=re.escape(f"the manifest of v000001 has a malformed 'calibration': {problem}")):
         reg.load("v000001")
 
 
@@ -324,6 +377,7 @@ JSON = st.recursive(
     max_leaves=12,
 )
 SCHEMA_KEYS = ("names", "log1p", "mean", "std")
+CALIBRATION_KEYS = ("method", "slope", "intercept", "figures")
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +386,7 @@ def scratch(tmp_path_factory):
     reg = Registry(tmp_path_factory.mktemp("scratch"))
     s = FeatureSchema.fit(NAMES, np.random.default_rng(0).normal(size=(50, 3)))
     reg.publish(weights(0), s, parent=None)
-    reg.add_version(weights(1), s, parent="v000001")
+    reg.add_version(weights(1), s, parent="v000001", calibration=Calibration(1.5, -2.0, {"events": 100}))
     folder = reg.versions_dir / "v000002"
     return reg, (folder / "manifest.json").read_bytes(), (folder / "model.safetensors").read_bytes()
 
@@ -357,12 +411,19 @@ def test_any_manifest_bytes_are_loaded_or_refused(scratch, data):
 
 
 @settings(max_examples=200, deadline=None)
-@given(key=st.sampled_from(sorted(MANIFEST_FIELDS) + [f"feature_schema.{k}" for k in SCHEMA_KEYS]), value=JSON)
+@given(
+    key=st.sampled_from(
+        sorted(MANIFEST_FIELDS) + ["calibration"]
+        + [f"feature_schema.{k}" for k in SCHEMA_KEYS] + [f"calibration.{k}" for k in CALIBRATION_KEYS]
+    ),
+    value=JSON,
+)
 def test_any_field_value_under_a_valid_checksum_is_loaded_or_refused(scratch, key, value):
     reg, good_manifest, good_weights = scratch
     doc = orjson.loads(good_manifest)
-    if key.startswith("feature_schema."):
-        doc["feature_schema"][key.split(".")[1]] = value
+    if "." in key:
+        field, sub = key.split(".")
+        doc[field][sub] = value
     else:
         doc[key] = value
     (reg.versions_dir / "v000002" / "manifest.json").write_bytes(sealed(doc))
