@@ -9,6 +9,7 @@ WEAK = rng.random(400)  # random scores
 
 
 def gate(cand_recent, cand_ret, inc_recent=WEAK, inc_ret=GOOD, latency=0.05, y=Y, **t):
+    t = {"max_alert_volume_change": 1e9, "max_negative_flip_rate": 1.0, **t}  # these scores are not calibrated
     return decide(
         recent_y=y, candidate_recent=cand_recent, incumbent_recent=inc_recent,
         retention_y=Y, candidate_retention=cand_ret, incumbent_retention=inc_ret,
@@ -71,6 +72,7 @@ def test_small_retention_drops_cannot_add_up_below_the_pretrained_version():
     assert baseline - average_precision(Y, slid) > 0.05
     kwargs = dict(recent_y=Y, candidate_recent=GOOD, incumbent_recent=WEAK, retention_y=Y, candidate_retention=slid,
                   incumbent_retention=slid, candidate_latency_ms=0.05)
+    kwargs["thresholds"] = GateThresholds(max_alert_volume_change=1e9, max_negative_flip_rate=1.0)
     assert decide(**kwargs).passed  # against the served version alone, no drop at all
     d = decide(**kwargs, baseline_retention_ap=baseline)
     assert not d.passed and failed(d) == {"retention"} and "pretrained version" in d.reasons[0]
@@ -126,7 +128,29 @@ def test_retention_is_judged_at_the_real_rate_through_its_weights():
     cand = inc.copy()
     cand[y == 0] += np.where(r.random(3000) < 0.004, 3.0, 0.0)  # 0.4% of legitimate events now score like fraud
     kw = dict(recent_y=y, candidate_recent=inc + 0.5 * y, incumbent_recent=inc, candidate_retention=cand,
-              incumbent_retention=inc, retention_y=y, candidate_latency_ms=0.1)
+              incumbent_retention=inc, retention_y=y, candidate_latency_ms=0.1,
+              thresholds=GateThresholds(max_alert_volume_change=1e9))  # raw scores, not probabilities
     assert decide(**kw).passed
     d = decide(**kw, retention_weights=w)
     assert d.outcome == "failed" and {c.name for c in d.checks if c.outcome == "failed"} == {"retention"}
+
+
+def test_a_candidate_that_moves_the_alert_volume_or_drops_alerted_frauds_fails_with_counts():
+    r = np.random.default_rng(16)
+    y = np.r_[np.ones(60), np.zeros(12000)].astype(int)
+    logit = r.normal(size=len(y)) - 6 + 5 * y
+    inc = 1 / (1 + np.exp(-logit))
+    better = 1 / (1 + np.exp(-(logit + 1.5 * y)))  # ranks frauds higher, same legitimate scores
+    kw = dict(recent_y=y, incumbent_recent=inc, retention_y=y, candidate_retention=inc, incumbent_retention=inc, candidate_latency_ms=0.1)
+    d = decide(candidate_recent=better, **kw)
+    assert d.passed and d.metrics["incumbent_alerts"] > 0 and d.operating is not None
+    inflated = 1 / (1 + np.exp(-(logit + 1.5 * y + 1.0)))  # the same ranking, every score higher: 2-3x the alerts
+    d = decide(candidate_recent=inflated, **kw)
+    assert d.outcome == "failed" and {c.name for c in d.checks if c.outcome == "failed"} == {"alert_volume"}
+    assert "max change 20%" in d.reasons[0] and d.metrics["candidate_alerts"] > 1.2 * d.metrics["incumbent_alerts"]
+    alerted = np.flatnonzero((y == 1) & (inc >= d.metrics["operating_threshold"]))
+    dropping = better.copy()
+    dropping[alerted[: len(alerted) // 2]] = 1e-4  # loses half the frauds the incumbent alerts on
+    d = decide(candidate_recent=dropping, **kw)
+    assert "negative_flips" in {c.name for c in d.checks if c.outcome == "failed"}
+    assert d.metrics["negative_flips"] == len(alerted) // 2 and d.metrics["alerted_frauds"] == len(alerted)
