@@ -45,6 +45,8 @@ from learners.stats import Comparison, average_precision, paired_ap_difference
 
 CHECKS = ("finite", "score_spread", "latency", "evidence", "recent", "retention", "alert_volume", "negative_flips")
 OUTCOMES = ("passed", "failed", "inconclusive")
+DEFAULT_ALERT_RATE = 0.005
+"""Least alert rate of the default operating point (a review queue of the top 0.5% of events)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class GateThresholds:
     resamples: int = 300
     evidence_max_frauds: int = 400
     evidence_max_events: int = 200000
-    operating_alert_rate: float = 0.005
+    operating_alert_rate: float | None = None
     operating_threshold: float | None = None
     max_alert_volume_change: float = 0.2
     max_negative_flip_rate: float = 0.2
@@ -78,39 +80,62 @@ class Check:
         return "passed" if self.passed else "inconclusive" if self.inconclusive else "failed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OperatingPoint:
-    """Where the fraud team alerts (served, calibrated scores), and what the swap would change there."""
+    """Where the fraud team alerts (served, calibrated scores), and what the swap would change there.
+
+    Alert counts at a 0.5% operating point are small (10 alerts among 2,000 events), so the gates
+    weigh them like the AP: the events both models alert on, or either, are resampled (a Poisson
+    bootstrap, the same replicates for both models), and a change fails only when it exceeds the limit
+    with the gates' confidence."""
 
     threshold: float
     incumbent: AlertRate
     candidate: AlertRate
     flips: FlipRate
+    p_volume: float  # probability that the alert volume changes by more than the limit
+    p_flips: float  # probability that the candidate drops more than the limit of the incumbent's alerted frauds
 
     @classmethod
-    def measure(cls, y: np.ndarray, incumbent: np.ndarray, candidate: np.ndarray, t: GateThresholds) -> "OperatingPoint":
-        threshold = t.operating_threshold if t.operating_threshold is not None else threshold_for_alert_rate(incumbent, t.operating_alert_rate)
+    def measure(cls, y: np.ndarray, incumbent: np.ndarray, candidate: np.ndarray, t: GateThresholds, seed: int = 0) -> "OperatingPoint":
+        threshold = t.operating_threshold
+        if threshold is None:  # by default where the alerts are as many as the frauds (at least 0.5% of events)
+            rate = t.operating_alert_rate if t.operating_alert_rate is not None else max(DEFAULT_ALERT_RATE, float(np.mean(y)))
+            threshold = threshold_for_alert_rate(incumbent, rate)
+        inc, cand = incumbent >= threshold, candidate >= threshold
+        rng = np.random.default_rng([seed, 0xA1E7])
+        either = inc | cand
+        w = rng.poisson(1.0, size=(t.resamples, int(either.sum()))).astype(np.float64)
+        a, b = w @ cand[either], w @ inc[either]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p_volume = float(np.mean(np.abs(a / b - 1) > t.max_alert_volume_change)) if b.any() else 0.0
+            alerted, dropped = (y[either] == 1) & inc[either], (y[either] == 1) & inc[either] & ~cand[either]
+            gained = (y[either] == 1) & ~inc[either] & cand[either]
+            lost = (w @ dropped > t.max_negative_flip_rate * (w @ alerted)) & (w @ dropped > w @ gained)
+            p_flips = float(np.mean(lost)) if alerted.any() else 0.0
         return cls(threshold, alert_rate(incumbent, threshold), alert_rate(candidate, threshold),
-                   negative_flip_rate(y, incumbent, candidate, threshold))
+                   negative_flip_rate(y, incumbent, candidate, threshold), p_volume, p_flips)
 
     def figures(self) -> dict[str, Any]:
         return {"operating_threshold": self.threshold, "incumbent_alert_rate": self.incumbent.rate, "incumbent_alerts": self.incumbent.alerts,
                 "candidate_alert_rate": self.candidate.rate, "candidate_alerts": self.candidate.alerts,
-                "alert_volume_change": relative_change(self.incumbent, self.candidate), "negative_flip_rate": self.flips.rate,
-                "negative_flips": self.flips.flipped, "alerted_frauds": self.flips.alerted_frauds, "gained_frauds": self.flips.gained}
+                "alert_volume_change": relative_change(self.incumbent, self.candidate), "p_alert_volume_over_limit": self.p_volume,
+                "negative_flip_rate": self.flips.rate, "negative_flips": self.flips.flipped, "alerted_frauds": self.flips.alerted_frauds,
+                "gained_frauds": self.flips.gained, "p_negative_flips_over_limit": self.p_flips}
 
     def checks(self, t: GateThresholds) -> list[Check]:
         change = relative_change(self.incumbent, self.candidate)
         where = f"at the operating threshold {self.threshold:.4g}"
-        volume = Check("alert_volume", change is None or abs(change) <= t.max_alert_volume_change,
+        volume = Check("alert_volume", self.p_volume < t.confidence,
                        f"{self.candidate.alerts} alerts vs the incumbent's {self.incumbent.alerts} among {self.incumbent.events} events {where} "
-                       f"({'n/a' if change is None else f'{change:+.1%}'}; max change {t.max_alert_volume_change:.0%})")
+                       f"({'n/a' if change is None else f'{change:+.1%}'}; over the {t.max_alert_volume_change:.0%} limit with probability "
+                       f"{self.p_volume:.2f}, fails at {t.confidence:.2f})")
         f = self.flips
         # losses are weighed against gains: with fewer alerts than frauds, catching one means dropping another
-        lost = f.rate is not None and f.rate > t.max_negative_flip_rate and f.flipped > f.gained
-        flips = Check("negative_flips", not lost,
+        flips = Check("negative_flips", self.p_flips < t.confidence,
                       f"{f.flipped} of the {f.alerted_frauds} frauds the incumbent alerts on {where} dropped "
-                      f"({'n/a' if f.rate is None else f'{f.rate:.1%}'}; max {t.max_negative_flip_rate:.0%}), {f.gained} gained")
+                      f"({'n/a' if f.rate is None else f'{f.rate:.1%}'}), {f.gained} gained; over the {t.max_negative_flip_rate:.0%} limit "
+                      f"(and more lost than gained) with probability {self.p_flips:.2f}, fails at {t.confidence:.2f}")
         return [volume, flips]
 
 
@@ -207,7 +232,7 @@ def decide(
                                       resamples=t.resamples, seed=seed)
         m.update(_figures("recent", recent))
         checks.append(_recent_check(recent, t))
-        operating = OperatingPoint.measure(recent_y, incumbent_recent, safe(candidate_recent), t)
+        operating = OperatingPoint.measure(recent_y, incumbent_recent, safe(candidate_recent), t, seed)
         m.update(operating.figures())
     else:
         m["candidate_recent_ap"] = average_precision(recent_y, safe(candidate_recent))

@@ -287,16 +287,16 @@ class Learner:
                 "drift", round=self.acct.rounds, loss_estimation=self.drift.estimation, window_events=self.drift.width,
                 reacting_rounds=self.reacting,
             )
-        if self.challenger is not None:  # before training: neither model has seen these events
+        if self.challenger is not None:  # neither model has seen these events
             self.challenger.observe(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]))
+        report = {"round": self.acct.rounds, "trained_events": len(y)}
+        if contradictions.flagged:
+            report["contradiction"] = contradictions.figures()
+        decision, version = self._judge_challenger(report, announce)  # before training: a reset then trains on this round
         stats = self.adapter.learn(self.schema.transform(x), y)
         if self.reacting:
             self._react(self.reacting - 1)
         self.acct.trained += len(y)
-        report = {"round": self.acct.rounds, "trained_events": len(y)}
-        if contradictions.flagged:
-            report["contradiction"] = contradictions.figures()
-        decision, version = self._judge_challenger(report, announce)
         if self.challenger is None:  # decided (or none yet): the next candidate is cut from this round's weights
             self.challenger = Challenger(ScoringModel("candidate", self.schema, self.adapter.weights()), self.acct.rounds)
         self._observe_round(stats, decision, version, time.perf_counter() - started)
@@ -370,11 +370,11 @@ class Learner:
     @staticmethod
     def _calibrated(challenger: Challenger) -> ScoringModel:
         """The candidate with a calibration fitted on its evidence (events it never trained on), so that
-        its served scores are fraud probabilities like the incumbent's; as it is without frauds."""
-        y = challenger.y
-        if not 0 < y.sum() < len(y):
+        its served scores are fraud probabilities like the incumbent's."""
+        y, raw = challenger.y, challenger.model.score_raw(challenger.x)
+        if not 0 < y.sum() < len(y) or not np.isfinite(raw).all():  # nothing to fit on, or a broken candidate the gates reject
             return challenger.model
-        return dataclasses.replace(challenger.model, calibration=fit_platt(challenger.model.score_raw(challenger.x), y))
+        return dataclasses.replace(challenger.model, calibration=fit_platt(raw, y))
 
     def _learnable_burst(self, x: np.ndarray, y: np.ndarray, reason: str) -> bool:
         """A round the label-rate guard flagged goes on to training when its labels prove learnable

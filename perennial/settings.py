@@ -105,10 +105,12 @@ class GateSettings(BaseModel):
     """Scores with less spread than this are called collapsed."""
     max_latency_ms: float = 5.0
     """Largest allowed per-event scoring time of the candidate, in milliseconds (batch of 1)."""
-    operating_alert_rate: float = Field(0.005, gt=0, lt=1)
-    """The operating point as a share of events alerted on (0.005: the top 0.5% of events by served
-    score, at the real fraud rate): the threshold is where the served version alerts on this share of
-    held-out events. Used unless operating_threshold is set."""
+    operating_alert_rate: float | None = Field(None, gt=0, lt=1)
+    """The operating point as a share of events alerted on: the threshold is where the served version
+    alerts on this share of the events a candidate is judged on. None (the default): as many alerts as
+    frauds among those events, at least 0.5% of them, so the point follows the fraud rate from 0.1%
+    to 5% (a fixed 0.5% at 3% fraud sits where every version scores near 1, and equally good versions
+    differ there by 2-4 times the alerts). Used unless operating_threshold is set."""
     operating_threshold: float | None = Field(None, ge=0, le=1)
     """The operating point as an explicit served (calibrated) score, a fraud probability, at or above
     which the fraud team alerts. None: use operating_alert_rate."""
