@@ -115,8 +115,10 @@ class GateSettings(BaseModel):
     """The operating point as an explicit served (calibrated) score, a fraud probability, at or above
     which the fraud team alerts. None: use operating_alert_rate."""
     max_alert_volume_change: float = Field(0.2, ge=0)
-    """Largest relative change of the alert rate at the operating threshold, candidate vs incumbent on
-    the same held-out events (0.2: from 100 alerts to between 80 and 120)."""
+    """Largest relative growth of the false alerts (alerts on legitimate events) at the operating
+    threshold, candidate vs incumbent on the same events, with the gates' confidence (0.2: from 100
+    false alerts to at most 120). Alerts on frauds may grow: a candidate that learned a new pattern
+    alerts on it; frauds it stops alerting on are limited by max_negative_flip_rate."""
     max_negative_flip_rate: float = Field(0.2, ge=0, le=1)
     """Largest share of the frauds the incumbent alerts on (at the operating threshold, on the same
     held-out events) that the candidate may stop alerting on. 0.2: on a simulated stream at 0.26%

@@ -144,10 +144,11 @@ def test_a_candidate_that_moves_the_alert_volume_or_drops_alerted_frauds_fails_w
     kw = dict(recent_y=y, incumbent_recent=inc, retention_y=y, candidate_retention=inc, incumbent_retention=inc, candidate_latency_ms=0.1)
     d = decide(candidate_recent=better, **kw)
     assert d.passed and d.metrics["incumbent_alerts"] > 0 and d.operating is not None
-    inflated = 1 / (1 + np.exp(-(logit + 1.5 * y + 1.0)))  # the same ranking, every score higher: 2-3x the alerts
+    inflated = 1 / (1 + np.exp(-(logit + 1.5 * y + 1.0)))  # the same ranking, every score higher: 2-3x the false alerts
     d = decide(candidate_recent=inflated, **kw)
     assert d.outcome == "failed" and {c.name for c in d.checks if c.outcome == "failed"} == {"alert_volume"}
-    assert "20% limit" in d.reasons[0] and d.metrics["candidate_alerts"] > 1.2 * d.metrics["incumbent_alerts"]
+    assert "false alerts up by over 20%" in d.reasons[0]
+    assert d.metrics["candidate_false_alerts"] > 1.2 * d.metrics["incumbent_false_alerts"] > 0
     alerted = np.flatnonzero((y == 1) & (inc >= d.metrics["operating_threshold"]))
     dropping = better.copy()
     dropping[alerted[: len(alerted) // 2]] = 1e-4  # loses half the frauds the incumbent alerts on
@@ -156,16 +157,19 @@ def test_a_candidate_that_moves_the_alert_volume_or_drops_alerted_frauds_fails_w
     assert d.metrics["negative_flips"] == len(alerted) // 2 and d.metrics["alerted_frauds"] == len(alerted)
 
 
-def test_ten_alerts_against_fourteen_is_noise_not_a_change_of_volume():
+def test_ten_false_alerts_against_fourteen_is_noise_not_a_change_of_volume():
     """At a 0.5% operating point a round of 2,000 events holds 10 alerts: 4 more is within chance."""
     r = np.random.default_rng(17)
     y = np.r_[np.ones(40), np.zeros(1960)].astype(int)
-    inc = r.random(len(y)) * 0.5 + 0.45 * y
+    inc = r.random(len(y)) * 0.9 + 0.1 * y
+    t = GateThresholds(operating_alert_rate=0.005)
+    threshold = np.sort(inc)[-10]
+    legit_below = np.flatnonzero((y == 0) & (inc < threshold))
     cand = inc.copy()
-    top = np.argsort(-inc)
-    cand[top[10:14]] = inc[top[9]] + 1e-6  # four more events reach the threshold
+    cand[legit_below[np.argsort(-inc[legit_below])[:4]]] = threshold + 1e-6  # four more legitimate events alerted
     d = decide(recent_y=y, candidate_recent=cand, incumbent_recent=inc, retention_y=y, candidate_retention=inc,
-               incumbent_retention=inc, candidate_latency_ms=0.1)
+               incumbent_retention=inc, candidate_latency_ms=0.1, thresholds=t)
     volume = next(c for c in d.checks if c.name == "alert_volume")
     assert d.metrics["incumbent_alerts"] == 10 and d.metrics["candidate_alerts"] == 14
+    assert d.metrics["candidate_false_alerts"] == d.metrics["incumbent_false_alerts"] + 4
     assert volume.passed and d.metrics["p_alert_volume_over_limit"] < 0.9
