@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import asdict
 from functools import partial
 from typing import Any, Callable
@@ -43,6 +43,14 @@ from streams.events import EventError, LabeledEvent, parse_event
 log = logging.getLogger(__name__)
 
 Emit = Callable[..., None]
+
+DECISIONS_KEPT = 20
+"""Gate decisions kept in the registry for ``GET /v1/model`` (why the last candidates were or were not served)."""
+DECISION_FIGURES = (
+    "recent_ap_difference", "recent_ap_difference_low", "recent_ap_difference_high", "recent_frauds", "recent_events",
+    "retention_ap_difference", "retention_ap_difference_low", "retention_ap_difference_high", "retention_frauds",
+    "operating_threshold", "incumbent_false_alerts", "candidate_false_alerts", "negative_flips", "alerted_frauds", "gained_frauds",
+)
 
 
 class Learner:
@@ -84,6 +92,7 @@ class Learner:
         self.control_offsets: dict[str, int] = {}
         self.probation: Probation | None = None
         self.challenger: Challenger | None = None
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=DECISIONS_KEPT)
         first = self.registry.manifest(self.registry.versions()[0])
         self.guard = LabelRateGuard(cfg.max_label_rate_ratio, first.get("metrics", {}).get("fraud_rate"))
         self.contradictions = ContradictionGuard(
@@ -365,7 +374,22 @@ class Learner:
         if outcome != "inconclusive":
             self.challenger = None
         self.metrics.gate_decisions.labels(outcome).inc()
+        self._record_decision(report, version)
         return decision, version
+
+    def _record_decision(self, report: dict[str, Any], version: str | None) -> None:
+        """Keep the decision with its figures where ``GET /v1/model`` reads it (a write failure is logged:
+        it never stops a round)."""
+        figures = report.get("metrics", {})
+        self.decisions.append({
+            "time": time.time(), "round": report["round"], "outcome": report["outcome"], "published": version,
+            "served": self.incumbent.version, "candidate": report.get("candidate"), "reasons": report["reasons"],
+            "figures": {k: figures[k] for k in DECISION_FIGURES if k in figures},
+        })
+        try:
+            self.registry.save_decisions(list(self.decisions))
+        except OSError as exc:
+            log.error("the gate decisions could not be written to %s: %s", self.registry.decisions_path, exc)
 
     @staticmethod
     def _calibrated(challenger: Challenger) -> ScoringModel:

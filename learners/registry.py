@@ -10,6 +10,7 @@ Layout::
                                              rest (see checksum())
     <root>/CURRENT                           id of the version to serve, replaced atomically
     <root>/history.jsonl                     every change of CURRENT: when, from, to, why
+    <root>/decisions.json                    the learner's last gate decisions, with their figures
     <root>/retention/retention.safetensors   the retention (anchor) set fixed at pretraining
     <root>/retention/replay-seed.safetensors the history the learner's replay memory starts with
 
@@ -101,6 +102,7 @@ class Registry:
         self.versions_dir = self.root / "versions"
         self.current_path = self.root / "CURRENT"
         self.history_path = self.root / "history.jsonl"
+        self.decisions_path = self.root / "decisions.json"
         self.retention_path = self.root / "retention" / "retention.safetensors"
         self.replay_seed_path = self.root / "retention" / "replay-seed.safetensors"
         self._warned_unsealed: set[str] = set()
@@ -268,6 +270,26 @@ class Registry:
             f.write(orjson.dumps(entry) + b"\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def save_decisions(self, decisions: list[dict[str, Any]]) -> None:
+        """The learner's last gate decisions (why the last candidates were or were not served)."""
+        atomic_write(self.decisions_path, orjson.dumps(decisions, option=orjson.OPT_SERIALIZE_NUMPY))
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The learner's last gate decisions, oldest first; none yet: []. Unreadable: RegistryError."""
+        try:
+            raw = self.decisions_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise _unreadable("the gate decisions", self.decisions_path, exc) from None
+        try:
+            decisions = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise RegistryError(f"the gate decisions at {self.decisions_path} are not JSON ({exc})") from None
+        if not isinstance(decisions, list):
+            raise RegistryError(f"the gate decisions at {self.decisions_path} are a JSON {_json_kind(decisions)}, not a list")
+        return decisions
 
     def history(self) -> list[dict[str, Any]]:
         """Every recorded change of CURRENT, oldest first."""

@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from learners.registry import Registry
+from learners.registry import Registry, RegistryError
 from perennial.settings import Settings
 from service.admin import CommandSender, admin_router
 from service.batching import MicroBatcher
@@ -214,7 +214,12 @@ def create_app(
         model = store.model
         if model is None:
             raise ApiError(503, "no model is loaded yet")
-        return json_response({"version": model.version, "features": list(model.schema.names), "manifest": model.manifest})
+        try:
+            decisions: Any = registry.decisions()
+        except RegistryError as exc:
+            decisions = {"error": str(exc)}
+        return json_response({"version": model.version, "features": list(model.schema.names), "manifest": model.manifest,
+                              "decisions": decisions})
 
     @app.get("/healthz")
     async def healthz() -> Response:

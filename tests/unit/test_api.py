@@ -147,6 +147,16 @@ def test_model_health_readiness_metrics(client):
     assert 'perennial_server_model_info{parent="",sha256=' in text
 
 
+def test_the_model_route_says_why_the_last_candidates_were_or_were_not_served(client):
+    registry = Registry(client.app.app.state.store.registry.root)
+    assert client.get("/v1/model").json()["decisions"] == []
+    registry.save_decisions([{"round": 3, "outcome": "inconclusive", "reasons": ["recent: ... 12 frauds"], "figures": {"recent_frauds": 12}}])
+    assert client.get("/v1/model").json()["decisions"][0]["figures"] == {"recent_frauds": 12}
+    registry.decisions_path.write_text("{torn")
+    r = client.get("/v1/model")
+    assert r.status_code == 200 and "not JSON" in r.json()["decisions"]["error"]  # the served model is still described
+
+
 def test_every_route_is_counted_under_its_path_and_unknown_paths_as_one(client):
     post(client, {"features": {"amount": 1, "hour": 1}})
     client.get("/healthz")

@@ -179,6 +179,11 @@ def test_a_burst_of_a_new_fraud_pattern_is_learned_not_quarantined(learner):
     assert any(r["passed"] for r in reports)
     after = average_precision(y, learner.registry.load_current().score(x))
     assert after > before + 0.4, (before, after)
+    decisions = learner.registry.decisions()  # what GET /v1/model shows: why each candidate was or was not served
+    assert [d["outcome"] for d in decisions] == [r["outcome"] for r in reports][1:]  # the first round only cuts one
+    served = next(d for d in decisions if d["outcome"] == "passed")
+    f = served["figures"]
+    assert served["published"] and f["recent_ap_difference_low"] > 0 and f["recent_frauds"] >= 20 and f["retention_frauds"] > 0
 
 
 RARE = 0.07  # share of the simulator's frauds kept for a 0.2% fraud rate
