@@ -83,6 +83,10 @@ class LearnerMetrics:
         )
         for trigger in ("automatic", "operator"):
             self.quarantine_released.labels(trigger)
+        for name in ("recent", "retention"):  # NaN until a gate measures them: the series exist for the dashboards
+            self.gate_frauds.labels(name).set(float("nan"))
+            for bound in ("low", "estimate", "high"):
+                self.ap_difference.labels(name, bound).set(float("nan"))
         self.evidence_events = Gauge(
             "perennial_learner_candidate_evidence_events",
             "Labeled events gathered since the candidate being judged was cut (neither it nor the served version trained on them).", registry=r,

@@ -74,6 +74,14 @@ LEARNING = [
     ("Replay memory: share of fraud", "percentunit", "timeseries", [q("max(perennial_learner_replay_positive_ratio)", "fraud share")]),
     ("Gate decisions by result", "short", "timeseries", [q("sum by (result) (increase(perennial_learner_gate_decisions_total[15m]))", "{{result}}")]),
     ("Failed gate checks", "short", "timeseries", [q("sum by (check) (increase(perennial_learner_gate_failures_total[15m]))", "{{check}}")]),
+    ("Gate comparison: candidate minus served AP, with its bootstrap interval", "none", "timeseries", [
+        q("max by (set, bound) (perennial_learner_gate_ap_difference)", "{{set}} {{bound}}"),
+    ]),
+    ("Evidence behind the gate: frauds and events", "short", "timeseries", [
+        q("max by (set) (perennial_learner_gate_frauds)", "frauds in the {{set}} set"),
+        q("max(perennial_learner_candidate_evidence_frauds)", "frauds since the candidate was cut"),
+        q("max(perennial_learner_candidate_evidence_events)", "events since the candidate was cut"),
+    ]),
     ("Average precision: candidate vs served", "percentunit", "timeseries", [q("max by (model, set) (perennial_learner_average_precision)", "{{model}} on {{set}}")]),
     ("ROC-AUC: candidate vs served", "percentunit", "timeseries", [q("max by (model, set) (perennial_learner_roc_auc)", "{{model}} on {{set}}")]),
     ("Forgetting: retention AP lost since pretraining", "percentunit", "timeseries", [
@@ -109,6 +117,10 @@ LEARNING = [
     ("Rollbacks by trigger", "short", "timeseries", [q("sum by (trigger) (increase(perennial_learner_rollbacks_total[1h]))", "{{trigger}}")]),
     ("Events quarantined by reason (label-poisoning guards)", "short", "timeseries", [
         q("sum by (reason) (increase(perennial_learner_events_quarantined_total[15m]))", "{{reason}}"),
+    ]),
+    ("Quarantined rounds: kept for an operator, released", "short", "timeseries", [
+        q("max(perennial_learner_quarantine_kept_events)", "kept"),
+        q("sum by (trigger) (increase(perennial_learner_quarantine_released_events_total[1h]))", "released ({{trigger}})"),
     ]),
     ("Contradicting labels: share of the served model's fraud calls labeled legitimate", "percentunit", "timeseries", [
         q("max(perennial_learner_contradiction_rate)", "last round"),
