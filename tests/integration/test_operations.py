@@ -23,6 +23,9 @@ def served(stack) -> str:
 
 def test_rollback_pause_resume_over_http(stack):
     stack.env["PERENNIAL_SERVE__REGISTRY_POLL_S"] = "60"  # swaps within seconds can only come from announcements
+    # this test is about the commands, not the gates: candidates are served on thinner evidence, so that
+    # three days of stream publish the two versions a rollback needs
+    stack.env.update({"PERENNIAL_LEARN__GATES__CONFIDENCE": "0.6", "PERENNIAL_LEARN__GATES__MIN_RECENT_POSITIVES": "10"})
     stack.start("serve")
     stack.start("learn")
     stack.wait_ready()
