@@ -3,19 +3,201 @@
 Each is a small, seeded generator of a pretraining history and a labeled stream that looks like one
 situation of production. ``CATALOGUE`` names them with the sentence the report prints; ``build``
 makes one for a seed.
+
+``default`` is the card simulator (``streams.simulator``). The others are synthetic Gaussian
+concepts over eight features (``streams.concepts``), where one situation can be shown without the
+simulator's own dynamics: legitimate events are standard normal, frauds come from patterns (clusters)
+the network separates with some overlap. Labels arrive an exponential hour after their event unless
+the scenario is about label timing. A hashed tenth of the stream is held out as the period probes.
+
+- ``rare``: 0.15% fraud, 60,000 history events (about 90 frauds), 180,000 stream events (about 270
+  frauds, three per 2,048-event round) over 6 days, a third of them from a pattern history never had.
+- ``bursts``: 0.3% fraud, 48,000 history and 96,000 stream events over 4 days; for 6 hours (6,000
+  events) a card-testing pattern adds 4.5% (15x the base rate), then stops.
+- ``recurrence``: concept A (2 days) -> B (3 days) -> A (3 days), 12,000 events a day at 5% fraud.
+  In B, A's fraud region is an honest customer segment and fraud sits where A had its honest segment:
+  the decision boundary flips and flips back. Probes ``concept_A``/``concept_B`` are fresh draws of
+  one concept each, its frauds and its own negatives (``Scenario.concept_spans`` says when each is live).
+- ``threshold``: 5% fraud, 12,000 events a day; after 2 days every event moves one unit along the
+  fraud direction: the same ranking and fraud rate, but every raw feature vector means less fraud
+  (a score now overstates it). Probes ``before_shift``/``after_shift`` are fresh draws of each.
+- ``backlog`` and ``paced``: one day of history (40,000 events, 0.2% fraud), then the same 4 days of
+  30,000 events (0.2%, a new pattern among them); in ``backlog`` a day's labels all arrive at the end
+  of that day, in ``paced`` each an exponential hour after its event.
+- ``delays``: 0.5% fraud, 2,400 events a day for 6 weeks after 2 weeks of history, a new pattern in
+  the stream; 80% of labels arrive within a day or two (lognormal, median 12 hours), 20% weeks later
+  like chargebacks (lognormal, median 21 days): many arrive after the stream ends.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
+
 from perennial.evaluation import data
+from perennial.evaluation.data import Phase
+from streams.concepts import Concept, Cluster
+from streams.simulator import DAY, EPOCH, HOUR
 
 CATALOGUE: dict[str, str] = {
     "default": "the simulator's evaluation schedule: a new pattern when the stream starts, one that vanishes and recurs",
+    "rare": "rare fraud: 0.15%, about three frauds per 2,048-event round, 180,000 stream events (about 270 frauds) "
+    "after 60,000 of history; a third of the stream's frauds come from a pattern history never had",
+    "bursts": "a card-testing burst: 0.3% base fraud, 96,000 stream events; for 6 hours (6,000 events) a new pattern adds "
+    "4.5% fraud (15x the base rate), then stops",
+    "recurrence": "concepts A -> B -> A (2, 3 and 3 days of 12,000 events, 5% fraud): in B the decision boundary flips "
+    "(A's fraud region is honest, fraud sits in A's honest segment), then A returns; probes are fresh draws of each concept",
+    "threshold": "a threshold-only change (96,000 events, 5% fraud): after 2 days every event moves along the fraud "
+    "direction, so the ranking and the fraud rate stay while a given score means less fraud",
+    "backlog": "a day of labels at once: 1 day of history (40,000 events), 4 streamed days of 30,000 events at 0.2% fraud "
+    "with a new pattern; every label of a day arrives at the end of that day",
+    "paced": "the backlog scenario's events with labels arriving steadily, an exponential hour after each event",
+    "delays": "long-tailed label delays: 6 weeks of 2,400 events a day at 0.5% fraud with a new pattern; 80% of labels "
+    "arrive within a day or two, 20% weeks later like chargebacks (median 21 days), many after the stream ends",
 }
+
+KNOWN_1 = Cluster((2.75, 2.75), 0.8)
+KNOWN_2 = Cluster((0.0, 0.0, -2.75, 2.75), 0.8)
+NEW = Cluster((0.0, 0.0, 0.0, 0.0, 2.75, -2.75), 0.8)
+CARD_TESTING = Cluster((0.0,) * 6 + (-2.75, -2.75), 0.8)
+PATTERN_PROBE = (20_000, 200)
+"""Legitimate events and frauds of a pattern probe: a 1% probe, so that its AP rests on 200 frauds."""
+CONCEPT_PROBE = 10_000
+"""Events of a concept probe, at the concept's own fraud rate."""
 
 
 def build(name: str, seed: int) -> data.Scenario:
     """Scenario ``name`` of ``CATALOGUE`` for ``seed``; ValueError naming the known ones otherwise."""
-    if name == "default":
-        return data.simulator_scenario(seed)
-    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(CATALOGUE)}")
+    if name not in CATALOGUE:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(CATALOGUE)}")
+    return _BUILDERS[name](seed)
+
+
+def patterns(rate: float, *clusters: tuple[str, Cluster]) -> dict[str, tuple[Cluster, float]]:
+    """The named clusters sharing ``rate`` of all events equally."""
+    return {name: (cluster, rate / len(clusters)) for name, cluster in clusters}
+
+
+def exponential_delay(mean_s: float) -> data.LabelTimes:
+    return lambda time, rng: time + rng.exponential(mean_s, len(time))
+
+
+def end_of_day(time: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Every label of a day arrives at once, when the day ends."""
+    return EPOCH + (np.floor((time - EPOCH) / DAY) + 1) * DAY
+
+
+def chargebacks(time: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """80% of labels a lognormal delay of median 12 hours, 20% of median 21 days."""
+    late = rng.random(len(time)) < 0.2
+    median = np.where(late, 21 * DAY, 12 * HOUR)
+    sigma = np.where(late, 0.35, 0.7)
+    return time + median * np.exp(sigma * rng.standard_normal(len(time)))
+
+
+def pattern_probes(concept: Concept) -> Callable[[np.random.Generator], dict]:
+    """Per pattern of ``concept``: fresh legitimate events of it and that pattern's frauds."""
+    legit, frauds = PATTERN_PROBE
+
+    def draw(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {p: (np.concatenate([concept.legitimate(legit, rng), concept.fraud(p, frauds, rng)]),
+                    np.repeat(np.array([0, 1], np.int64), [legit, frauds]))
+                for p in concept.patterns}
+    return draw
+
+
+def concept_probes(*cs: Concept) -> Callable[[np.random.Generator], dict]:
+    """Per concept (named by its one fraud pattern): a fresh draw of that concept at its own rate."""
+    def draw(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        out = {}
+        for c in cs:
+            (name,) = c.patterns
+            x, code = c.sample(CONCEPT_PROBE, rng, (name,))
+            out[name] = (x, (code > 0).astype(np.int64))
+        return out
+    return draw
+
+
+def _rare(seed: int) -> data.Scenario:
+    history = Concept("known patterns", patterns(0.0015, ("known_1", KNOWN_1), ("known_2", KNOWN_2)))
+    stream = Concept("with a new pattern", patterns(0.0015, ("known_1", KNOWN_1), ("known_2", KNOWN_2), ("new", NEW)))
+    return data.concept_scenario(
+        seed, title="rare: 0.15% fraud, a new pattern in the stream", history=[Phase(history, 2, 60_000)],
+        stream=[Phase(stream, 6, 180_000)], label_times=exponential_delay(HOUR), period_days=0.75,
+        probes=pattern_probes(stream),
+    )
+
+
+def _bursts(seed: int) -> data.Scenario:
+    known = patterns(0.003, ("known_1", KNOWN_1), ("known_2", KNOWN_2))
+    base = Concept("base", known)
+    burst = Concept("card-testing burst", {**known, "card_testing": (CARD_TESTING, 0.045)})
+    return data.concept_scenario(
+        seed, title="bursts: 0.3% fraud, a 6-hour card-testing burst at 15x the base rate", history=[Phase(base, 2, 48_000)],
+        stream=[Phase(base, 1.5, 36_000), Phase(burst, 0.25, 6_000), Phase(base, 2.25, 54_000)],
+        label_times=exponential_delay(HOUR), period_days=0.5, probes=pattern_probes(burst),
+    )
+
+
+A_FRAUD = Cluster((2.5, 2.5))
+B_FRAUD = Cluster((-2.5, 2.5))
+CONCEPT_A = Concept("concept_A", {"concept_A": (A_FRAUD, 0.05)}, segments=((B_FRAUD, 0.05),))
+CONCEPT_B = Concept("concept_B", {"concept_B": (B_FRAUD, 0.05)}, segments=((A_FRAUD, 0.05),))
+
+
+def _recurrence(seed: int) -> data.Scenario:
+    return data.concept_scenario(
+        seed, title="recurrence: concept A -> B -> A, the decision boundary flips and returns, 5% fraud",
+        history=[Phase(CONCEPT_A, 3, 36_000)],
+        stream=[Phase(CONCEPT_A, 2, 24_000), Phase(CONCEPT_B, 3, 36_000), Phase(CONCEPT_A, 3, 36_000)],
+        label_times=exponential_delay(HOUR), period_days=1, probes=concept_probes(CONCEPT_A, CONCEPT_B),
+    )
+
+
+THRESHOLD_FRAUD = Cluster((2.25, 2.25))
+THRESHOLD_SHIFT = (2 ** -0.5, 2 ** -0.5)
+"""One unit along the direction from the legitimate centre to the fraud cluster."""
+BEFORE_SHIFT = Concept("before_shift", {"before_shift": (THRESHOLD_FRAUD, 0.05)})
+AFTER_SHIFT = Concept("after_shift", {"after_shift": (THRESHOLD_FRAUD, 0.05)}, shift=THRESHOLD_SHIFT)
+
+
+def _threshold(seed: int) -> data.Scenario:
+    return data.concept_scenario(
+        seed, title="threshold: every event moves along the fraud direction after 2 days, 5% fraud",
+        history=[Phase(BEFORE_SHIFT, 3, 36_000)], stream=[Phase(BEFORE_SHIFT, 2, 24_000), Phase(AFTER_SHIFT, 6, 72_000)],
+        label_times=exponential_delay(HOUR), period_days=1, probes=concept_probes(BEFORE_SHIFT, AFTER_SHIFT),
+    )
+
+
+def _day_of_labels(seed: int, label_times: data.LabelTimes, title: str) -> data.Scenario:
+    history = Concept("known patterns", patterns(0.002, ("known_1", KNOWN_1), ("known_2", KNOWN_2)))
+    stream = Concept("with a new pattern", patterns(0.002, ("known_1", KNOWN_1), ("known_2", KNOWN_2), ("new", NEW)))
+    return data.concept_scenario(
+        seed, title=title, history=[Phase(history, 1, 40_000)], stream=[Phase(stream, 4, 120_000)],
+        label_times=label_times, period_days=0.5, probes=pattern_probes(stream),
+    )
+
+
+def _backlog(seed: int) -> data.Scenario:
+    return _day_of_labels(seed, end_of_day, "backlog: 0.2% fraud, a new pattern, every label of a day at the end of that day")
+
+
+def _paced(seed: int) -> data.Scenario:
+    return _day_of_labels(seed, exponential_delay(HOUR), "paced: 0.2% fraud, a new pattern, labels an exponential hour after their events")
+
+
+def _delays(seed: int) -> data.Scenario:
+    history = Concept("known patterns", patterns(0.005, ("known_1", KNOWN_1), ("known_2", KNOWN_2)))
+    stream = Concept("with a new pattern", patterns(0.005, ("known_1", KNOWN_1), ("known_2", KNOWN_2), ("new", NEW)))
+    return data.concept_scenario(
+        seed, title="delays: 0.5% fraud, a new pattern, 80% of labels within a day or two and 20% weeks later",
+        history=[Phase(history, 14, 28_000)], stream=[Phase(stream, 42, 100_800)], label_times=chargebacks,
+        period_days=7, probes=pattern_probes(stream),
+    )
+
+
+_BUILDERS: dict[str, Callable[[int], data.Scenario]] = {
+    "default": data.simulator_scenario, "rare": _rare, "bursts": _bursts, "recurrence": _recurrence,
+    "threshold": _threshold, "backlog": _backlog, "paced": _paced, "delays": _delays,
+}
