@@ -240,23 +240,26 @@ def table_scenario(
     cut = int(n * history_fraction)
     if cut < 100 or n - cut < 100:
         raise ValueError(f"{path} has {n} rows: too few to keep {history_fraction:.0%} as history and stream the rest")
-    pattern, names = None, ()
+    pattern, names, owner = None, (), None
     if pattern_column:
         raw = table.extra[pattern_column].astype(str).to_numpy()
-        fraud_patterns = sorted(set(raw[table.y == 1]))
-        names = tuple(fraud_patterns)
-        pattern = np.where(table.y == 1, np.searchsorted(np.array(names), raw) + 1, 0).astype(np.int64)
+        names = tuple(sorted(set(raw[table.y == 1])))
+        # every row's pattern or concept (0: none): a concept column also names its negatives
+        owner = np.where(np.isin(raw, names), np.searchsorted(np.array(names), raw) + 1, 0).astype(np.int64)
+        pattern = np.where(table.y == 1, owner, 0)
     entity = table.extra[entity_column].astype(str).to_numpy() if entity_column else None
     t0, t1 = time[cut], time[-1] + 1e-6
     edges = np.linspace(t0, t1, periods + 1)
     rows = {"x": table.x[cut:], "y": table.y[cut:], "time": time[cut:], "label_time": label_time[cut:],
-            "pattern": None if pattern is None else pattern[cut:], "entity": None if entity is None else entity[cut:]}
+            "pattern": None if pattern is None else pattern[cut:], "entity": None if entity is None else entity[cut:],
+            "owner": None if owner is None else owner[cut:]}
     kept, period_probes, held = _split(rows, edges, seed)
     pattern_probes = {}
-    if pattern is not None:
+    if owner is not None:
         for code, name in enumerate(names, start=1):
-            m = (held["pattern"] == 0) | (held["pattern"] == code)
-            pattern_probes[name] = (held["x"][m], (held["pattern"][m] == code).astype(np.int64))
+            # its own rows and the negatives of no pattern, never another concept's negatives
+            m = (held["owner"] == code) | ((held["owner"] == 0) & (held["y"] == 0))
+            pattern_probes[name] = (held["x"][m], held["y"][m])
     span = t1 - t0
     unit = next(((s, u) for s, u in ((DAY, "day"), (3600, "hour"), (60, "minute")) if span / s >= 2), (1.0, "second"))
     return Scenario(

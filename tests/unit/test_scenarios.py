@@ -134,3 +134,32 @@ def test_delays_have_a_long_tail(built):
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError, match="known: default, rare"):
         scenarios.build("nope", 0)
+
+
+def test_table_probes_of_a_concept_column_hold_only_that_concepts_rows(tmp_path):
+    """A column naming every row's concept (negatives included) gives probes of that concept's rows;
+    a pattern column whose negatives name no fraud pattern keeps every negative in each probe."""
+    import pandas as pd
+
+    from perennial.evaluation.data import table_scenario
+
+    rng = np.random.default_rng(0)
+    n = 8000
+    concept = np.where(np.arange(n) // 1000 % 2 == 0, "A", "B")
+    kind = np.where(rng.random(n) < 0.1, concept, "legit")
+    df = pd.DataFrame({"i": np.arange(n, dtype=float), "v": rng.normal(size=n), "concept": concept, "kind": kind,
+                       "y": (kind != "legit").astype(int)})
+    path = tmp_path / "concepts.csv"
+    df.to_csv(path, index=False)
+    common = {"label_column": "y", "time_column": None, "features": ["i", "v"], "history_fraction": 0.25}
+    by_concept = table_scenario(path, pattern_column="concept", **common)
+    by_kind = table_scenario(path, pattern_column="kind", **common)
+    held = df.iloc[np.concatenate([x[:, 0] for x, _ in by_concept.period_probes]).astype(int)]
+    assert len(held) + len(by_concept.y) == n - 2000
+    for name in ("A", "B"):
+        x, y = by_concept.pattern_probes[name]
+        own = held[held["concept"] == name]
+        assert sorted(x[:, 0]) == sorted(own["i"]) and y.sum() == own["y"].sum() > 0 and (y == 0).any()
+        x, y = by_kind.pattern_probes[name]
+        assert sorted(x[y == 0, 0]) == sorted(held.loc[held["kind"] == "legit", "i"])
+        assert sorted(x[y == 1, 0]) == sorted(held.loc[held["kind"] == name, "i"])
