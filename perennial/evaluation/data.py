@@ -171,7 +171,7 @@ def concept_scenario(
     spans = _spans(stream)
     return Scenario(
         name=f"{title} (seed {seed}; history {len(hcode)} events, {int((hcode > 0).sum())} frauds; stream {len(code)} events, "
-        f"{int((code > 0).sum())} frauds, {sum(p.days for p in stream):g} days)",
+        f"{int((code > 0).sum())} frauds, {sum(p.days for p in stream):g} days, a tenth of it held out as probes)",
         names=concepts.FEATURES, history_x=hx, history_y=(hcode > 0).astype(np.int64),
         x=kept["x"], y=kept["y"], time=kept["time"], label_time=kept["label_time"],
         period_edges=edges, step_s=step_hours * 3600, period_probes=periods,

@@ -7,26 +7,31 @@ makes one for a seed.
 ``default`` is the card simulator (``streams.simulator``). The others are synthetic Gaussian
 concepts over eight features (``streams.concepts``), where one situation can be shown without the
 simulator's own dynamics: legitimate events are standard normal, frauds come from patterns (clusters)
-the network separates with some overlap. Labels arrive an exponential hour after their event unless
-the scenario is about label timing. A hashed tenth of the stream is held out as the period probes.
+the network separates with some overlap. Labels arrive after an exponential delay of mean one hour
+unless the scenario is about label timing. A hashed tenth of the stream is held out as the period probes.
 
-- ``rare``: 0.15% fraud, 60,000 history events (about 90 frauds), 180,000 stream events (about 270
-  frauds, three per 2,048-event round) over 6 days, a third of them from a pattern history never had.
-- ``bursts``: 0.3% fraud, 48,000 history and 96,000 stream events over 4 days; for 6 hours (6,000
+- ``rare``: 0.15% fraud, 45,000 history events (about 70 frauds), 160,000 stream events (about 240
+  frauds, three per 2,048-event round) over 5 days, a third of them from a pattern history never had.
+- ``bursts``: 0.3% fraud, 30,000 history and 80,000 stream events over 4 days; for 6 hours (5,000
   events) a card-testing pattern adds 4.5% (15x the base rate), then stops.
-- ``recurrence``: concept A (2 days) -> B (3 days) -> A (3 days), 12,000 events a day at 5% fraud.
-  In B, A's fraud region is an honest customer segment and fraud sits where A had its honest segment:
-  the decision boundary flips and flips back. Probes ``concept_A``/``concept_B`` are fresh draws of
-  one concept each, its frauds and its own negatives (``Scenario.concept_spans`` says when each is live).
-- ``threshold``: 5% fraud, 12,000 events a day; after 2 days every event moves one unit along the
-  fraud direction: the same ranking and fraud rate, but every raw feature vector means less fraud
-  (a score now overstates it). Probes ``before_shift``/``after_shift`` are fresh draws of each.
-- ``backlog`` and ``paced``: one day of history (40,000 events, 0.2% fraud), then the same 4 days of
-  30,000 events (0.2%, a new pattern among them); in ``backlog`` a day's labels all arrive at the end
-  of that day, in ``paced`` each an exponential hour after its event.
-- ``delays``: 0.5% fraud, 2,400 events a day for 6 weeks after 2 weeks of history, a new pattern in
-  the stream; 80% of labels arrive within a day or two (lognormal, median 12 hours), 20% weeks later
-  like chargebacks (lognormal, median 21 days): many arrive after the stream ends.
+- ``recurrence``: concept A (2 days) -> B (3 days) -> A (3 days), 10,000 events a day at 5% fraud,
+  30,000 of history from A. In B, A's fraud region is an honest customer segment and fraud sits where
+  A had its honest segment: the decision boundary flips and flips back. Probes ``concept_A`` and
+  ``concept_B`` are fresh draws of one concept each, its frauds and its own negatives
+  (``Scenario.concept_spans`` says when each is live).
+- ``threshold``: 5% fraud, 10,000 events a day, 30,000 of history; after 2 of 8 stream days every
+  event moves one unit along the fraud direction: the same ranking and fraud rate, but a given
+  feature vector (so a given score) now means less fraud. Probes ``before_shift`` and
+  ``after_shift`` are fresh draws of each.
+- ``backlog`` and ``paced``: one day of history (30,000 events, 0.2% fraud), then the same 4 days of
+  25,000 events (0.2%, a third of the frauds from a new pattern); in ``backlog`` a day's labels all
+  arrive at the end of that day, in ``paced`` each after an exponential delay of mean one hour.
+- ``delays``: 0.5% fraud, 2,000 events a day, 2 weeks of history, 6 weeks of stream with a new
+  pattern; 80% of labels arrive within a day or two (lognormal, median 12 hours), 20% weeks later
+  like chargebacks (lognormal, median 21 days), many after the stream ends.
+
+Pattern probes hold 20,000 fresh legitimate events and 200 frauds of the pattern (1%); concept probes
+10,000 fresh events of the concept at its own rate.
 """
 
 from __future__ import annotations
@@ -42,18 +47,18 @@ from streams.simulator import DAY, EPOCH, HOUR
 
 CATALOGUE: dict[str, str] = {
     "default": "the simulator's evaluation schedule: a new pattern when the stream starts, one that vanishes and recurs",
-    "rare": "rare fraud: 0.15%, about three frauds per 2,048-event round, 180,000 stream events (about 270 frauds) "
-    "after 60,000 of history; a third of the stream's frauds come from a pattern history never had",
-    "bursts": "a card-testing burst: 0.3% base fraud, 96,000 stream events; for 6 hours (6,000 events) a new pattern adds "
-    "4.5% fraud (15x the base rate), then stops",
-    "recurrence": "concepts A -> B -> A (2, 3 and 3 days of 12,000 events, 5% fraud): in B the decision boundary flips "
+    "rare": "rare fraud: 0.15%, about three frauds per 2,048-event round, 160,000 stream events over 5 days (about 240 "
+    "frauds) after 45,000 of history; a third of the stream's frauds come from a pattern history never had",
+    "bursts": "a card-testing burst: 0.3% base fraud, 80,000 stream events over 4 days; for 6 hours (5,000 events) a new "
+    "pattern adds 4.5% fraud (15x the base rate), then stops",
+    "recurrence": "concepts A -> B -> A (2, 3 and 3 days of 10,000 events, 5% fraud): in B the decision boundary flips "
     "(A's fraud region is honest, fraud sits in A's honest segment), then A returns; probes are fresh draws of each concept",
-    "threshold": "a threshold-only change (96,000 events, 5% fraud): after 2 days every event moves along the fraud "
+    "threshold": "a threshold-only change (80,000 events, 5% fraud): after 2 of 8 days every event moves along the fraud "
     "direction, so the ranking and the fraud rate stay while a given score means less fraud",
-    "backlog": "a day of labels at once: 1 day of history (40,000 events), 4 streamed days of 30,000 events at 0.2% fraud "
-    "with a new pattern; every label of a day arrives at the end of that day",
-    "paced": "the backlog scenario's events with labels arriving steadily, an exponential hour after each event",
-    "delays": "long-tailed label delays: 6 weeks of 2,400 events a day at 0.5% fraud with a new pattern; 80% of labels "
+    "backlog": "a day of labels at once: 1 day of history (30,000 events), 4 streamed days of 25,000 events at 0.2% fraud, "
+    "a third from a new pattern; every label of a day arrives at the end of that day",
+    "paced": "the backlog scenario's events with labels arriving steadily, each after an exponential delay of mean one hour",
+    "delays": "long-tailed label delays: 6 weeks of 2,000 events a day at 0.5% fraud with a new pattern; 80% of labels "
     "arrive within a day or two, 20% weeks later like chargebacks (median 21 days), many after the stream ends",
 }
 
@@ -123,8 +128,8 @@ def _rare(seed: int) -> data.Scenario:
     history = Concept("known patterns", patterns(0.0015, ("known_1", KNOWN_1), ("known_2", KNOWN_2)))
     stream = Concept("with a new pattern", patterns(0.0015, ("known_1", KNOWN_1), ("known_2", KNOWN_2), ("new", NEW)))
     return data.concept_scenario(
-        seed, title="rare: 0.15% fraud, a new pattern in the stream", history=[Phase(history, 2, 60_000)],
-        stream=[Phase(stream, 6, 180_000)], label_times=exponential_delay(HOUR), period_days=0.75,
+        seed, title="rare: 0.15% fraud, a new pattern in the stream", history=[Phase(history, 1.5, 45_000)],
+        stream=[Phase(stream, 5, 160_000)], label_times=exponential_delay(HOUR), period_days=1,
         probes=pattern_probes(stream),
     )
 
@@ -134,8 +139,8 @@ def _bursts(seed: int) -> data.Scenario:
     base = Concept("base", known)
     burst = Concept("card-testing burst", {**known, "card_testing": (CARD_TESTING, 0.045)})
     return data.concept_scenario(
-        seed, title="bursts: 0.3% fraud, a 6-hour card-testing burst at 15x the base rate", history=[Phase(base, 2, 48_000)],
-        stream=[Phase(base, 1.5, 36_000), Phase(burst, 0.25, 6_000), Phase(base, 2.25, 54_000)],
+        seed, title="bursts: 0.3% fraud, a 6-hour card-testing burst at 15x the base rate", history=[Phase(base, 1.5, 30_000)],
+        stream=[Phase(base, 1.5, 30_000), Phase(burst, 0.25, 5_000), Phase(base, 2.25, 45_000)],
         label_times=exponential_delay(HOUR), period_days=0.5, probes=pattern_probes(burst),
     )
 
@@ -149,8 +154,8 @@ CONCEPT_B = Concept("concept_B", {"concept_B": (B_FRAUD, 0.05)}, segments=((A_FR
 def _recurrence(seed: int) -> data.Scenario:
     return data.concept_scenario(
         seed, title="recurrence: concept A -> B -> A, the decision boundary flips and returns, 5% fraud",
-        history=[Phase(CONCEPT_A, 3, 36_000)],
-        stream=[Phase(CONCEPT_A, 2, 24_000), Phase(CONCEPT_B, 3, 36_000), Phase(CONCEPT_A, 3, 36_000)],
+        history=[Phase(CONCEPT_A, 3, 30_000)],
+        stream=[Phase(CONCEPT_A, 2, 20_000), Phase(CONCEPT_B, 3, 30_000), Phase(CONCEPT_A, 3, 30_000)],
         label_times=exponential_delay(HOUR), period_days=1, probes=concept_probes(CONCEPT_A, CONCEPT_B),
     )
 
@@ -165,7 +170,7 @@ AFTER_SHIFT = Concept("after_shift", {"after_shift": (THRESHOLD_FRAUD, 0.05)}, s
 def _threshold(seed: int) -> data.Scenario:
     return data.concept_scenario(
         seed, title="threshold: every event moves along the fraud direction after 2 days, 5% fraud",
-        history=[Phase(BEFORE_SHIFT, 3, 36_000)], stream=[Phase(BEFORE_SHIFT, 2, 24_000), Phase(AFTER_SHIFT, 6, 72_000)],
+        history=[Phase(BEFORE_SHIFT, 3, 30_000)], stream=[Phase(BEFORE_SHIFT, 2, 20_000), Phase(AFTER_SHIFT, 6, 60_000)],
         label_times=exponential_delay(HOUR), period_days=1, probes=concept_probes(BEFORE_SHIFT, AFTER_SHIFT),
     )
 
@@ -174,7 +179,7 @@ def _day_of_labels(seed: int, label_times: data.LabelTimes, title: str) -> data.
     history = Concept("known patterns", patterns(0.002, ("known_1", KNOWN_1), ("known_2", KNOWN_2)))
     stream = Concept("with a new pattern", patterns(0.002, ("known_1", KNOWN_1), ("known_2", KNOWN_2), ("new", NEW)))
     return data.concept_scenario(
-        seed, title=title, history=[Phase(history, 1, 40_000)], stream=[Phase(stream, 4, 120_000)],
+        seed, title=title, history=[Phase(history, 1, 30_000)], stream=[Phase(stream, 4, 100_000)],
         label_times=label_times, period_days=0.5, probes=pattern_probes(stream),
     )
 
@@ -184,7 +189,7 @@ def _backlog(seed: int) -> data.Scenario:
 
 
 def _paced(seed: int) -> data.Scenario:
-    return _day_of_labels(seed, exponential_delay(HOUR), "paced: 0.2% fraud, a new pattern, labels an exponential hour after their events")
+    return _day_of_labels(seed, exponential_delay(HOUR), "paced: 0.2% fraud, a new pattern, labels after an exponential delay of mean one hour")
 
 
 def _delays(seed: int) -> data.Scenario:
@@ -192,8 +197,8 @@ def _delays(seed: int) -> data.Scenario:
     stream = Concept("with a new pattern", patterns(0.005, ("known_1", KNOWN_1), ("known_2", KNOWN_2), ("new", NEW)))
     return data.concept_scenario(
         seed, title="delays: 0.5% fraud, a new pattern, 80% of labels within a day or two and 20% weeks later",
-        history=[Phase(history, 14, 28_000)], stream=[Phase(stream, 42, 100_800)], label_times=chargebacks,
-        period_days=7, probes=pattern_probes(stream),
+        history=[Phase(history, 14, 28_000)], stream=[Phase(stream, 42, 84_000)], label_times=chargebacks,
+        period_days=7, probes=pattern_probes(stream), step_hours=4,
     )
 
 

@@ -57,7 +57,8 @@ def test_catalogue_sentence_states_the_fraud_rate(built, name):
 
 def test_rare_has_a_handful_of_frauds_per_round_and_hundreds_in_all(built):
     s = built["rare"]
-    assert 0.001 <= s.y.mean() <= 0.002 and s.y.sum() >= 200
+    frauds = s.y.sum() + sum(y.sum() for _, y in s.period_probes)
+    assert 0.001 <= s.y.mean() <= 0.002 and frauds >= 200
     per_round = [int(s.y[i : i + 2048].sum()) for i in range(0, len(s.y) - 2047, 2048)]
     assert np.median(per_round) <= 6
     assert "new" in s.pattern_names and "new" not in s.history_patterns
@@ -163,3 +164,12 @@ def test_table_probes_of_a_concept_column_hold_only_that_concepts_rows(tmp_path)
         x, y = by_kind.pattern_probes[name]
         assert sorted(x[y == 0, 0]) == sorted(held.loc[held["kind"] == "legit", "i"])
         assert sorted(x[y == 1, 0]) == sorted(held.loc[held["kind"] == name, "i"])
+
+
+def test_label_times_before_event_times_are_refused():
+    from perennial.evaluation.data import Phase, concept_scenario
+
+    with pytest.raises(ValueError, match="label times before event times"):
+        concept_scenario(0, title="early labels", history=[Phase(scenarios.BEFORE_SHIFT, 1, 1000)],
+                         stream=[Phase(scenarios.BEFORE_SHIFT, 1, 1000)], label_times=lambda t, rng: t - 1,
+                         period_days=0.5, probes=scenarios.concept_probes(scenarios.BEFORE_SHIFT))
