@@ -124,9 +124,14 @@ def concept_probes(*cs: Concept) -> Callable[[np.random.Generator], dict]:
     return draw
 
 
+def new_pattern(rate: float) -> tuple[Concept, Concept]:
+    """History's concept (two known patterns) and the stream's (the same and a new one), at ``rate``."""
+    known = (("known_1", KNOWN_1), ("known_2", KNOWN_2))
+    return Concept("known patterns", patterns(rate, *known)), Concept("with a new pattern", patterns(rate, *known, ("new", NEW)))
+
+
 def _rare(seed: int) -> data.Scenario:
-    history = Concept("known patterns", patterns(0.0015, ("known_1", KNOWN_1), ("known_2", KNOWN_2)))
-    stream = Concept("with a new pattern", patterns(0.0015, ("known_1", KNOWN_1), ("known_2", KNOWN_2), ("new", NEW)))
+    history, stream = new_pattern(0.0015)
     return data.concept_scenario(
         seed, title="rare: 0.15% fraud, a new pattern in the stream", history=[Phase(history, 1.5, 45_000)],
         stream=[Phase(stream, 5, 160_000)], label_times=exponential_delay(HOUR), period_days=1,
@@ -176,8 +181,7 @@ def _threshold(seed: int) -> data.Scenario:
 
 
 def _day_of_labels(seed: int, label_times: data.LabelTimes, title: str) -> data.Scenario:
-    history = Concept("known patterns", patterns(0.002, ("known_1", KNOWN_1), ("known_2", KNOWN_2)))
-    stream = Concept("with a new pattern", patterns(0.002, ("known_1", KNOWN_1), ("known_2", KNOWN_2), ("new", NEW)))
+    history, stream = new_pattern(0.002)
     return data.concept_scenario(
         seed, title=title, history=[Phase(history, 1, 30_000)], stream=[Phase(stream, 4, 100_000)],
         label_times=label_times, period_days=0.5, probes=pattern_probes(stream),
@@ -193,8 +197,7 @@ def _paced(seed: int) -> data.Scenario:
 
 
 def _delays(seed: int) -> data.Scenario:
-    history = Concept("known patterns", patterns(0.005, ("known_1", KNOWN_1), ("known_2", KNOWN_2)))
-    stream = Concept("with a new pattern", patterns(0.005, ("known_1", KNOWN_1), ("known_2", KNOWN_2), ("new", NEW)))
+    history, stream = new_pattern(0.005)
     return data.concept_scenario(
         seed, title="delays: 0.5% fraud, a new pattern, 80% of labels within a day or two and 20% weeks later",
         history=[Phase(history, 14, 28_000)], stream=[Phase(stream, 42, 84_000)], label_times=chargebacks,
