@@ -2,18 +2,23 @@
 
 Every strategy is scored on the same stream and judged on the same probes. A hashed tenth of the
 stream is held out from everything (training and prequential scoring) and split by period: the
-probes of the period R matrix. Per-pattern probes come from the simulator's independent draws with
-every pattern active, or, for a table, from the same held-out rows.
+probes of the period R matrix. A pattern's probe holds that pattern's frauds and the negatives of the
+same situation, never another concept's: they come from the simulator's independent draws with every
+pattern active, from fresh draws of a synthetic concept, or, for a table, from the held-out rows.
+
+Three sources: ``simulator_scenario`` (the card simulator), ``concept_scenario`` (phases of synthetic
+Gaussian concepts, ``streams.concepts``) and ``table_scenario`` (any CSV/Parquet file).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from streams import concepts
 from streams.simulator import DAY, EPOCH, FEATURES, PATTERNS, Simulator
 from streams.tables import epoch_seconds, read_labeled_table
 
@@ -41,12 +46,19 @@ class Scenario:
     pattern: np.ndarray | None = None  # stream rows: 0 legitimate, k = 1 + index in pattern_names
     pattern_names: tuple[str, ...] = ()
     pattern_probes: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """Per pattern (or concept): features and labels of that pattern's frauds and the negatives of the
+    same situation, drawn apart from the stream. Where a concept changes the decision boundary
+    (``concept_spans``), a concept's probe is a fresh draw of that concept: its positives and its own
+    negatives only."""
     history_patterns: frozenset[str] = frozenset()
     entity: np.ndarray | None = None  # card (or account) per stream row, for card precision@k
     day_s: float = DAY  # span of one "day" for card precision@k
     drift_points: list[tuple[float, str]] = field(default_factory=list)  # known changes, for the plots
     time_unit: tuple[float, str] = (DAY, "day")
     origin: float = 0.0
+    concept_spans: list[tuple[float, float, str]] = field(default_factory=list)
+    """(start, end, concept) of the stream, in time order: which concept generated the events when;
+    empty where the scenario has no concepts (the simulator, tables)."""
 
     def period_labels(self) -> list[str]:
         scale, unit = self.time_unit
@@ -119,6 +131,82 @@ def simulator_scenario(
     )
 
 
+@dataclass(frozen=True)
+class Phase:
+    """``events`` events of ``concept``, spread evenly at random over ``days``."""
+
+    concept: concepts.Concept
+    days: float
+    events: int
+
+
+LabelTimes = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+"""Label times of events from their (sorted) event times."""
+
+
+def concept_scenario(
+    seed: int,
+    *,
+    title: str,
+    history: Sequence[Phase],
+    stream: Sequence[Phase],
+    label_times: LabelTimes,
+    period_days: float,
+    probes: Callable[[np.random.Generator], dict[str, tuple[np.ndarray, np.ndarray]]],
+    step_hours: float = 1.0,
+) -> Scenario:
+    """A scenario of synthetic concepts: ``history`` pretrains, ``stream`` follows it from
+    ``EPOCH``; ``probes`` draws the per-pattern (or per-concept) probes from its own generator.
+    Every part has its own generator of ``seed``: changing the label times leaves the events alone."""
+    names = tuple(dict.fromkeys(p for phase in (*history, *stream) for p in phase.concept.patterns))
+    hx, hcode, _ = _phases(history, EPOCH - sum(p.days for p in history) * DAY, np.random.default_rng([seed, 1]), names)
+    x, code, time = _phases(stream, EPOCH, np.random.default_rng([seed, 2]), names)
+    label_time = label_times(time, np.random.default_rng([seed, 3]))
+    if (label_time < time).any():
+        raise ValueError(f"scenario {title!r}: label times before event times")
+    end = EPOCH + sum(p.days for p in stream) * DAY
+    edges = np.append(np.arange(EPOCH, end - 1e-6, period_days * DAY), end)
+    rows = {"x": x, "y": (code > 0).astype(np.int64), "time": time, "label_time": label_time, "pattern": code, "entity": None}
+    kept, periods, _ = _split(rows, edges, seed)
+    spans = _spans(stream)
+    return Scenario(
+        name=f"{title} (seed {seed}; history {len(hcode)} events, {int((hcode > 0).sum())} frauds; stream {len(code)} events, "
+        f"{int((code > 0).sum())} frauds, {sum(p.days for p in stream):g} days, a tenth of it held out as probes)",
+        names=concepts.FEATURES, history_x=hx, history_y=(hcode > 0).astype(np.int64),
+        x=kept["x"], y=kept["y"], time=kept["time"], label_time=kept["label_time"],
+        period_edges=edges, step_s=step_hours * 3600, period_probes=periods,
+        pattern=kept["pattern"], pattern_names=names, pattern_probes=probes(np.random.default_rng([seed, 4])),
+        history_patterns=frozenset(names[c - 1] for c in np.unique(hcode[hcode > 0])),
+        drift_points=[(t0, f"{concept} from here") for t0, _, concept in spans[1:]], origin=EPOCH, concept_spans=spans,
+    )
+
+
+def _phases(phases: Sequence[Phase], start: float, rng: np.random.Generator, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, pattern codes and event times of consecutive phases from ``start``, in time order."""
+    xs, codes, times = [], [], []
+    for phase in phases:
+        x, code = phase.concept.sample(phase.events, rng, names)
+        xs.append(x)
+        codes.append(code)
+        times.append(start + np.sort(rng.uniform(0, phase.days * DAY, phase.events)))
+        start += phase.days * DAY
+    return np.concatenate(xs), np.concatenate(codes), np.concatenate(times)
+
+
+def _spans(phases: Sequence[Phase]) -> list[tuple[float, float, str]]:
+    """(start, end, concept) of consecutive phases, a concept's adjacent phases merged."""
+    spans: list[tuple[float, float, str]] = []
+    t = float(EPOCH)
+    for phase in phases:
+        end = t + phase.days * DAY
+        if spans and spans[-1][2] == phase.concept.name:
+            spans[-1] = (spans[-1][0], end, phase.concept.name)
+        else:
+            spans.append((t, end, phase.concept.name))
+        t = end
+    return spans
+
+
 def table_scenario(
     path: Path | str,
     *,
@@ -152,23 +240,26 @@ def table_scenario(
     cut = int(n * history_fraction)
     if cut < 100 or n - cut < 100:
         raise ValueError(f"{path} has {n} rows: too few to keep {history_fraction:.0%} as history and stream the rest")
-    pattern, names = None, ()
+    pattern, names, owner = None, (), None
     if pattern_column:
         raw = table.extra[pattern_column].astype(str).to_numpy()
-        fraud_patterns = sorted(set(raw[table.y == 1]))
-        names = tuple(fraud_patterns)
-        pattern = np.where(table.y == 1, np.searchsorted(np.array(names), raw) + 1, 0).astype(np.int64)
+        names = tuple(sorted(set(raw[table.y == 1])))
+        # every row's pattern or concept (0: none): a concept column also names its negatives
+        owner = np.where(np.isin(raw, names), np.searchsorted(np.array(names), raw) + 1, 0).astype(np.int64)
+        pattern = np.where(table.y == 1, owner, 0)
     entity = table.extra[entity_column].astype(str).to_numpy() if entity_column else None
     t0, t1 = time[cut], time[-1] + 1e-6
     edges = np.linspace(t0, t1, periods + 1)
     rows = {"x": table.x[cut:], "y": table.y[cut:], "time": time[cut:], "label_time": label_time[cut:],
-            "pattern": None if pattern is None else pattern[cut:], "entity": None if entity is None else entity[cut:]}
+            "pattern": None if pattern is None else pattern[cut:], "entity": None if entity is None else entity[cut:],
+            "owner": None if owner is None else owner[cut:]}
     kept, period_probes, held = _split(rows, edges, seed)
     pattern_probes = {}
-    if pattern is not None:
+    if owner is not None:
         for code, name in enumerate(names, start=1):
-            m = (held["pattern"] == 0) | (held["pattern"] == code)
-            pattern_probes[name] = (held["x"][m], (held["pattern"][m] == code).astype(np.int64))
+            # its own rows and the negatives of no pattern, never another concept's negatives
+            m = (held["owner"] == code) | ((held["owner"] == 0) & (held["y"] == 0))
+            pattern_probes[name] = (held["x"][m], held["y"][m])
     span = t1 - t0
     unit = next(((s, u) for s, u in ((DAY, "day"), (3600, "hour"), (60, "minute")) if span / s >= 2), (1.0, "second"))
     return Scenario(
