@@ -38,6 +38,9 @@ _FLAGS: dict[str, tuple[str, ...]] = {
 }
 
 
+DEMO_SCENARIOS = {"default": 1.0, "rare": 0.15}
+"""Share of the simulator's frauds each demo scenario keeps (simulate.fraud_keep)."""
+
 def build_settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     for dest, path in _FLAGS.items():
@@ -76,10 +79,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from streams.simulator import DEFAULT_SCHEDULE, Simulator
     from streams import simulate as sim_io
 
-    sim = Simulator(
-        seed=settings.simulate.seed, customers=settings.simulate.customers, terminals=settings.simulate.terminals,
-        label_delay_days=settings.simulate.label_delay_days, schedule=args.schedule or DEFAULT_SCHEDULE,
-    )
+    sim = Simulator.from_settings(settings.simulate, args.schedule or DEFAULT_SCHEDULE)
     if args.history:
         n = sim_io.write_history(sim, Path(args.history), args.start_day, args.days or 45)
         emit_json("history", path=args.history, events=n)
@@ -108,7 +108,7 @@ def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
         names, x, y = table.features, table.x, table.y
     else:
         s = settings.simulate
-        tx = Simulator(seed=s.seed, customers=s.customers, terminals=s.terminals, label_delay_days=s.label_delay_days).generate(0, settings.pretrain.history_days)
+        tx = Simulator.from_settings(s).generate(0, settings.pretrain.history_days)
         names, x, y = FEATURES, tx.features, tx.label
     p = settings.pretrain
     manifest = pretrain(
@@ -163,6 +163,12 @@ def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from perennial.demo import run_demo
 
+    keep_share = DEMO_SCENARIOS[args.scenario]
+    if keep_share != 1.0:
+        update = {"simulate": settings.simulate.model_copy(update={"fraud_keep": keep_share})}
+        if args.workdir is None:
+            update["demo"] = settings.demo.model_copy(update={"workdir": settings.demo.workdir.with_name(f"{settings.demo.workdir.name}-{args.scenario}")})
+        settings = settings.model_copy(update=update)
     return run_demo(settings, summary_json=Path(args.summary_json) if args.summary_json else None, keep=args.keep, prometheus=args.prometheus)
 
 
@@ -252,6 +258,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--summary-json", help="write the summary as JSON to this path")
     d.add_argument("--workdir", type=Path, help="where the demo keeps its registry and checkpoint (demo.workdir)")
     d.add_argument("--keep", action="store_true", help="keep the workdir's registry instead of starting fresh")
+    d.add_argument("--scenario", choices=sorted(DEMO_SCENARIOS), default="default",
+                   help="default: the simulator's fraud rate (about 1%%); rare: 15%% of its frauds kept, about 0.15%% fraud "
+                        "(workdir var/demo-rare unless --workdir)")
     d.add_argument("--prometheus", action="store_true", help="also start a local Prometheus (if installed) scraping both processes")
 
     ev = add("evaluate", "Replay a labeled stream prequentially through eight strategies and report quality, forgetting and cost.")

@@ -191,7 +191,7 @@ def run_demo(settings: Settings, summary_json: Path | None = None, keep: bool = 
 def _run(settings, work, registry, broker, children, stop, t0, summary_json, prometheus) -> int:  # noqa: ANN001, PLR0915
     from learners.registry import Registry
 
-    sim = Simulator(seed=settings.simulate.seed, customers=settings.simulate.customers, terminals=settings.simulate.terminals, label_delay_days=settings.simulate.label_delay_days)
+    sim = Simulator.from_settings(settings.simulate)
     serve_port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -201,6 +201,7 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
         "PERENNIAL_LEARN__METRICS_PORT": str(metrics_port),
         "PERENNIAL_SERVE__PORT": str(serve_port),
         "PERENNIAL_SIMULATE__RATE": str(settings.simulate.rate),
+        "PERENNIAL_SIMULATE__FRAUD_KEEP": str(settings.simulate.fraud_keep),
         "PYTHONUNBUFFERED": "1",
     }
     events: queue.Queue = queue.Queue()
@@ -241,6 +242,8 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
             children.append(_Process("prometheus", prom))
             _say(t0, f"Prometheus on http://127.0.0.1:{prom_port} with the alert rules; it stops with the demo")
     _say(t0, f"served model AP at start: {_fmt_ap(ap_start)}   (new pattern: {NEW_PATTERN})")
+    preview = sim.generate(STREAM_START_DAY, 3).label
+    _say(t0, f"the stream's fraud rate: {preview.mean():.3%} ({int(preview.sum())} frauds in its first {len(preview):,} events)")
     children.append(Child("simulate", ["simulate", "--start-day", str(STREAM_START_DAY)], env, events, work))
     traffic = Traffic(base, sets[OLD_PATTERNS[0]][0][:2000], stop)
     traffic.start()
@@ -255,12 +258,15 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
         try:
             name, ev = events.get(timeout=0.5)
             if name == "learn" and ev["event"] == "gate":
-                gate_decisions.append({k: ev[k] for k in ("round", "version", "passed", "reasons", "metrics")})
-                m = ev["metrics"]
-                verdict = f"PASSED -> published {ev['version']}" if ev["passed"] else "failed"
-                _say(t0, f"round {ev['round']}: gate {verdict}; recent AP {_f(m['candidate_recent_ap'])} vs {_f(m['incumbent_recent_ap'])}, retention AP {_f(m['candidate_retention_ap'])} vs {_f(m['incumbent_retention_ap'])}")
-                if not ev["passed"]:
+                gate_decisions.append({k: ev.get(k) for k in ("round", "version", "passed", "outcome", "reasons", "metrics", "candidate")})
+                _say(t0, gate_line(ev, settings.learn.gates.min_recent_positives, settings.learn.gates.confidence))
+                if ev["outcome"] in ("failed", "no_better"):
                     _say(t0, "    why: " + "; ".join(ev["reasons"]))
+            elif name == "learn" and ev["event"] == "release":
+                _say(t0, f"    a round with an implausible fraud rate ({ev['frauds']} frauds in {ev['events']} events) proved learnable "
+                         f"(cross-fitted AP {ev['cross_fitted_ap']:.3f} vs {ev['served_ap']:.3f} served): a burst, trained")
+            elif name == "learn" and ev["event"] == "quarantine":
+                _say(t0, f"    round {ev['round']}: {ev['events']} events quarantined ({ev['reason']}); kept for an operator")
             elif name == "learn" and ev["event"] == "drift":
                 _say(t0, f"    drift detected (river ADWIN) before round {ev['round']}: served model's loss now {ev['loss_estimation']:.4f}")
             elif name == "learn" and ev["event"] == "reset":
@@ -287,6 +293,7 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
     traffic.join(5)
     summary = {
         "duration_s": settings.demo.duration_s,
+        "stream_fraud_rate": float(preview.mean()),
         "versions_promoted": sum(1 for g in gate_decisions if g["passed"]),
         "gate_decisions": gate_decisions,
         "served_version_start": version_start,
@@ -317,6 +324,20 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
         summary_json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
         print(f"  summary written to {summary_json}")
     return 0
+
+
+def gate_line(ev: dict[str, Any], need: int, confidence: float) -> str:
+    """One line per gate decision: the outcome and the paired comparison it rests on."""
+    m, outcome = ev.get("metrics") or {}, ev["outcome"]
+    if outcome == "pending":
+        return f"round {ev['round']}: candidate cut; it is judged on the events labeled from now on"
+    head = {"passed": f"gate PASSED -> published {ev['version']}", "failed": "gate failed", "inconclusive": "candidate inconclusive so far",
+            "no_better": "candidate dropped: no better after all its evidence", "quarantined": "round quarantined"}.get(outcome, outcome)
+    if "recent_ap_difference" not in m:
+        return f"round {ev['round']}: {head}; {m.get('recent_positives', 0)} frauds gathered (needs {need})" if m else f"round {ev['round']}: {head}"
+    return (f"round {ev['round']}: {head}; recent AP {_f(m['candidate_recent_ap'])} vs {_f(m['incumbent_recent_ap'])} "
+            f"(difference {m['recent_ap_difference']:+.3f}, {confidence:.0%} interval [{m['recent_ap_difference_low']:+.3f}, {m['recent_ap_difference_high']:+.3f}], "
+            f"{m['recent_frauds']} frauds), retention {m['retention_ap_difference']:+.3f} on {m['retention_frauds']} frauds")
 
 
 def _mean(values: list[float | None]) -> float | None:

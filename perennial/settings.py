@@ -234,6 +234,9 @@ class SimulateSettings(BaseModel):
     """Mean delay between a transaction and its label (exponentially distributed)."""
     rate: float = 2000.0
     """Events per second pushed to the topic by `perennial simulate`."""
+    fraud_keep: float = Field(1.0, gt=0, le=1)
+    """Share of the simulated fraud transactions kept (the others are not generated): 1 gives the
+    simulator's usual rate (about 1-3%), 0.06 about 0.15% (`perennial demo --scenario rare`)."""
 
 
 class PretrainSettings(BaseModel):

@@ -127,7 +127,11 @@ class Simulator:
         label_delay_days: float = 1.0,
         schedule: str = DEFAULT_SCHEDULE,
         stream: int = 0,
+        fraud_keep: float = 1.0,
     ):
+        if not 0 < fraud_keep <= 1:
+            raise ValueError(f"fraud_keep is the share of frauds kept, in (0, 1]; got {fraud_keep}")
+        self.fraud_keep = fraud_keep
         self.seed = seed
         self.customers = customers
         self.terminals = terminals
@@ -143,6 +147,12 @@ class Simulator:
         k = min(_NEAREST, terminals)
         d2 = ((self._cust_xy[:, None, :] - term_xy[None, :, :]) ** 2).sum(-1)
         self._cust_terms = np.argpartition(d2, k - 1, axis=1)[:, :k]
+
+    @classmethod
+    def from_settings(cls, s, schedule: str = DEFAULT_SCHEDULE) -> "Simulator":  # noqa: ANN001 - the settings' simulate section
+        """The simulator of the settings' ``simulate`` section (seed, population, label delay, fraud kept)."""
+        return cls(seed=s.seed, customers=s.customers, terminals=s.terminals, label_delay_days=s.label_delay_days,
+                   schedule=schedule, fraud_keep=s.fraud_keep)
 
     def with_stream(self, stream: int, schedule: str | None = None) -> "Simulator":
         """The same population with other daily draws (an independent sample, e.g. for evaluation)."""
@@ -187,6 +197,10 @@ class Simulator:
         parts = {"card": card, "secs": secs, "amount": amount, "terminal": terminal, "pattern": pattern}
         if self._active("card_testing", day):
             parts = _concat_dicts(parts, self._card_testing_bursts(day))
+        if self.fraud_keep < 1:  # a rarer fraud: the same patterns, fewer of their transactions
+            fraud = parts["pattern"] > 0
+            kept = ~fraud | (self._rng(day, 6).random(len(fraud)) < self.fraud_keep)
+            parts = {k: v[kept] for k, v in parts.items()}
         return parts
 
     def _card_testing_bursts(self, day: int) -> dict[str, np.ndarray]:
