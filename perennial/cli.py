@@ -185,9 +185,10 @@ def evaluation_specs(args: argparse.Namespace) -> list[Any]:
     with the options given."""
     from perennial.evaluation.harness import Spec
     from perennial.evaluation.scenarios import CATALOGUE
-    from perennial.evaluation.scores import ALERT_BUDGET
+    from perennial.evaluation.scores import ALERT_BUDGET, RESAMPLES
 
-    common = {"card_k": args.card_k, "alert_budget": ALERT_BUDGET if args.alert_budget is None else args.alert_budget}
+    common = {"card_k": args.card_k, "alert_budget": ALERT_BUDGET if args.alert_budget is None else args.alert_budget,
+              "resamples": args.resamples or RESAMPLES}
     if args.input and args.scenario:
         raise ValueError("--input and --scenario both name what to evaluate; give one")
     if args.input:
@@ -215,7 +216,7 @@ def evaluation_specs(args: argparse.Namespace) -> list[Any]:
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from perennial.evaluation.harness import evaluate
-    from perennial.evaluation.scores import CONFIDENCE, RESAMPLES
+    from perennial.evaluation.scores import CONFIDENCE
     from perennial.evaluation.strategies import EXTRA, STRATEGIES
 
     specs = evaluation_specs(args)
@@ -229,8 +230,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     workdir = Path(args.workdir) if args.workdir else out.parent / "work"
     command = "perennial " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "perennial evaluate"
     emit_json("evaluate_plan", scenarios=[spec.name for spec in specs], strategies=names, seeds=seeds, report=str(out), workdir=str(workdir))
-    summary = evaluate(specs, names, seeds, settings, workdir, out, args.workers, command, emit_json,
-                       resamples=args.resamples or RESAMPLES, confidence=CONFIDENCE)
+    summary = evaluate(specs, names, seeds, settings, workdir, out, args.workers, command, emit_json, confidence=CONFIDENCE)
     emit_json("evaluated", report=str(out), targets={name: s["targets"] for name, s in summary.items()})
     return 0
 
@@ -317,7 +317,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--card-k", type=int, default=20, help="cards checked per day for card precision@k (default 20)")
     ev.add_argument("--alert-budget", type=float, help="share of each day's events reviewed (recall at budget) and alert rate "
                     "of the pretrained version that fixes the alert threshold (default 0.005)")
-    ev.add_argument("--resamples", type=int, help="bootstrap resamples per interval (default 1000)")
+    ev.add_argument("--resamples", type=int, help="bootstrap resamples per interval (default 200)")
     ev.add_argument("--workers", type=int, default=2, help="processes running strategies side by side (default 2)")
     ev.add_argument("--out", help="markdown report, plots in a folder beside it (default var/evaluate/<UTC time>/report.md)")
     ev.add_argument("--workdir", help="pretrained registries and raw results (default: work/ beside the report)")

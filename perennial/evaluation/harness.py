@@ -16,6 +16,7 @@ the paired bootstrap intervals of the product against each other strategy, on th
 from __future__ import annotations
 
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -29,8 +30,8 @@ from learners.quality import average_precision
 from learners.registry import Registry
 from perennial.evaluation import data, scenarios
 from perennial.evaluation.scores import (
-    ALERT_BUDGET, ALERT_SAMPLE_SIZE, alert_threshold, alerts, ap_with_interval, assert_spread, card_precision_at_k,
-    paired_ap_difference, quality, served_quality,
+    ALERT_BUDGET, ALERT_SAMPLE_SIZE, RESAMPLES, alert_threshold, alerts, ap_interval, ap_replicates, assert_spread,
+    card_precision_at_k, paired_difference, quality, served_quality,
 )
 from perennial.evaluation.strategies import Strategy, build
 from perennial.settings import Settings
@@ -52,6 +53,7 @@ class Spec:
     retrain_every_periods: float = 0.5
     window_periods: float = 3.0
     alert_budget: float = ALERT_BUDGET
+    resamples: int = RESAMPLES
 
     def scenario(self, seed: int) -> data.Scenario:
         if self.kind == "builtin":
@@ -64,7 +66,7 @@ class Spec:
     def name(self) -> str:
         if self.kind == "builtin":
             return self.options["name"]
-        return Path(self.options["path"]).stem if self.kind == "table" else "simulator"
+        return re.sub(r"[^\w.-]+", "-", Path(self.options["path"]).stem) if self.kind == "table" else "simulator"
 
     @property
     def description(self) -> str:
@@ -149,6 +151,7 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
         "versions": [{k: v for k, v in row.items() if k != "version"} for row in versions],
         "summary": strategy.summary(),
         "scores": scores,
+        "ap_replicates": ap_replicates(scn.y, scores, spec.resamples),  # in the worker: the bootstraps run side by side
     }
 
 
@@ -244,26 +247,28 @@ def run_all(spec: Spec, strategies: list[str], seeds: list[int], settings: Setti
     return sorted(results, key=lambda r: jobs.index((r["seed"], r["strategy"])))
 
 
-def served(spec: Spec, built: dict[int, data.Scenario], results: list[dict[str, Any]], resamples: int, confidence: float) -> dict[str, Any]:
-    """Adds each run's served figures (``result["served"]``) and drops its per-event scores; returns
-    the served AP of every strategy with its interval, and the product's paired difference from
-    every other strategy ({"ap": {strategy: ...}, "difference": {strategy: ...}}), over seeds."""
-    scores: dict[str, dict[int, np.ndarray]] = {}
+def served(spec: Spec, built: dict[int, data.Scenario], results: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
+    """Adds each run's served figures (``result["served"]``) and drops its per-event scores and AP
+    replicates; returns the served AP of every strategy with its interval, and the product's paired
+    difference from every other strategy, over seeds, each with the frauds and events it rests on:
+    {"ap": {strategy: ...}, "difference": {strategy: ...}}."""
+    replicates: dict[str, dict[int, tuple[float, np.ndarray]]] = {}
     for r in results:
         scn, s = built[r["seed"]], r.pop("scores")
         day = ((scn.time - scn.origin) // scn.day_s).astype(np.int64)
         r["served"] = served_quality(day, scn.y, s, spec.alert_budget)
         r["served"]["patterns"] = {name: quality(y, s[m]) for name, (m, y) in _pattern_events(scn).items()}
-        scores.setdefault(r["strategy"], {})[r["seed"]] = s
+        replicates.setdefault(r["strategy"], {})[r["seed"]] = r.pop("ap_replicates")
     seeds = sorted(built)
-    ap = {name: ap_with_interval([(built[seed].y, by[seed]) for seed in seeds], resamples=resamples, confidence=confidence)
-          for name, by in scores.items()}
-    head = scores.get(HEADLINE_STRATEGY)
-    difference = {} if head is None else {
-        name: paired_ap_difference([(built[seed].y, head[seed], by[seed]) for seed in seeds], resamples=resamples, confidence=confidence)
-        for name, by in scores.items() if name != HEADLINE_STRATEGY
+    sample = {"frauds": min(int(built[seed].y.sum()) for seed in seeds), "events": min(len(built[seed].y) for seed in seeds)}
+    runs = {name: [by[seed] for seed in seeds] for name, by in replicates.items()}
+    head = runs.get(HEADLINE_STRATEGY)
+    return {
+        "ap": {name: {**ap_interval(r, confidence), **sample} for name, r in runs.items()},
+        "difference": {} if head is None else {
+            name: {**paired_difference(head, r, confidence), **sample} for name, r in runs.items() if name != HEADLINE_STRATEGY
+        },
     }
-    return {"ap": ap, "difference": difference}
 
 
 def _pattern_events(scn: data.Scenario) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -297,7 +302,7 @@ def _counts(y: np.ndarray) -> dict[str, int]:
 
 
 def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], settings: Settings, workdir: Path, out_md: Path,
-             workers: int, command: str, emit, resamples: int, confidence: float) -> dict[str, Any]:  # noqa: ANN001
+             workers: int, command: str, emit, confidence: float) -> dict[str, Any]:  # noqa: ANN001
     """Run every scenario, keep the raw results next to the report (``workdir/results.json``), write
     the report; return its summary. ``emit(kind, **fields)`` reports progress and the data used."""
     import orjson
@@ -313,10 +318,10 @@ def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], setting
         used = data_used(spec, built[seeds[0]], Registry(workdir / spec.name / f"seed-{seeds[0]}" / "registry"))
         emit("evaluate_data", scenario=spec.name, **used)
         meta = {**scenario_meta([built[seed] for seed in seeds], spec.card_k), "data": used, "alert_budget": spec.alert_budget,
-                "resamples": resamples, "confidence": confidence}
+                "resamples": spec.resamples, "confidence": confidence}
         if len(seeds) > 1:
             meta["scenario"] = meta["scenario"].replace(f"seed {seeds[0]}", "seeds " + ", ".join(map(str, seeds)))
-        intervals = served(spec, built, results, resamples, confidence)
+        intervals = served(spec, built, results, confidence)
         sections.append({"name": spec.name, "description": spec.description, "meta": meta, "intervals": intervals, "results": results})
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "results.json").write_bytes(orjson.dumps({"scenarios": sections}, option=orjson.OPT_SERIALIZE_NUMPY))

@@ -207,9 +207,9 @@ def test_an_identical_pair_reads_no_evidence_in_the_report_and_absent_columns_le
     spec = harness.Spec("table", {"path": table, "label_column": "y", "time_column": None, "features": ["a", "b"], "periods": 4})
     frozen = harness.run(spec, "frozen", 0, Settings(), tmp_path)
     assert len(frozen["versions"]) == 1 and frozen["versions"][0]["alerts"] == round(0.005 * frozen["alert_sample_events"])
-    same = {**frozen, "strategy": "product", "scores": frozen["scores"].copy()}
+    same = {**frozen, "strategy": "product", "scores": frozen["scores"].copy(), "ap_replicates": frozen["ap_replicates"]}
     built = {0: spec.scenario(0)}
-    intervals = harness.served(spec, built, [same, frozen], resamples=200, confidence=0.95)
+    intervals = harness.served(spec, built, [same, frozen], confidence=0.95)
     d = intervals["difference"]["frozen"]
     assert d["low"] <= 0 <= d["high"] and d["verdict"] == "no evidence either way"
     meta = {**scenario_meta([built[0]], spec.card_k), "data": harness.data_used(spec, built[0], Registry(tmp_path / "seed-0" / "registry")),

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from perennial.evaluation.report import cell
-from perennial.evaluation.scores import (
-    MIN_CELL_FRAUDS, acc, accuracy, alert_threshold, alerts, ap_with_interval, brier, bwt, calibration_error,
-    largest_alert_change, log_loss, paired_ap_difference, recall_at_daily_budget, served_quality, verdict,
-)
 from learners.quality import average_precision
+from learners.stats import paired_ap_replicates
+from perennial.evaluation.scores import (
+    BOOTSTRAP_SEED, MIN_CELL_FRAUDS, acc, accuracy, alert_threshold, alerts, ap_interval, ap_replicates, brier, bwt,
+    calibration_error, largest_alert_change, log_loss, paired_difference, recall_at_daily_budget, served_quality, verdict,
+)
 
 
 def test_log_loss_and_brier_of_known_probabilities():
@@ -82,34 +83,40 @@ def scores(n: int = 3000, rate: float = 0.03, seed: int = 0, skill: float = 1.0)
 
 def test_an_identical_pair_gives_an_interval_containing_zero():
     y, a = scores()
-    d = paired_ap_difference([(y, a, a.copy())], resamples=200)
+    d = paired_difference([ap_replicates(y, a)], [ap_replicates(y, a.copy())])
     assert d["low"] <= 0 <= d["high"] and d["difference"] == pytest.approx(0) and d["verdict"] == "no evidence either way"
-    assert d["frauds"] == int(y.sum())
+
+
+def test_replicates_of_two_models_are_paired_on_the_same_resamples():
+    """The difference of two models' replicates is stats' paired bootstrap of their AP difference."""
+    y, a = scores(seed=1)
+    b = scores(seed=1, skill=0.5)[1]
+    (ap_a, ra), (ap_b, rb) = ap_replicates(y, a, 100), ap_replicates(y, b, 100)
+    diff, paired = paired_ap_replicates(y, a, b, resamples=100, seed=BOOTSTRAP_SEED)
+    assert ap_a - ap_b == pytest.approx(diff) and ra - rb == pytest.approx(paired)
 
 
 def test_a_clearly_better_model_is_called_better_and_the_worse_one_worse():
     y, good = scores(skill=2.0)
-    noise = np.random.default_rng(5).normal(size=len(y))
-    bad = 1 / (1 + np.exp(-noise))  # ranks nothing
-    better = paired_ap_difference([(y, good, bad)], resamples=200)
+    bad = 1 / (1 + np.exp(-np.random.default_rng(5).normal(size=len(y))))  # ranks nothing
+    better = paired_difference([ap_replicates(y, good)], [ap_replicates(y, bad)])
     assert better["verdict"] == "better" and better["low"] > 0
-    assert paired_ap_difference([(y, bad, good)], resamples=200)["verdict"] == "worse"
+    assert paired_difference([ap_replicates(y, bad)], [ap_replicates(y, good)])["verdict"] == "worse"
 
 
 def test_several_seeds_average_the_differences_and_the_replicates():
     (y1, a1), (y2, a2) = scores(seed=1, skill=2.0), scores(seed=2, skill=2.0)
     b1, b2 = scores(seed=1)[1], scores(seed=2)[1]
-    one, two = (paired_ap_difference([run], resamples=100) for run in ((y1, a1, b1), (y2, a2, b2)))
-    both = paired_ap_difference([(y1, a1, b1), (y2, a2, b2)], resamples=100)
+    a, b = [ap_replicates(y1, a1), ap_replicates(y2, a2)], [ap_replicates(y1, b1), ap_replicates(y2, b2)]
+    one, two, both = paired_difference(a[:1], b[:1]), paired_difference(a[1:], b[1:]), paired_difference(a, b)
     assert both["difference"] == pytest.approx((one["difference"] + two["difference"]) / 2)
-    assert both["frauds"] == min(int(y1.sum()), int(y2.sum()))
     # averaging two seeds' replicates narrows the interval
     assert both["high"] - both["low"] < max(one["high"] - one["low"], two["high"] - two["low"])
 
 
 def test_the_ap_interval_holds_the_ap():
     y, s = scores(seed=3)
-    a = ap_with_interval([(y, s)], resamples=200)
+    a = ap_interval([ap_replicates(y, s)])
     assert a["ap"] == pytest.approx(average_precision(y, s))
     assert a["low"] < a["ap"] < a["high"]
 
