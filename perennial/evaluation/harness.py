@@ -116,7 +116,8 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     r_pattern, r_period = [_probe_row(scn, strategy, start)], [_period_row(scn, strategy, start)]
     curves: dict[str, list[tuple[float, int, float | None]]] = {p: [] for p in scn.pattern_probes}
     next_period = 1
-    for k, t in enumerate([*steps.tolist(), end]):  # the last pass only delivers the labels due by the end
+    passes = [*steps.tolist(), end]
+    for k, t in enumerate(passes):  # the last pass only delivers the labels due by the end
         upto = int(np.searchsorted(arrival_t, t, side="right"))
         if upto > fed:
             idx = arrival[fed:upto]
@@ -135,11 +136,14 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
         if k % PROBE_EVERY_STEPS == 0:
             for name, (px, py) in scn.pattern_probes.items():
                 curves[name].append((float(t), fed, _probe_ap(strategy, px, py, f"pattern probe {name}", scn, t)))
-        lo, hi = np.searchsorted(scn.time, [t, t + scn.step_s], side="left")
+        # up to the next pass, not t + step_s: summed steps fall short of the end by a rounding error
+        lo, hi = np.searchsorted(scn.time, [t, passes[k + 1]], side="left")
         if hi > lo:
             t0 = time.perf_counter()
             scores[lo:hi] = strategy.score(scn.x[lo:hi])
             score_s += time.perf_counter() - t0
+    if missed := int(np.isnan(scores).sum()):
+        raise RuntimeError(f"{missed} of {n} stream events of {scn.name} were never scored: a defect of the harness's steps")
     return {
         "strategy": strategy_name, "seed": seed, "scenario": scn.name,
         "learn_s": learn_s, "score_s": score_s, "labels": fed, "events": n,
