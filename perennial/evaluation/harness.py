@@ -317,10 +317,11 @@ def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], setting
     sections = []
     for spec in specs:
         built = {seed: spec.scenario(seed) for seed in seeds}
+        first = pretrained(built[seeds[0]], settings, workdir / spec.name / f"seed-{seeds[0]}" / "registry", seeds[0])
+        used = data_used(spec, built[seeds[0]], first)
+        emit("evaluate_data", scenario=spec.name, **used)  # before the runs: what they are computed from
         results = run_all(spec, strategies, seeds, settings, workdir / spec.name, workers,
                           lambda msg, name=spec.name: emit("evaluate", scenario=name, message=msg), built)
-        used = data_used(spec, built[seeds[0]], Registry(workdir / spec.name / f"seed-{seeds[0]}" / "registry"))
-        emit("evaluate_data", scenario=spec.name, **used)
         meta = {**scenario_meta([built[seed] for seed in seeds], spec.card_k), "data": used, "alert_budget": spec.alert_budget,
                 "resamples": spec.resamples, "confidence": confidence}
         if len(seeds) > 1:

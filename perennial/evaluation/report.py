@@ -37,6 +37,7 @@ def figures(result: dict[str, Any], scn_meta: dict[str, Any]) -> dict[str, Any]:
         "acc_period": acc(Rt, period_ok), "bwt_period": bwt(Rt, period_ok),
         "learn_s": result["learn_s"], "labels_per_s": result["labels"] / result["learn_s"] if result["learn_s"] > 0.05 else None,
         "versions": len(versions), "alert_change": largest_alert_change([v["alerts"] for v in versions]),
+        "alerts_min": min(v["alerts"] for v in versions), "alerts_max": max(v["alerts"] for v in versions),
         "pattern_ap": {}, "pattern_auc": {}, "forgetting": {}, "recurrence": {}, "adaptation": {},
     }
     names = scn_meta["patterns"]
@@ -93,7 +94,8 @@ def summarise(results: list[dict[str, Any]], scn_meta: dict[str, Any], intervals
         by.setdefault(r["strategy"], []).append(figures(r, scn_meta))
     agg: dict[str, dict[str, Any]] = {}
     for name, runs in by.items():
-        keys = (*SERVED, "card_precision", "acc_period", "bwt_period", "acc_pattern", "learn_s", "labels_per_s", "versions")
+        keys = (*SERVED, "card_precision", "acc_period", "bwt_period", "acc_pattern", "learn_s", "labels_per_s", "versions",
+                "alerts_min", "alerts_max")
         a: dict[str, Any] = {k: _agg([r[k] for r in runs]) for k in keys if k in runs[0]}
         a["alert_change"] = _agg([r["alert_change"]["relative"] for r in runs if r["alert_change"]])
         a["alert_change_alerts"] = _agg([r["alert_change"]["alerts"] for r in runs if r["alert_change"]])
@@ -243,8 +245,8 @@ def _section(sec: dict[str, Any], summary: dict[str, Any], img_dir: Path, root: 
           f"score bins. Alerts: each served version's alerts on {results[0]['alert_sample_events']:,} held-out events at the "
           f"threshold where the pretrained version alerts on {budget:.1%} of them; the largest change between consecutive "
           "versions, relative to the earlier one.", "",
-          "| strategy | AP [interval] | ROC-AUC | log-loss | Brier | recall at budget | accuracy | ECE | versions | largest alert change |",
-          "|---" * 10 + "|"]
+          "| strategy | AP [interval] | ROC-AUC | log-loss | Brier | recall at budget | accuracy | ECE | versions | alerts per version | largest alert change |",
+          "|---" * 11 + "|"]
     frauds = min(a["frauds"] for a in intervals["ap"].values())
     for s in order:
         a = agg[s]
@@ -253,7 +255,8 @@ def _section(sec: dict[str, Any], summary: dict[str, Any], img_dir: Path, root: 
             f"{_fmt(a['alert_change'], pct=True, spread=False)} ({a['alert_change_alerts'][0]:.0f} alerts)"
         figs = [cell(a[k][0] if a[k] else None, frauds, 4 if k in ("log_loss", "brier", "ece") else 3) for k in ("auc", "log_loss", "brier", "recall_at_budget")]
         L.append(f"| {s} | {_ap_interval(intervals['ap'][s])} | " + " | ".join(figs) + f" | {acc_cell} | "
-                 f"{cell(a['ece'][0] if a['ece'] else None, frauds, 4)} | {a['versions'][0]:.0f} | {change} |")
+                 f"{cell(a['ece'][0] if a['ece'] else None, frauds, 4)} | {a['versions'][0]:.0f} | "
+                 f"{a['alerts_min'][0]:.0f} to {a['alerts_max'][0]:.0f} | {change} |")
     diff = intervals["difference"]
     if diff:
         L += ["", "Product minus each strategy (served AP, paired on the same events):", "",
