@@ -263,7 +263,10 @@ def _section(sec: dict[str, Any], summary: dict[str, Any], img_dir: Path, root: 
               "| strategy | difference | interval | verdict | frauds |", "|---|---|---|---|---|"]
         for s in [s for s in order if s in diff]:
             d = diff[s]
-            L.append(f"| {s} | {d['difference']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] | {d['verdict']} | {d['frauds']:,} |")
+            if enough_frauds(d["frauds"]):
+                L.append(f"| {s} | {d['difference']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] | {d['verdict']} | {d['frauds']:,} |")
+            else:
+                L.append(f"| {s} | — | — | too few frauds | {d['frauds']:,} |")
     if summary["targets"]:
         L += ["", "### Targets", "", "| target | figure | met |", "|---|---|---|",
               *[f"| {t['target']} | {t['figure']} | {'yes' if t['met'] else '**no**'} |" for t in summary["targets"]]]

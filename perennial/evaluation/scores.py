@@ -57,9 +57,10 @@ count instead of a number, and ACC, BWT and forgetting leave it out."""
 ALERT_BUDGET = 0.005
 """The share of each day's events a fraud team reviews (recall at budget), and the alert rate that
 fixes the threshold of the alert-volume figure under the pretrained version."""
-ACCURACY_MIN_FRAUD_RATE = 0.05
+ACCURACY_MIN_FRAUD_RATE = 0.02
 """Accuracy (at a 0.5 threshold) is reported only from this fraud rate up: below it, predicting
-"legitimate" for everything is already over 95% accurate."""
+"legitimate" for everything is already over 98% accurate. (Not 5%: the scenarios drawn at 5% fraud,
+where a threshold-only change shows in accuracy alone, realise 4.9%.)"""
 ECE_BINS = 10
 """Calibration error: equal-width score bins on [0, 1]."""
 CONFIDENCE = 0.95

@@ -27,8 +27,8 @@ def test_accuracy_only_where_positives_are_not_rare():
     y = np.array([1] * 10 + [0] * 90)
     p = np.r_[np.full(10, 0.9), np.full(85, 0.1), np.full(5, 0.7)]
     assert accuracy(y, p) == pytest.approx(0.95)
-    rare = np.array([1] * 4 + [0] * 96)  # 4%
-    assert accuracy(rare, np.zeros(100)) is None
+    assert accuracy(np.array([1] * 3 + [0] * 97), np.zeros(100)) == pytest.approx(0.97)  # 3%: shown
+    assert accuracy(np.array([1] * 1 + [0] * 99), np.zeros(100)) is None  # 1%: rare
 
 
 def test_calibration_error_over_equal_width_bins():
