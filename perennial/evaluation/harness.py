@@ -314,8 +314,9 @@ def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], setting
     from perennial.evaluation.report import scenario_meta, write
 
     started = time.perf_counter()
-    sections = []
+    sections, walls = [], []
     for spec in specs:
+        begun = time.perf_counter()
         built = {seed: spec.scenario(seed) for seed in seeds}
         first = pretrained(built[seeds[0]], settings, workdir / spec.name / f"seed-{seeds[0]}" / "registry", seeds[0])
         used = data_used(spec, built[seeds[0]], first)
@@ -328,8 +329,10 @@ def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], setting
             meta["scenario"] = meta["scenario"].replace(f"seed {seeds[0]}", "seeds " + ", ".join(map(str, seeds)))
         intervals = served(spec, built, results, confidence)
         sections.append({"name": spec.name, "description": spec.description, "meta": meta, "intervals": intervals, "results": results})
+        walls.append(f"{spec.name} {time.perf_counter() - begun:.0f} s")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "results.json").write_bytes(orjson.dumps({"scenarios": sections}, option=orjson.OPT_SERIALIZE_NUMPY))
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    notes = f"Wall time of the whole evaluation: {time.perf_counter() - started:.0f} s on {workers} worker process(es)."
+    notes = (f"Wall time of the whole evaluation: {time.perf_counter() - started:.0f} s on {workers} worker process(es) "
+             f"({', '.join(walls)}).")
     return write(sections, out_md, command, notes=notes)

@@ -113,15 +113,16 @@ def targets(agg: dict[str, dict[str, Any]], intervals: dict[str, Any], scn_meta:
     """The promotion-decisions issue's targets that one scenario can show, met or not."""
     out = []
     prod, naive, diff = agg.get("product"), agg.get("naive"), intervals["difference"]
-    for base in ("frozen", "naive"):
-        if base in diff:
-            d = diff[base]
-            out.append({"target": f"served AP: product at least {base}'s (within the paired interval)",
-                        "figure": f"product − {base} {_difference(d)}: {d['verdict']}", "met": d["verdict"] != "worse"})
-    if "replay" in diff:
-        d = diff["replay"]
-        out.append({"target": "served AP: product at least replay's − 0.005 (no evidence of more than 0.005 below)",
-                    "figure": f"product − replay {_difference(d)}", "met": d["high"] >= -0.005})
+    for base in ("frozen", "naive", "replay"):
+        if base not in diff:
+            continue
+        d = diff[base]
+        margin = 0.005 if base == "replay" else 0.0
+        target = f"served AP: product at least {base}'s" + (f" − {margin}" if margin else "") + " (within the paired interval)"
+        if not enough_frauds(d["frauds"]):
+            out.append({"target": target, "figure": f"— ({d['frauds']} frauds)", "met": None})
+        else:
+            out.append({"target": target, "figure": f"product − {base} {_difference(d)}: {d['verdict']}", "met": d["high"] >= -margin})
     if prod and prod["alert_change"]:
         c, n = prod["alert_change"], prod["alert_change_alerts"]
         out.append({"target": "alert volume at the operating point changes by at most 20% between consecutive served versions",
@@ -142,6 +143,10 @@ def targets(agg: dict[str, dict[str, Any]], intervals: dict[str, Any], scn_meta:
                             "figure": f"product {a[0]:,.0f} labeled events, naive {b[0]:,.0f} ({ratio})",
                             "met": bool(a[0] <= 1.2 * b[0])})
     return out
+
+
+def _met(met: bool | None) -> str:
+    return "n/a: too few frauds" if met is None else "yes" if met else "**no**"
 
 
 def _difference(d: dict[str, Any]) -> str:
@@ -269,7 +274,7 @@ def _section(sec: dict[str, Any], summary: dict[str, Any], img_dir: Path, root: 
                 L.append(f"| {s} | — | — | too few frauds | {d['frauds']:,} |")
     if summary["targets"]:
         L += ["", "### Targets", "", "| target | figure | met |", "|---|---|---|",
-              *[f"| {t['target']} | {t['figure']} | {'yes' if t['met'] else '**no**'} |" for t in summary["targets"]]]
+              *[f"| {t['target']} | {t['figure']} | {_met(t['met'])} |" for t in summary["targets"]]]
     L += _memory(meta, agg, order, results)
     img_dir.mkdir(parents=True, exist_ok=True)
     plots = _plots(results, meta, img_dir, order)

@@ -219,6 +219,8 @@ def test_an_identical_pair_reads_no_evidence_in_the_report_and_absent_columns_le
     report = out.read_text()
     assert f"| {spec.name} | {d['frauds']:,} |" in report
     assert "| frozen | +0.000 | [" in report and "no evidence either way" in report
+    assert "| served AP: product at least frozen's (within the paired interval) | product − frozen +0.000 [+0.000, +0.000]: " \
+        "no evidence either way | yes |" in report
     assert "top-None" not in report and "card precision" not in report and "Per pattern" not in report
     assert "time `row order (asked for with --time-column '')`" in report and "features (2): `a`, `b`" in report
     assert "row 0-" in report  # periods counted in rows, not hours
