@@ -113,7 +113,8 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     steps = np.arange(start, end, scn.step_s)
     fed = 0
     learn_s = score_s = 0.0
-    r_pattern, r_period = [_probe_row(scn, strategy, start)], [_period_row(scn, strategy, start)]
+    probed: dict[str, tuple[object, float | None]] = {}
+    r_pattern, r_period = [_probe_row(scn, strategy, start, probed)], [_period_row(scn, strategy, start, probed)]
     curves: dict[str, list[tuple[float, int, float | None]]] = {p: [] for p in scn.pattern_probes}
     next_period = 1
     passes = [*steps.tolist(), end]
@@ -128,14 +129,14 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
             if strategy.version != versions[-1]["version"]:
                 versions.append(_version_row(strategy, sample, threshold, float(t), fed))
         while next_period < len(scn.period_edges) and t >= scn.period_edges[next_period]:
-            r_pattern.append(_probe_row(scn, strategy, t))
-            r_period.append(_period_row(scn, strategy, t))
+            r_pattern.append(_probe_row(scn, strategy, t, probed))
+            r_period.append(_period_row(scn, strategy, t, probed))
             next_period += 1
         if t >= end:
             break
         if k % PROBE_EVERY_STEPS == 0:
             for name, (px, py) in scn.pattern_probes.items():
-                curves[name].append((float(t), fed, _probe_ap(strategy, px, py, f"pattern probe {name}", scn, t)))
+                curves[name].append((float(t), fed, _probe_ap(strategy, px, py, f"pattern probe {name}", scn, t, probed)))
         # up to the next pass, not t + step_s: summed steps fall short of the end by a rounding error
         lo, hi = np.searchsorted(scn.time, [t, passes[k + 1]], side="left")
         if hi > lo:
@@ -172,21 +173,28 @@ def _version_row(strategy: Strategy, sample: np.ndarray, threshold: float, t: fl
     return {"version": strategy.version, "time": t, "labels": labels, "alerts": alerts(strategy.score(sample), threshold)}
 
 
-def _probe_row(scn: data.Scenario, strategy: Strategy, t: float) -> list[float]:
-    return [_nan(_probe_ap(strategy, px, py, f"pattern probe {name}", scn, t)) for name, (px, py) in scn.pattern_probes.items()]
+def _probe_row(scn: data.Scenario, strategy: Strategy, t: float, probed: dict) -> list[float]:
+    return [_nan(_probe_ap(strategy, px, py, f"pattern probe {name}", scn, t, probed)) for name, (px, py) in scn.pattern_probes.items()]
 
 
-def _period_row(scn: data.Scenario, strategy: Strategy, t: float) -> list[float]:
-    return [_nan(_probe_ap(strategy, px, py, f"probe of period {i}", scn, t)) if len(py) else float("nan")
+def _period_row(scn: data.Scenario, strategy: Strategy, t: float, probed: dict) -> list[float]:
+    return [_nan(_probe_ap(strategy, px, py, f"probe of period {i}", scn, t, probed)) if len(py) else float("nan")
             for i, (px, py) in enumerate(scn.period_probes)]
 
 
-def _probe_ap(strategy: Strategy, x: np.ndarray, y: np.ndarray, probe: str, scn: data.Scenario, t: float) -> float | None:
-    """AP of the model served at ``t`` on a probe; a collapsed model stops the run."""
+def _probe_ap(strategy: Strategy, x: np.ndarray, y: np.ndarray, probe: str, scn: data.Scenario, t: float,
+              probed: dict[str, tuple[object, float | None]]) -> float | None:
+    """AP of the model served at ``t`` on a probe; a collapsed model stops the run. ``probed`` keeps
+    each probe's last (version, AP): a version already judged on it is not scored again (a frozen
+    model would otherwise score the pattern probes 180 times over)."""
+    version = strategy.version
+    if probe in probed and probed[probe][0] == version:
+        return probed[probe][1]
     scores = strategy.score(x)
     scale, unit = scn.time_unit
     assert_spread(scores, f"strategy {strategy.name!r} at {unit} {(t - scn.origin) / scale:.2f} of {scn.name}, on the {probe}")
-    return average_precision(y, scores)
+    probed[probe] = (version, average_precision(y, scores))
+    return probed[probe][1]
 
 
 def _nan(v: float | None) -> float:

@@ -395,6 +395,8 @@ def _plots(results, scn_meta, img_dir: Path, order) -> list[tuple[str, Path]]:  
         out.append(("Per-pattern probe AP over time", _save(fig, img_dir / "patterns_over_time.png")))
 
         shown = [s for s in ("naive", "product", "cumulative") if s in order]
+        if not shown:
+            return out
         fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 4.5), squeeze=False)
         for ax, s in zip(axes[0], shown):
             R = np.nanmean([np.array(r["R_pattern"], float) for r in results if r["strategy"] == s], axis=0)
