@@ -198,8 +198,10 @@ def pretrain(
     registry.save_replay_seed(x[:cut][seed_rows], y[:cut][seed_rows])
     metrics = {
         "train_events": cut,
+        "train_frauds": int(y[:cut].sum()),
         "fraud_rate": float(y.mean()),
         "validation_events": len(y) - cut,
+        "validation_frauds": int(y[cut:].sum()),
         "validation_ap": average_precision(y[cut:], val_scores),
         "validation_auc": roc_auc(y[cut:], val_scores),
         "retention_ap": average_precision(y[cut:][retention], val_scores[retention], retention_w),

@@ -104,19 +104,28 @@ def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
     ensure_no_versions(registry)  # before reading history: refusing must not wait for it
     if args.history:
         features = args.features.split(",") if args.features else None
-        table = read_labeled_table(args.history, args.label_column, args.time_column, features)
+        table = read_labeled_table(args.history, args.label_column, args.time_column or None, features)
         names, x, y = table.features, table.x, table.y
+        emit_json("pretrain_data", history=args.history, label_column=args.label_column,
+                  time_column=args.time_column or ROW_ORDER, features=list(names))
     else:
         s = settings.simulate
         tx = Simulator.from_settings(s).generate(0, settings.pretrain.history_days)
         names, x, y = FEATURES, tx.features, tx.label
+        emit_json("pretrain_data", history=f"simulated, days 0-{settings.pretrain.history_days}", label_column="label",
+                  time_column="time", features=list(names))
     p = settings.pretrain
     manifest = pretrain(
         names, x, y, registry, epochs=p.epochs, hidden=p.hidden, retention_size=p.retention_size, retention_frauds=p.retention_frauds, seed=settings.simulate.seed,
         contradiction_score=settings.learn.contradiction_score,
     )
-    emit_json("pretrained", version=manifest["version"], metrics=manifest["metrics"], registry=str(settings.registry.path))
+    m = manifest["metrics"]
+    split = {part: {"events": m[f"{part}_events"], "frauds": m[f"{part}_frauds"]} for part in ("train", "validation")}
+    emit_json("pretrained", version=manifest["version"], split=split, metrics=m, registry=str(settings.registry.path))
     return 0
+
+
+ROW_ORDER = "row order (--time-column '')"
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -172,10 +181,22 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, summary_json=Path(args.summary_json) if args.summary_json else None, keep=args.keep, prometheus=args.prometheus)
 
 
-def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from perennial.evaluation.harness import Spec, evaluate
-    from perennial.evaluation.strategies import EXTRA, STRATEGIES
+DEFAULT_STRATEGIES = "product,frozen,naive,replay,cumulative"
+"""What `perennial evaluate` runs unless told otherwise: the product and the baselines of the headline,
+one seed; every built-in scenario then fits in about 13 minutes on 2 cores."""
 
+
+def evaluation_specs(args: argparse.Namespace) -> list[Any]:
+    """The scenarios asked for: a file (--input), built-in ones (--scenario), or the simulator
+    with the options given."""
+    from perennial.evaluation.harness import Spec
+    from perennial.evaluation.scenarios import CATALOGUE
+    from perennial.evaluation.scores import ALERT_BUDGET, RESAMPLES
+
+    common = {"card_k": args.card_k, "alert_budget": ALERT_BUDGET if args.alert_budget is None else args.alert_budget,
+              "resamples": args.resamples or RESAMPLES}
+    if args.input and args.scenario:
+        raise ValueError("--input and --scenario both name what to evaluate; give one")
     if args.input:
         options: dict[str, Any] = {
             "path": args.input, "label_column": args.label_column, "time_column": args.time_column or None,
@@ -183,27 +204,41 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
             "label_time_column": args.label_time_column, "pattern_column": args.pattern_column,
             "entity_column": args.entity_column, "history_fraction": args.history_fraction, "periods": args.periods,
         }
-        spec = Spec("table", options, card_k=args.card_k)
-    else:
-        options = {"customers": args.customers, "terminals": args.terminals, "stream_days": args.stream_days,
-                   "history_days": args.history_days, "period_days": args.period_days}
-        if args.label_delay is not None:
-            options["label_delay_days"] = args.label_delay / 86400
-        if args.schedule:
-            options["schedule"] = args.schedule
-        spec = Spec("simulator", options, card_k=args.card_k)
+        return [Spec("table", options, **common)]
+    if args.scenario:
+        names = list(CATALOGUE) if args.scenario == "all" else [n.strip() for n in args.scenario.split(",") if n.strip()]
+        unknown = [n for n in names if n not in CATALOGUE]
+        if unknown:
+            raise ValueError(f"unknown scenario {', '.join(unknown)}; built in: {', '.join(CATALOGUE)}")
+        return [Spec("builtin", {"name": n}, **common) for n in names]
+    options = {"customers": args.customers, "terminals": args.terminals, "stream_days": args.stream_days,
+               "history_days": args.history_days, "period_days": args.period_days}
+    if args.label_delay is not None:
+        options["label_delay_days"] = args.label_delay / 86400
+    if args.schedule:
+        options["schedule"] = args.schedule
+    return [Spec("simulator", options, **common)]
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from perennial.evaluation.harness import evaluate
+    from perennial.evaluation.scores import CONFIDENCE
+    from perennial.evaluation.strategies import EXTRA, STRATEGIES
+
+    specs = evaluation_specs(args)
     known = STRATEGIES + EXTRA
     names = list(known) if args.strategies == "all" else [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(known)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    run_dir = Path("var/evaluate") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = Path(args.out) if args.out else run_dir / "report.md"
+    workdir = Path(args.workdir) if args.workdir else run_dir / "work"
     command = "perennial " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "perennial evaluate"
-    summary = evaluate(
-        spec, names, seeds, settings, Path(args.workdir), Path(args.out), args.workers, command,
-        progress=lambda msg: emit_json("evaluate", message=msg),
-    )
-    emit_json("evaluated", report=str(args.out), targets=summary["targets"])
+    emit_json("evaluate_plan", scenarios=[spec.name for spec in specs], strategies=names, seeds=seeds, report=str(out), workdir=str(workdir))
+    summary = evaluate(specs, names, seeds, settings, workdir, out, args.workers, command, emit_json, confidence=CONFIDENCE)
+    emit_json("evaluated", report=str(out), targets={name: s["targets"] for name, s in summary.items()})
     return 0
 
 
@@ -238,8 +273,10 @@ def parser() -> argparse.ArgumentParser:
              "Refuses a registry that already has versions.", "registry")
     pt.add_argument("--history", help="CSV or Parquet file of labeled events (default: simulate 45 days)")
     pt.add_argument("--label-column", default="label")
-    pt.add_argument("--time-column", default="time")
-    pt.add_argument("--features", help="comma-separated feature columns (default: every numeric column but label, time, ids)")
+    pt.add_argument("--time-column", default="time", help="event time column (default time; the earlier 80%% of rows by it "
+                    "train, the later 20%% validate); '' takes the row order as time, and only then")
+    pt.add_argument("--features", help="comma-separated feature columns (default: every numeric column but the label, the "
+                    "time and ids); the features used are printed")
     pt.add_argument("--seed", type=int, help="random seed (simulate.seed)")
     pt.add_argument("--if-empty", action="store_true", help="do nothing when the registry serves a sound version; "
                     "refuse (exit 2, nothing changed) when it has versions but no sound CURRENT, or a retention set but no version")
@@ -263,11 +300,15 @@ def parser() -> argparse.ArgumentParser:
                         "(workdir var/demo-rare unless --workdir)")
     d.add_argument("--prometheus", action="store_true", help="also start a local Prometheus (if installed) scraping both processes")
 
-    ev = add("evaluate", "Replay a labeled stream prequentially through eight strategies and report quality, forgetting and cost.")
+    ev = add("evaluate", "Replay labeled streams prequentially through continual-learning strategies (the product and "
+             "baselines) and report served quality with paired bootstrap intervals, forgetting and cost.")
+    ev.add_argument("--scenario", help="comma-separated built-in scenarios (perennial/evaluation/scenarios.py), or all")
     ev.add_argument("--input", help="CSV or Parquet file of labeled events (default: the simulator's scenario)")
     ev.add_argument("--label-column", default="label")
-    ev.add_argument("--time-column", default="time", help="event time column (epoch seconds or ISO-8601); empty: row order")
-    ev.add_argument("--features", help="comma-separated feature columns (default: every numeric column but label, time, ids)")
+    ev.add_argument("--time-column", default="time", help="event time column (epoch seconds or ISO-8601; default time); "
+                    "'' takes the row order as time, and only then")
+    ev.add_argument("--features", help="comma-separated feature columns (default: every numeric column but the label, the "
+                    "time, ids and the columns below); the features used are printed")
     ev.add_argument("--label-delay", type=float, help="seconds from an event to its label: fixed for a file (default 0), "
                     "the mean of an exponential delay for the simulator (default 86400)")
     ev.add_argument("--label-time-column", help="column with each label's arrival time (instead of --label-delay)")
@@ -281,12 +322,15 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--stream-days", type=int, default=45, help="simulator: days streamed (default 45)")
     ev.add_argument("--period-days", type=int, default=5, help="simulator: days per period (default 5)")
     ev.add_argument("--schedule", help="simulator: fraud-pattern schedule (default: card_testing new on day 45, when the stream starts; card_compromise absent on days 50-66)")
-    ev.add_argument("--strategies", default="all", help="comma-separated strategies, or all (default)")
-    ev.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    ev.add_argument("--strategies", default=DEFAULT_STRATEGIES, help=f"comma-separated strategies, or all (default {DEFAULT_STRATEGIES})")
+    ev.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     ev.add_argument("--card-k", type=int, default=20, help="cards checked per day for card precision@k (default 20)")
+    ev.add_argument("--alert-budget", type=float, help="share of each day's events reviewed (recall at budget) and alert rate "
+                    "of the pretrained version that fixes the alert threshold (default 0.005)")
+    ev.add_argument("--resamples", type=int, help="bootstrap resamples per interval (default 200)")
     ev.add_argument("--workers", type=int, default=2, help="processes running strategies side by side (default 2)")
-    ev.add_argument("--workdir", default="var/evaluate", help="pretrained registries and raw results (default var/evaluate)")
-    ev.add_argument("--out", default="docs/evaluation.md", help="markdown report; plots go to a folder beside it")
+    ev.add_argument("--out", help="markdown report, plots in a folder beside it (default var/evaluate/<UTC time>/report.md)")
+    ev.add_argument("--workdir", help="pretrained registries and raw results, results.json (default var/evaluate/<UTC time>/work)")
     return p
 
 

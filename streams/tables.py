@@ -1,7 +1,9 @@
 """Labeled events from a table file (CSV or Parquet) of any schema.
 
-Features are the columns named, or else every numeric column other than the label, the time, the id
-and the entity columns. Rows are ordered by time when a time column exists.
+Features are the columns named, or else every numeric column other than the label, the time, ids
+(``id`` or a name ending in ``_id``) and the other columns the caller uses (pattern, entity, label
+time); those are never features, named or not. Rows are ordered by the time column, which must
+exist; without one (``time_column=None``, asked for explicitly) row order is time.
 """
 
 from __future__ import annotations
@@ -39,9 +41,18 @@ def read_labeled_table(
     df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
     if label_column not in df.columns:
         raise ValueError(f"column {label_column!r} (the label) is not in {path}; columns: {', '.join(map(str, df.columns))}")
+    if time_column and time_column not in df.columns:
+        raise ValueError(
+            f"time column {time_column!r} is not in {path}; name the event time column with --time-column, or pass "
+            f"--time-column '' to take the row order as time. Columns: {', '.join(map(str, df.columns))}"
+        )
+    used = [c for c in (label_column, time_column, *extra_columns) if c]
     if features is None:
-        skip = {label_column, time_column, *RESERVED, *extra_columns}
-        features = [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+        features = [c for c in df.columns if c not in {*used, *RESERVED} and not _is_id(str(c))
+                    and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+    if clash := [f for f in features if f in used]:
+        raise ValueError(f"column(s) {', '.join(clash)} of --features are the label, time, pattern, entity or label-time "
+                         "column, never a feature: leave them out of --features")
     missing = [f for f in features if f not in df.columns]
     if missing:
         raise ValueError(f"feature column(s) {', '.join(missing)} not in {path}")
@@ -50,7 +61,7 @@ def read_labeled_table(
         raise ValueError(f"column(s) {', '.join(absent)} not in {path}; columns: {', '.join(map(str, df.columns))}")
     if not features:
         raise ValueError(f"{path} has no numeric feature columns besides the label")
-    if time_column and time_column in df.columns:
+    if time_column:
         t = df[time_column]
         t = epoch_seconds(t) if pd.api.types.is_datetime64_any_dtype(t) else pd.to_numeric(t, errors="coerce")
         if t.isna().any():
@@ -68,6 +79,10 @@ def read_labeled_table(
         raise ValueError(f"feature column(s) {', '.join(bad)} hold missing or non-finite values")
     extra = {c: df[c].reset_index(drop=True) for c in extra_columns}
     return LabeledTable(tuple(map(str, features)), x.astype(np.float32), y.astype(np.int64), time, extra)
+
+
+def _is_id(name: str) -> bool:
+    return name.lower() == "id" or name.lower().endswith("_id")
 
 
 def epoch_seconds(t: Any) -> Any:

@@ -223,7 +223,8 @@ def table_scenario(
     steps_per_period: int = 24,
 ) -> Scenario:
     """A scenario from any CSV/Parquet file of labeled events: the earliest ``history_fraction``
-    pretrains, the rest streams. Without a time column, row order is time (one second per row)."""
+    pretrains, the rest streams. With ``time_column=None`` (asked for explicitly) row order is time,
+    counted in rows; a named time column the file lacks is an error."""
     import pandas as pd
 
     extra = [c for c in (label_time_column, pattern_column, entity_column) if c]
@@ -261,7 +262,8 @@ def table_scenario(
             m = (held["owner"] == code) | ((held["owner"] == 0) & (held["y"] == 0))
             pattern_probes[name] = (held["x"][m], held["y"][m])
     span = t1 - t0
-    unit = next(((s, u) for s, u in ((DAY, "day"), (3600, "hour"), (60, "minute")) if span / s >= 2), (1.0, "second"))
+    unit = (1.0, "row") if table.time is None else \
+        next(((s, u) for s, u in ((DAY, "day"), (3600, "hour"), (60, "minute")) if span / s >= 2), (1.0, "second"))
     return Scenario(
         name=f"{Path(path).name}: {n} rows, {len(table.features)} features, history {cut} rows, stream {n - cut} rows, "
         f"label delay {'from ' + label_time_column if label_time_column else f'{label_delay_s:g} s'}",

@@ -4,13 +4,19 @@ Time advances in steps of ``scenario.step_s``. At the start of each step the str
 label that has become known by then (in arrival order), and then scores the step's events: every
 event is scored by the model that would have been served at that moment, and no label is seen
 before its label time. At the end of each period the served model is judged on the probes (the R
-matrices), and every few steps on the per-pattern probes (the adaptation curves). A served model
-whose scores do not spread on a probe stops the run (``scores.CollapsedModel``): it ranks nothing.
+matrices), and every few steps on the per-pattern probes (the adaptation curves). Every time the
+served version changes, its alerts at a fixed threshold are counted on a fixed sample of held-out
+events (the alert volume per version). A served model whose scores do not spread on a probe stops
+the run (``scores.CollapsedModel``): it ranks nothing.
+
+``evaluate`` runs several scenarios and, per scenario, computes the served figures of every run and
+the paired bootstrap intervals of the product against each other strategy, on the same events.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -22,28 +28,53 @@ import numpy as np
 
 from learners.quality import average_precision
 from learners.registry import Registry
-from perennial.evaluation import data
-from perennial.evaluation.scores import assert_spread, card_precision_at_k, quality
+from perennial.evaluation import data, scenarios
+from perennial.evaluation.scores import (
+    ALERT_BUDGET, ALERT_SAMPLE_SIZE, RESAMPLES, alert_threshold, alerts, ap_interval, ap_replicates, assert_spread,
+    card_precision_at_k, paired_difference, quality, served_quality,
+)
 from perennial.evaluation.strategies import Strategy, build
 from perennial.settings import Settings
 
 PROBE_EVERY_STEPS = 6
+HEADLINE_STRATEGY = "product"
+"""The strategy every other one is compared with, paired on the same events."""
 
 
 @dataclass(frozen=True)
 class Spec:
-    """How to rebuild a scenario in a worker process: ``kind`` is "simulator" or "table"."""
+    """How to rebuild a scenario in a worker process: ``kind`` is "builtin" (``options["name"]``, a
+    scenario of ``scenarios.CATALOGUE``), "simulator" (``data.simulator_scenario``'s options) or
+    "table" (``data.table_scenario``'s)."""
 
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
     card_k: int = 20
     retrain_every_periods: float = 0.5
     window_periods: float = 3.0
+    alert_budget: float = ALERT_BUDGET
+    resamples: int = RESAMPLES
 
     def scenario(self, seed: int) -> data.Scenario:
+        if self.kind == "builtin":
+            return scenarios.build(self.options["name"], seed)
         if self.kind == "simulator":
             return data.simulator_scenario(seed, **self.options)
         return data.table_scenario(seed=seed, **self.options)
+
+    @property
+    def name(self) -> str:
+        if self.kind == "builtin":
+            return self.options["name"]
+        return re.sub(r"[^\w.-]+", "-", Path(self.options["path"]).stem) if self.kind == "table" else "simulator"
+
+    @property
+    def description(self) -> str:
+        if self.kind == "builtin":
+            return scenarios.CATALOGUE[self.options["name"]]
+        if self.kind == "table":
+            return f"the labeled events of {Path(self.options['path']).name}"
+        return "the simulator, with the options given on the command line"
 
 
 def pretrained(scenario: data.Scenario, settings: Settings, path: Path, seed: int) -> Registry:
@@ -71,6 +102,9 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
         strategy_name, model=model, registry=registry.root, settings=settings, history=(scn.history_x, scn.history_y, history_t),
         retrain_every_s=spec.retrain_every_periods * period_s, window_s=spec.window_periods * period_s, seed=seed,
     )
+    sample = alert_sample(scn)
+    threshold = alert_threshold(model.score(sample), spec.alert_budget)
+    versions = [_version_row(strategy, sample, threshold, float(scn.period_edges[0]), 0)]
     n = len(scn.y)
     arrival = np.argsort(scn.label_time, kind="stable")
     arrival_t = scn.label_time[arrival]
@@ -79,10 +113,12 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     steps = np.arange(start, end, scn.step_s)
     fed = 0
     learn_s = score_s = 0.0
-    r_pattern, r_period = [_probe_row(scn, strategy, start)], [_period_row(scn, strategy, start)]
+    probed: dict[str, tuple[object, float | None]] = {}
+    r_pattern, r_period = [_probe_row(scn, strategy, start, probed)], [_period_row(scn, strategy, start, probed)]
     curves: dict[str, list[tuple[float, int, float | None]]] = {p: [] for p in scn.pattern_probes}
     next_period = 1
-    for k, t in enumerate([*steps.tolist(), end]):  # the last pass only delivers the labels due by the end
+    passes = [*steps.tolist(), end]
+    for k, t in enumerate(passes):  # the last pass only delivers the labels due by the end
         upto = int(np.searchsorted(arrival_t, t, side="right"))
         if upto > fed:
             idx = arrival[fed:upto]
@@ -90,20 +126,25 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
             strategy.learn(scn.x[idx], scn.y[idx], scn.label_time[idx], float(t))
             learn_s += time.perf_counter() - t0
             fed = upto
+            if strategy.version != versions[-1]["version"]:
+                versions.append(_version_row(strategy, sample, threshold, float(t), fed))
         while next_period < len(scn.period_edges) and t >= scn.period_edges[next_period]:
-            r_pattern.append(_probe_row(scn, strategy, t))
-            r_period.append(_period_row(scn, strategy, t))
+            r_pattern.append(_probe_row(scn, strategy, t, probed))
+            r_period.append(_period_row(scn, strategy, t, probed))
             next_period += 1
         if t >= end:
             break
         if k % PROBE_EVERY_STEPS == 0:
             for name, (px, py) in scn.pattern_probes.items():
-                curves[name].append((float(t), fed, _probe_ap(strategy, px, py, f"pattern probe {name}", scn, t)))
-        lo, hi = np.searchsorted(scn.time, [t, t + scn.step_s], side="left")
+                curves[name].append((float(t), fed, _probe_ap(strategy, px, py, f"pattern probe {name}", scn, t, probed)))
+        # up to the next pass, not t + step_s: summed steps fall short of the end by a rounding error
+        lo, hi = np.searchsorted(scn.time, [t, passes[k + 1]], side="left")
         if hi > lo:
             t0 = time.perf_counter()
             scores[lo:hi] = strategy.score(scn.x[lo:hi])
             score_s += time.perf_counter() - t0
+    if missed := int(np.isnan(scores).sum()):
+        raise RuntimeError(f"{missed} of {n} stream events of {scn.name} were never scored: a defect of the harness's steps")
     return {
         "strategy": strategy_name, "seed": seed, "scenario": scn.name,
         "learn_s": learn_s, "score_s": score_s, "labels": fed, "events": n,
@@ -111,25 +152,49 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
         "daily": _daily(scn, scores),
         "curves": curves,
         "R_pattern": r_pattern, "R_period": r_period,
+        "alert_threshold": threshold, "alert_sample_events": len(sample),
+        "versions": [{k: v for k, v in row.items() if k != "version"} for row in versions],
         "summary": strategy.summary(),
+        "scores": scores,
+        "ap_replicates": ap_replicates(scn.y, scores, spec.resamples),  # in the worker: the bootstraps run side by side
     }
 
 
-def _probe_row(scn: data.Scenario, strategy: Strategy, t: float) -> list[float]:
-    return [_nan(_probe_ap(strategy, px, py, f"pattern probe {name}", scn, t)) for name, (px, py) in scn.pattern_probes.items()]
+def alert_sample(scn: data.Scenario) -> np.ndarray:
+    """The fixed events every served version's alerts are counted on: the held-out period probes
+    (never trained on, never scored prequentially), at most ``ALERT_SAMPLE_SIZE`` of them."""
+    x = np.concatenate([px for px, _ in scn.period_probes])
+    if len(x) > ALERT_SAMPLE_SIZE:
+        x = x[np.sort(np.random.default_rng(0xA1E27).choice(len(x), ALERT_SAMPLE_SIZE, replace=False))]
+    return x
 
 
-def _period_row(scn: data.Scenario, strategy: Strategy, t: float) -> list[float]:
-    return [_nan(_probe_ap(strategy, px, py, f"probe of period {i}", scn, t)) if len(py) else float("nan")
+def _version_row(strategy: Strategy, sample: np.ndarray, threshold: float, t: float, labels: int) -> dict[str, Any]:
+    return {"version": strategy.version, "time": t, "labels": labels, "alerts": alerts(strategy.score(sample), threshold)}
+
+
+def _probe_row(scn: data.Scenario, strategy: Strategy, t: float, probed: dict) -> list[float]:
+    return [_nan(_probe_ap(strategy, px, py, f"pattern probe {name}", scn, t, probed)) for name, (px, py) in scn.pattern_probes.items()]
+
+
+def _period_row(scn: data.Scenario, strategy: Strategy, t: float, probed: dict) -> list[float]:
+    return [_nan(_probe_ap(strategy, px, py, f"probe of period {i}", scn, t, probed)) if len(py) else float("nan")
             for i, (px, py) in enumerate(scn.period_probes)]
 
 
-def _probe_ap(strategy: Strategy, x: np.ndarray, y: np.ndarray, probe: str, scn: data.Scenario, t: float) -> float | None:
-    """AP of the model served at ``t`` on a probe; a collapsed model stops the run."""
+def _probe_ap(strategy: Strategy, x: np.ndarray, y: np.ndarray, probe: str, scn: data.Scenario, t: float,
+              probed: dict[str, tuple[object, float | None]]) -> float | None:
+    """AP of the model served at ``t`` on a probe; a collapsed model stops the run. ``probed`` keeps
+    each probe's last (version, AP): a version already judged on it is not scored again (a frozen
+    model would otherwise score the pattern probes 180 times over)."""
+    version = strategy.version
+    if probe in probed and probed[probe][0] == version:
+        return probed[probe][1]
     scores = strategy.score(x)
     scale, unit = scn.time_unit
     assert_spread(scores, f"strategy {strategy.name!r} at {unit} {(t - scn.origin) / scale:.2f} of {scn.name}, on the {probe}")
-    return average_precision(y, scores)
+    probed[probe] = (version, average_precision(y, scores))
+    return probed[probe][1]
 
 
 def _nan(v: float | None) -> float:
@@ -165,11 +230,12 @@ def _daily(scn: data.Scenario, scores: np.ndarray) -> list[tuple[float, float | 
 
 
 def run_all(spec: Spec, strategies: list[str], seeds: list[int], settings: Settings, workdir: Path, workers: int = 2,
-            progress=print) -> list[dict[str, Any]]:  # noqa: ANN001
-    """Every (seed, strategy), on ``workers`` processes; pretraining first, once per seed."""
+            progress=print, built: dict[int, data.Scenario] | None = None) -> list[dict[str, Any]]:  # noqa: ANN001
+    """Every (seed, strategy), on ``workers`` processes; pretraining first, once per seed (on the
+    scenarios ``built`` already, when given)."""
     workdir.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
-        pretrained(spec.scenario(seed), settings, workdir / f"seed-{seed}" / "registry", seed)
+        pretrained(built[seed] if built else spec.scenario(seed), settings, workdir / f"seed-{seed}" / "registry", seed)
         progress(f"seed {seed}: pretrained")
     jobs = [(s, name) for s in seeds for name in strategies]
     # the longest first, so two workers finish together
@@ -193,19 +259,88 @@ def run_all(spec: Spec, strategies: list[str], seeds: list[int], settings: Setti
     return sorted(results, key=lambda r: jobs.index((r["seed"], r["strategy"])))
 
 
-def evaluate(spec: Spec, strategies: list[str], seeds: list[int], settings: Settings, workdir: Path, out_md: Path,
-             workers: int, command: str, progress=print) -> dict[str, Any]:  # noqa: ANN001
-    """Run everything, keep the raw results next to the report, write the report; return the summary."""
+def served(spec: Spec, built: dict[int, data.Scenario], results: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
+    """Adds each run's served figures (``result["served"]``) and drops its per-event scores and AP
+    replicates; returns the served AP of every strategy with its interval, and the product's paired
+    difference from every other strategy, over seeds, each with the frauds and events it rests on:
+    {"ap": {strategy: ...}, "difference": {strategy: ...}}."""
+    replicates: dict[str, dict[int, tuple[float, np.ndarray]]] = {}
+    for r in results:
+        scn, s = built[r["seed"]], r.pop("scores")
+        day = ((scn.time - scn.origin) // scn.day_s).astype(np.int64)
+        r["served"] = served_quality(day, scn.y, s, spec.alert_budget)
+        r["served"]["patterns"] = {name: quality(y, s[m]) for name, (m, y) in _pattern_events(scn).items()}
+        replicates.setdefault(r["strategy"], {})[r["seed"]] = r.pop("ap_replicates")
+    seeds = sorted(built)
+    sample = {"frauds": min(int(built[seed].y.sum()) for seed in seeds), "events": min(len(built[seed].y) for seed in seeds)}
+    runs = {name: [by[seed] for seed in seeds] for name, by in replicates.items()}
+    head = runs.get(HEADLINE_STRATEGY)
+    return {
+        "ap": {name: {**ap_interval(r, confidence), **sample} for name, r in runs.items()},
+        "difference": {} if head is None else {
+            name: {**paired_difference(head, r, confidence), **sample} for name, r in runs.items() if name != HEADLINE_STRATEGY
+        },
+    }
+
+
+def _pattern_events(scn: data.Scenario) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per pattern: the stream's legitimate events plus that pattern's frauds (mask, labels)."""
+    if scn.pattern is None:
+        return {}
+    return {name: (m := (scn.pattern == 0) | (scn.pattern == code), (scn.pattern[m] == code).astype(np.int64))
+            for code, name in enumerate(scn.pattern_names, start=1)}
+
+
+def data_used(spec: Spec, scn: data.Scenario, registry: Registry) -> dict[str, Any]:
+    """What a scenario's figures were computed from: the columns, the features and every split with
+    its class counts (printed and recorded, so that nothing is inferred silently)."""
+    split = registry.manifest(registry.versions()[0])["metrics"]
+    opts = spec.options if spec.kind == "table" else {}
+    return {
+        "features": list(scn.names),
+        "label_column": opts.get("label_column", "the simulated label"),
+        "time_column": opts.get("time_column") or ("row order (asked for with --time-column '')" if opts else "the simulated event time"),
+        **{key: opts[key] for key in ("label_time_column", "pattern_column", "entity_column") if opts.get(key)},
+        "history": _counts(scn.history_y),
+        "pretraining_train": {"events": split["train_events"], "frauds": split.get("train_frauds")},
+        "pretraining_validation": {"events": split["validation_events"], "frauds": split.get("validation_frauds")},
+        "stream": _counts(scn.y),
+        "held_out_probes": _counts(np.concatenate([py for _, py in scn.period_probes])),
+    }
+
+
+def _counts(y: np.ndarray) -> dict[str, int]:
+    return {"events": int(len(y)), "frauds": int(np.sum(y))}
+
+
+def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], settings: Settings, workdir: Path, out_md: Path,
+             workers: int, command: str, emit, confidence: float) -> dict[str, Any]:  # noqa: ANN001
+    """Run every scenario, keep the raw results next to the report (``workdir/results.json``), write
+    the report; return its summary. ``emit(kind, **fields)`` reports progress and the data used."""
     import orjson
 
     from perennial.evaluation.report import scenario_meta, write
 
     started = time.perf_counter()
-    results = run_all(spec, strategies, seeds, settings, workdir, workers, progress)
-    meta = scenario_meta(spec.scenario(seeds[0]), spec.card_k)
-    if len(seeds) > 1:
-        meta["scenario"] = meta["scenario"].replace(f"seed {seeds[0]}", "seeds " + ", ".join(map(str, seeds)))
+    sections, walls = [], []
+    for spec in specs:
+        begun = time.perf_counter()
+        built = {seed: spec.scenario(seed) for seed in seeds}
+        first = pretrained(built[seeds[0]], settings, workdir / spec.name / f"seed-{seeds[0]}" / "registry", seeds[0])
+        used = data_used(spec, built[seeds[0]], first)
+        emit("evaluate_data", scenario=spec.name, **used)  # before the runs: what they are computed from
+        results = run_all(spec, strategies, seeds, settings, workdir / spec.name, workers,
+                          lambda msg, name=spec.name: emit("evaluate", scenario=name, message=msg), built)
+        meta = {**scenario_meta([built[seed] for seed in seeds], spec.card_k), "data": used, "alert_budget": spec.alert_budget,
+                "resamples": spec.resamples, "confidence": confidence}
+        if len(seeds) > 1:
+            meta["scenario"] = meta["scenario"].replace(f"seed {seeds[0]}", "seeds " + ", ".join(map(str, seeds)))
+        intervals = served(spec, built, results, confidence)
+        sections.append({"name": spec.name, "description": spec.description, "meta": meta, "intervals": intervals, "results": results})
+        walls.append(f"{spec.name} {time.perf_counter() - begun:.0f} s")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "results.json").write_bytes(orjson.dumps({"scenarios": sections}, option=orjson.OPT_SERIALIZE_NUMPY))
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    (workdir / "results.json").write_bytes(orjson.dumps({"meta": meta, "results": results}, option=orjson.OPT_SERIALIZE_NUMPY))
-    summary = write(results, meta, out_md, command, notes=f"Wall time of the whole evaluation: {time.perf_counter() - started:.0f} s on {workers} worker process(es).")
-    return summary
+    notes = (f"Wall time of the whole evaluation: {time.perf_counter() - started:.0f} s on {workers} worker process(es) "
+             f"({', '.join(walls)}).")
+    return write(sections, out_md, command, notes=notes)

@@ -66,6 +66,12 @@ class Strategy(ABC):
     def score(self, x: np.ndarray) -> np.ndarray:
         """Fraud probabilities of raw feature rows by the model served now."""
 
+    @property
+    def version(self) -> object:
+        """Which model is served: it changes exactly when the served model does (a frozen strategy's
+        never does). The harness reads it after every ``learn`` to follow the alert volume per version."""
+        return 0
+
     def summary(self) -> dict[str, Any]:
         return {}
 
@@ -104,6 +110,10 @@ class FineTuning(Strategy):
     def score(self, x):
         return self.served.score(x)
 
+    @property
+    def version(self) -> object:
+        return self.rounds
+
     def summary(self):
         return {"rounds": self.rounds}
 
@@ -139,6 +149,10 @@ class Product(Strategy):
 
     def score(self, x):
         return self.learner.incumbent.score(x)
+
+    @property
+    def version(self) -> object:
+        return self.learner.incumbent.version
 
     def summary(self):
         kinds = [k for k, _ in self.log]
@@ -216,6 +230,10 @@ class Retraining(Strategy):
     def score(self, x):
         return self.served.score(x)
 
+    @property
+    def version(self) -> object:
+        return self.retrains
+
     def summary(self):
         return {"retrains": self.retrains, "epochs": self.epochs}
 
@@ -242,6 +260,7 @@ class RiverOnline(Strategy):
         self.pd = pd
         self.schema = model.schema
         self.model = linear_model.LogisticRegression(optimizer=optim.SGD(lr))
+        self.updates = 0
         for i in range(0, len(history_y), 256):
             self._learn(history_x[i : i + 256], history_y[i : i + 256])
 
@@ -255,6 +274,11 @@ class RiverOnline(Strategy):
     def learn(self, x, y, label_time, now) -> None:
         for i in range(0, len(y), 256):
             self._learn(x[i : i + 256], y[i : i + 256])
+        self.updates += bool(len(y))
+
+    @property
+    def version(self) -> object:
+        return self.updates
 
     def score(self, x):
         if not len(x):

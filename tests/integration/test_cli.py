@@ -17,7 +17,7 @@ from learners.registry import Registry
 
 pytestmark = pytest.mark.integration
 
-COMMANDS = ("broker", "simulate", "pretrain", "serve", "learn", "demo")
+COMMANDS = ("broker", "simulate", "pretrain", "serve", "learn", "demo", "evaluate")
 
 
 def perennial(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -36,8 +36,11 @@ def test_pretrain_from_any_csv_then_serve_refuses_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     r = perennial("pretrain", "--history", str(history), "--registry", str(tmp_path / "reg"), timeout=240)
     assert r.returncode == 0, r.stderr
-    out = orjson.loads(r.stdout.splitlines()[-1])
+    data, out = (orjson.loads(line) for line in r.stdout.splitlines()[-2:])
+    assert data["event"] == "pretrain_data" and data["time_column"] == "time" and data["label_column"] == "label"
+    assert "amount" in data["features"] and not {"id", "time", "card", "terminal", "pattern", "label"} & set(data["features"])
     assert out["version"] == "v000001" and out["metrics"]["validation_ap"] > 0.3
+    assert out["split"]["train"]["events"] == out["metrics"]["train_events"] and out["split"]["validation"]["frauds"] > 0
     manifest = orjson.loads((tmp_path / "reg" / "versions" / "v000001" / "manifest.json").read_bytes())
     assert "amount" in manifest["feature_schema"]["names"] and "label" not in manifest["feature_schema"]["names"]
 

@@ -1,6 +1,7 @@
 """`perennial evaluate` end to end on a CSV nobody wrote for it: other column names, ISO times, a
-label delay, a pattern column and an account column; real processes, real files, real plots. The same
-evaluation twice, in this process and in spawn workers, gives the same figures."""
+label delay, a pattern column and an account column; real processes, real files, real plots, the data
+used printed, intervals and fraud counts in the report. The same evaluation twice, in this process and
+in spawn workers, gives the same figures, the served ones and their intervals included."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from perennial.evaluation.harness import Spec, run_all
+from perennial.evaluation.harness import Spec, run_all, served
 from perennial.evaluation.strategies import STRATEGIES
 from perennial.settings import Settings
 from streams.simulator import FEATURES, PATTERNS, Simulator
@@ -44,17 +45,32 @@ def test_evaluate_runs_strategies_prequentially_on_any_csv_and_writes_the_report
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [orjson.loads(line) for line in proc.stdout.splitlines()]
     assert lines[-1]["event"] == "evaluated"
+    used = next(line for line in lines if line["event"] == "evaluate_data")
+    assert used["features"] == [f"f_{n}" for n in FEATURES]  # not the time, the account, the pattern or the label
+    assert (used["time_column"], used["label_column"], used["pattern_column"], used["entity_column"]) == ("ts", "is_fraud", "fraud_type", "account")
+    assert used["pretraining_train"]["frauds"] + used["pretraining_validation"]["frauds"] == used["history"]["frauds"] > 0
 
     report = out.read_text()
     for name in ("frozen", "naive", "product", "sliding", "river"):
         assert f"| {name} |" in report
     assert "adaptation card_testing" in report and "R matrix, product" in report
+    assert "## Headline: served prequential AP per scenario" in report and "| labeled-events |" in report
     for png in ("ap_over_time.png", "patterns_over_time.png", "r_matrix.png"):
-        image = out.parent / "evaluation" / png
+        image = out.parent / "evaluation" / "labeled-events" / png
         assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 10_000
+        assert f"(evaluation/labeled-events/{png})" in report
 
     raw = orjson.loads((tmp_path / "work" / "results.json").read_bytes())
-    meta, results = raw["meta"], {r["strategy"]: r for r in raw["results"]}
+    (section,) = raw["scenarios"]
+    meta, results = section["meta"], {r["strategy"]: r for r in section["results"]}
+    # every figure states its sample: a pattern probe under 30 frauds is shown by its count, not a
+    # number, and period probes under 30 frauds are left out of ACC and BWT, saying so
+    assert all(f"— ({n} frauds)" in report for n in meta["pattern_probe_frauds"].values() if n < 30)
+    left_out = sum(n < 30 for n in meta["period_probe_frauds"])
+    assert left_out and f"({left_out} of {len(meta['period_probe_frauds'])} probes left out: under 30 frauds)" in report
+    for name, d in section["intervals"]["difference"].items():
+        assert f"| {name} | {d['difference']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] | {d['verdict']} | {d['frauds']:,} |" in report
+    assert results["frozen"]["versions"][1:] == [] and len(results["naive"]["versions"]) == results["naive"]["summary"]["rounds"] + 1
     assert meta["patterns"] == ["card_testing", "compromised_terminal"] and meta["new_patterns"] == ["card_testing"]
     frozen, naive, product = results["frozen"], results["naive"], results["product"]
     # the new pattern is learned by the learners and not by the frozen model
@@ -71,6 +87,9 @@ TIMINGS = {"learn_s", "score_s"}  # wall-clock seconds: the only figures a secon
 
 def differences(a, b, path="") -> list[str]:
     """Where two results differ: numbers by more than 0.005, anything else at all."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        same = np.shape(a) == np.shape(b) and np.allclose(a, b, atol=0.005, rtol=0, equal_nan=True)
+        return [] if same else [f"{path}: arrays differ by up to {np.nanmax(np.abs(np.subtract(a, b))) if np.shape(a) == np.shape(b) else 'shape'}"]
     if isinstance(a, dict) and isinstance(b, dict):
         if a.keys() != b.keys():
             return [f"{path}: keys {sorted(a)} != {sorted(b)}"]
@@ -92,6 +111,7 @@ def test_the_same_evaluation_twice_gives_every_figure_again(tmp_path):
     first = run_all(spec, list(STRATEGIES), [0], Settings(), tmp_path / "first", workers=1, progress=lambda _: None)
     second = run_all(spec, list(STRATEGIES), [0], Settings(), tmp_path / "second", workers=2, progress=lambda _: None)
     assert [r["strategy"] for r in first] == [r["strategy"] for r in second]  # results.json in one order
+    intervals = [served(spec, {0: spec.scenario(0)}, results, confidence=0.95) for results in (first, second)]
     first, second = ({r["strategy"]: r for r in results} for results in (first, second))
     assert first["sliding"]["summary"]["retrains"] >= 2 and first["cumulative"]["summary"]["retrains"] >= 2
-    assert differences(first, second) == []
+    assert differences(first, second) == [] and differences(*intervals) == []

@@ -5,6 +5,7 @@ pretrained network's shape; a model that ranks nothing stops the run."""
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 import torch
@@ -13,11 +14,15 @@ from learners.model import ScoringModel, TabularNet, state_numpy
 from learners.pretrain import pretrain
 from learners.registry import Registry
 from learners.schema import FeatureSchema
+from perennial import cli
 from perennial.evaluation import harness
 from perennial.evaluation.data import table_scenario
+from perennial.evaluation.report import scenario_meta, write
+from perennial.evaluation.scenarios import CATALOGUE
 from perennial.evaluation.scores import CollapsedModel, assert_spread
 from perennial.evaluation.strategies import Frozen, Strategy, build
 from perennial.settings import Settings
+from streams.tables import read_labeled_table
 
 
 class Spy(Strategy):
@@ -138,5 +143,84 @@ def test_a_collapsed_model_stops_the_run_naming_the_strategy_and_the_probe(table
     flat.name = "flat"
     monkeypatch.setattr(harness, "build", lambda *a, **k: flat)
     spec = harness.Spec("table", {"path": table, "label_column": "y", "time_column": None, "features": ["a", "b"], "periods": 4})
-    with pytest.raises(CollapsedModel, match=r"^strategy 'flat' at minute 0\.00 of t\.parquet.*, on the probe of period 0: a collapsed model"):
+    with pytest.raises(CollapsedModel, match=r"^strategy 'flat' at row 0\.00 of t\.parquet.*, on the probe of period 0: a collapsed model"):
         harness.run(spec, "flat", 0, Settings(), tmp_path)
+
+
+def test_a_missing_time_column_is_an_error_naming_the_flag_and_row_order_is_asked_for(table, capsys):
+    with pytest.raises(ValueError, match=r"time column 'time' is not in .*--time-column, .*--time-column ''"):
+        read_labeled_table(table, "y")
+    assert read_labeled_table(table, "y", None).time is None  # row order, asked for explicitly
+    assert cli.main(["evaluate", "--input", str(table), "--label-column", "y", "--workdir", "unused"]) == 2
+    assert "--time-column" in capsys.readouterr().err
+
+
+@pytest.fixture
+def leaky(tmp_path):
+    """Every column numeric: the pattern, the account, the label time and an id could pass for features."""
+    rng = np.random.default_rng(1)
+    n = 3000
+    y = (rng.random(n) < 0.05).astype(int)
+    df = pd.DataFrame({"txn_id": np.arange(n), "time": np.arange(n) * 60.0, "a": rng.normal(size=n) + 2 * y, "b": rng.normal(size=n),
+                       "kind": y * rng.integers(1, 3, n), "acct": rng.integers(0, 50, n), "lt": np.arange(n) * 60.0 + 600, "label": y})
+    path = tmp_path / "leaky.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_columns_in_use_are_never_features(leaky):
+    table = read_labeled_table(leaky, "label", "time", extra_columns=["kind", "acct", "lt"])
+    assert table.features == ("a", "b")
+    with pytest.raises(ValueError, match=r"kind of --features are the label, time, pattern, entity or label-time column"):
+        read_labeled_table(leaky, "label", "time", features=["a", "kind"], extra_columns=["kind"])
+    with pytest.raises(ValueError, match="never a feature"):
+        read_labeled_table(leaky, "label", "time", features=["a", "time"])
+    scn = table_scenario(leaky, pattern_column="kind", entity_column="acct", label_time_column="lt", periods=4)
+    assert scn.names == ("a", "b")
+
+
+def test_pretrain_prints_the_features_the_columns_and_the_split_with_class_counts(leaky, tmp_path, capsys):
+    assert cli.main(["pretrain", "--history", str(leaky), "--registry", str(tmp_path / "registry")]) == 0
+    lines = {line["event"]: line for line in map(orjson.loads, capsys.readouterr().out.splitlines())}
+    assert lines["pretrain_data"]["features"] == ["a", "b", "kind", "acct", "lt"]  # pretrain knows no pattern column: name --features
+    assert lines["pretrain_data"]["time_column"] == "time" and lines["pretrain_data"]["label_column"] == "label"
+    y = pd.read_csv(leaky)["label"].to_numpy()
+    split = lines["pretrained"]["split"]
+    assert split == {"train": {"events": 2400, "frauds": int(y[:2400].sum())}, "validation": {"events": 600, "frauds": int(y[2400:].sum())}}
+
+
+def test_a_built_in_scenario_is_named_from_the_catalogue():
+    spec = harness.Spec("builtin", {"name": "default"})
+    assert spec.name == "default" and spec.description == CATALOGUE["default"]
+    with pytest.raises(ValueError, match="unknown scenario 'nope'; known: default"):
+        harness.Spec("builtin", {"name": "nope"}).scenario(0)
+
+
+def test_the_cli_refuses_an_unknown_scenario_naming_the_built_in_ones(capsys):
+    assert cli.main(["evaluate", "--scenario", "default,nope"]) == 2
+    assert "unknown scenario nope; built in: default" in capsys.readouterr().err
+
+
+def test_an_identical_pair_reads_no_evidence_in_the_report_and_absent_columns_leave_no_sentence(table, tmp_path):
+    """The real harness on a file without time, entity or pattern columns: frozen's run, and a copy of
+    it under the product's name (the same scores on the same events)."""
+    spec = harness.Spec("table", {"path": table, "label_column": "y", "time_column": None, "features": ["a", "b"], "periods": 4})
+    frozen = harness.run(spec, "frozen", 0, Settings(), tmp_path)
+    assert len(frozen["versions"]) == 1 and frozen["versions"][0]["alerts"] == round(0.005 * frozen["alert_sample_events"])
+    same = {**frozen, "strategy": "product", "scores": frozen["scores"].copy(), "ap_replicates": frozen["ap_replicates"]}
+    built = {0: spec.scenario(0)}
+    intervals = harness.served(spec, built, [same, frozen], confidence=0.95)
+    d = intervals["difference"]["frozen"]
+    assert d["low"] <= 0 <= d["high"] and d["verdict"] == "no evidence either way"
+    meta = {**scenario_meta([built[0]], spec.card_k), "data": harness.data_used(spec, built[0], Registry(tmp_path / "seed-0" / "registry")),
+            "alert_budget": 0.005, "resamples": 200, "confidence": 0.95}
+    out = tmp_path / "report.md"
+    write([{"name": spec.name, "description": spec.description, "meta": meta, "intervals": intervals, "results": [same, frozen]}], out, "test")
+    report = out.read_text()
+    assert f"| {spec.name} | {d['frauds']:,} |" in report
+    assert "| frozen | +0.000 | [" in report and "no evidence either way" in report
+    assert "| served AP: product at least frozen's (within the paired interval) | product − frozen +0.000 [+0.000, +0.000]: " \
+        "no evidence either way | yes |" in report
+    assert "top-None" not in report and "card precision" not in report and "Per pattern" not in report
+    assert "time `row order (asked for with --time-column '')`" in report and "features (2): `a`, `b`" in report
+    assert "row 0-" in report  # periods counted in rows, not hours
