@@ -50,7 +50,7 @@ class Spec:
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
     card_k: int = 20
-    retrain_every_periods: float = 0.5
+    retrain_every_periods: float = 1.0  # the retraining baselines refit once a period (early stopping, up to 50 epochs)
     window_periods: float = 3.0
     alert_budget: float = ALERT_BUDGET
     resamples: int = RESAMPLES
