@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import binom
 
 from learners.operating import AlertRate, FlipRate, alert_rate, negative_flip_rate, relative_change, threshold_for_alert_rate
 from learners.quality import roc_auc
@@ -131,10 +132,15 @@ class OperatingPoint:
                 "negative_flip_rate": self.flips.rate, "negative_flips": self.flips.flipped, "alerted_frauds": self.flips.alerted_frauds,
                 "gained_frauds": self.flips.gained, "p_negative_flips_over_limit": self.p_flips}
 
-    def checks(self, t: GateThresholds) -> list[Check]:
+    def checks(self, t: GateThresholds, y: np.ndarray, reference_fraud_rate: float | None) -> list[Check]:
         change = relative_change(self.incumbent, self.candidate)
         where = f"at the operating threshold {self.threshold:.4g}"
-        volume = Check("alert_volume", self.p_volume < t.confidence,
+        moved = _fraud_rate_moved(y, reference_fraud_rate, t)
+        if moved:  # calibrated scores follow the fraud rate: more fraud, more alerts; the volume is judged when it is steady
+            volume = Check("alert_volume", True, f"not judged: {moved}; {self.candidate.alerts} alerts vs the incumbent's "
+                           f"{self.incumbent.alerts} among {self.incumbent.events} events {where}")
+        else:
+            volume = Check("alert_volume", self.p_volume < t.confidence,
                        f"{self.candidate.alerts} alerts ({self.false_alerts[1]} on legitimate events) vs the incumbent's {self.incumbent.alerts} "
                        f"({self.false_alerts[0]}) among {self.incumbent.events} events {where} ({'n/a' if change is None else f'{change:+.1%}'}); "
                        f"false alerts up by over {t.max_alert_volume_change:.0%} with probability {self.p_volume:.2f}, fails at {t.confidence:.2f}")
@@ -186,6 +192,7 @@ def decide(
     thresholds: GateThresholds = GateThresholds(),
     baseline_retention_ap: float | None = None,
     retention_weights: np.ndarray | None = None,
+    reference_fraud_rate: float | None = None,
     seed: int = 0,
 ) -> GateDecision:
     """Compare candidate and incumbent scores on recent events neither trained on and on the retention
@@ -252,8 +259,21 @@ def decide(
     m.update(_figures("retention", retention))
     checks.append(_retention_check(retention, t, baseline_retention_ap))
     if operating is not None:
-        checks += operating.checks(t)
+        checks += operating.checks(t, np.asarray(recent_y), reference_fraud_rate)
     return GateDecision(checks=tuple(checks), metrics=m, operating=operating)
+
+
+def _fraud_rate_moved(y: np.ndarray, reference: float | None, t: GateThresholds) -> str | None:
+    """Why the fraud rate of the recent events is not the served version's (beyond the alert-volume
+    limit, with the gates' confidence), or None when it is steady (or there is no reference)."""
+    if reference is None or not 0 < reference < 1:
+        return None
+    n, k = len(y), int(np.sum(y))
+    m, tail = t.max_alert_volume_change, (1 - t.confidence) / 2
+    low, high = binom.ppf(tail, n, reference / (1 + m)), binom.ppf(1 - tail, n, min(1.0, reference * (1 + m)))
+    if low <= k <= high:
+        return None
+    return f"the fraud rate moved: {k} frauds among {n} events ({k / n:.2%}) against the served version's {reference:.2%}"
 
 
 def _figures(name: str, c: Comparison) -> dict[str, Any]:

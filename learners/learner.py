@@ -337,6 +337,7 @@ class Learner:
             candidate_latency_ms=_latency_ms(candidate, challenger.x if len(challenger.y) else self.retention_x),
             thresholds=self.thresholds,
             baseline_retention_ap=self.baseline_retention_ap,
+            reference_fraud_rate=self.incumbent.calibration.figures.get("weighted_fraud_rate"),
             seed=self.acct.rounds,
         )
         outcome = decision.outcome
