@@ -23,8 +23,7 @@ def served(stack) -> str:
 
 def test_rollback_pause_resume_over_http(stack):
     stack.env["PERENNIAL_SERVE__REGISTRY_POLL_S"] = "60"  # swaps within seconds can only come from announcements
-    # this test is about the commands, not the gates: candidates are served on thinner evidence, so that
-    # three days of stream publish the two versions a rollback needs
+    # this test is about the commands, not the gates: candidates are served on thinner evidence
     stack.env.update({"PERENNIAL_LEARN__GATES__CONFIDENCE": "0.6", "PERENNIAL_LEARN__GATES__MIN_RECENT_POSITIVES": "10"})
     stack.start("serve")
     stack.start("learn")
@@ -33,7 +32,7 @@ def test_rollback_pause_resume_over_http(stack):
     produced = produce_stream(stack.bootstrap, stack.topic, 45, 48)
     consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")  # noqa: E731
     wait_for(lambda: consumed() >= len(produced), 120, "learner to consume")
-    wait_for(lambda: len(reg.versions()) >= 3, 60, "two published versions")
+    wait_for(lambda: len(reg.versions()) >= 2, 60, "a published version")  # a candidate is judged on the events after it
     # the learner is idle (its last, time-triggered round done), so nothing is published under the rollback
     wait_for(lambda: stack.learner_metric("perennial_learner_pending_events") == 0, 30, "learner idle")
     wait_for(lambda: served(stack) == reg.current_version(), 10, "announcement-driven swap")
