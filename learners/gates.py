@@ -61,6 +61,7 @@ class GateThresholds:
     min_score_std: float = 1e-3
     max_latency_ms: float = 5.0
     resamples: int = 300
+    candidates: int = 3
     evidence_max_frauds: int = 400
     evidence_max_events: int = 200000
     operating_alert_rate: float | None = None

@@ -91,7 +91,7 @@ class Learner:
         self.paused = False
         self.control_offsets: dict[str, int] = {}
         self.probation: Probation | None = None
-        self.challenger: Challenger | None = None
+        self.challengers: list[Challenger] = []  # candidates cut at successive rounds, oldest first
         self.decisions: deque[dict[str, Any]] = deque(maxlen=DECISIONS_KEPT)
         first = self.registry.manifest(self.registry.versions()[0])
         self.guard = LabelRateGuard(cfg.max_label_rate_ratio, first.get("metrics", {}).get("fraud_rate"))
@@ -138,10 +138,11 @@ class Learner:
         self.metrics.paused.set(int(self.paused))
         if self.pending:
             self.pending_since = time.monotonic()
-        if "challenger" in meta:
-            self.challenger = Challenger.restore(
-                self.schema, {k[11:]: v.numpy() for k, v in tensors.items() if k.startswith("challenger.")}, meta["challenger"],
-            )
+        for i, cmeta in enumerate(meta.get("challengers", [])):
+            prefix = f"challenger{i}."
+            self.challengers.append(Challenger.restore(
+                self.schema, {k[len(prefix):]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}, cmeta,
+            ))
         self.emit("restored", offsets=self.offsets, accounting=asdict(self.acct), pending=len(self.pending))
         return True
 
@@ -167,9 +168,11 @@ class Learner:
             "control_offsets": self.control_offsets,
             "drift_reacting": self.reacting,
         }
-        if self.challenger is not None:
-            ctensors, meta["challenger"] = self.challenger.state()
-            tensors.update({f"challenger.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in ctensors.items()})
+        meta["challengers"] = []
+        for i, challenger in enumerate(self.challengers):
+            ctensors, cmeta = challenger.state()
+            meta["challengers"].append(cmeta)
+            tensors.update({f"challenger{i}.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in ctensors.items()})
         save_checkpoint(self.settings.learn.checkpoint_path, tensors, meta)
         self.journal.checkpointed(self.offsets)
         self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
@@ -296,18 +299,20 @@ class Learner:
                 "drift", round=self.acct.rounds, loss_estimation=self.drift.estimation, window_events=self.drift.width,
                 reacting_rounds=self.reacting,
             )
-        if self.challenger is not None:  # neither model has seen these events
-            self.challenger.observe(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]))
+        for challenger in self.challengers:  # neither it nor the served version has seen these events
+            challenger.observe(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]))
         report = {"round": self.acct.rounds, "trained_events": len(y)}
         if contradictions.flagged:
             report["contradiction"] = contradictions.figures()
-        decision, version = self._judge_challenger(report, announce)  # before training: a reset then trains on this round
+        decision, version = self._judge_challengers(report, announce)  # before training: a reset then trains on this round
         stats = self.adapter.learn(self.schema.transform(x), y)
         if self.reacting:
             self._react(self.reacting - 1)
         self.acct.trained += len(y)
-        if self.challenger is None:  # decided (or none yet): the next candidate is cut from this round's weights
-            self.challenger = Challenger(ScoringModel("candidate", self.schema, self.adapter.weights()), self.acct.rounds)
+        # a candidate is cut from every round's weights, and the last few are judged side by side: one cut
+        # before a change (a burst, a returning concept) need not finish gathering before the next is judged
+        self.challengers.append(Challenger(ScoringModel("candidate", self.schema, self.adapter.weights()), self.acct.rounds))
+        del self.challengers[: -self.settings.learn.gates.candidates]
         self._observe_round(stats, decision, version, time.perf_counter() - started)
         self.emit(
             "gate", round=self.acct.rounds, passed=report["passed"], outcome=report["outcome"], version=version,
@@ -316,15 +321,52 @@ class Learner:
         )
         return report
 
-    def _judge_challenger(self, report: dict[str, Any], announce: Callable[[dict[str, Any]], None]) -> tuple[GateDecision | None, str | None]:
-        """Judge the candidate on the events labeled since it was cut: serve it, drop it, or let it
-        gather more evidence. Fills ``report``; returns the decision (None without a candidate) and
-        the version published."""
-        challenger = self.challenger
-        if challenger is None:
-            report.update(passed=False, outcome="pending", reasons=["no candidate yet: one is cut from this round's weights and "
-                                                                     "judged on the events labeled from now on"])
+    def _judge_challengers(self, report: dict[str, Any], announce: Callable[[dict[str, Any]], None]) -> tuple[GateDecision | None, str | None]:
+        """Judge each candidate on the events labeled since it was cut. The newest that passes is served
+        (with it, every candidate cut before it is dropped: the events they would be judged on were
+        trained into the new version); one that fails, or is still inconclusive with all the evidence it
+        may gather, is dropped; the others gather on. Fills ``report`` with the served candidate's
+        decision, else the oldest's (the most evidence); returns that decision and the version published."""
+        t = self.thresholds
+        ready = [c for c in self.challengers if c.frauds >= t.min_recent_positives]
+        if not ready:
+            oldest = self.challengers[0] if self.challengers else None
+            reasons = ([f"evidence: {oldest.frauds} frauds among {len(oldest.y)} events since the oldest candidate was cut "
+                        f"(need {t.min_recent_positives})"] if oldest else ["no candidate yet: one is cut from this round's weights"])
+            report.update(passed=False, outcome="inconclusive" if oldest else "pending", reasons=reasons,
+                          candidate=oldest.figures(self.acct.rounds) if oldest else None)
             return None, None
+        judged = [(c, *self._judge(c)) for c in ready]
+        passed = [j for j in judged if j[3] == "passed"]
+        challenger, candidate, decision, outcome = passed[-1] if passed else judged[0]
+        report.update(decision.to_dict(), outcome=outcome, candidate=challenger.figures(self.acct.rounds),
+                      others=[{**c.figures(self.acct.rounds), "outcome": o} for c, _, _, o in judged if c is not challenger])
+        for c, _, d, o in judged:
+            self.metrics.gate_decisions.labels(o).inc()
+            if o in ("failed", "no_better"):
+                self.challengers.remove(c)
+            if o == "failed":
+                for check in d.checks:
+                    if check.outcome == "failed":
+                        self.metrics.gate_failures.labels(check.name).inc()
+        if outcome == "no_better":
+            report["reasons"] = [f"no better: still inconclusive after {challenger.frauds} frauds among {len(challenger.y)} events "
+                                 f"(the most a candidate gathers); it is dropped", *report["reasons"]]
+        version = None
+        if passed:
+            version = self._serve(challenger, candidate, decision, report, announce)
+        elif any(o == "failed" for *_, o in judged):
+            self.failures += 1
+            if self.failures >= self.settings.learn.reset_after_failures:
+                self.adapter.load_weights(self.incumbent.weights)
+                self.failures = 0
+                self.metrics.resets.inc()
+                self.emit("reset", round=self.acct.rounds, to_version=self.incumbent.version)
+        self._record_decision(report, version)
+        return decision, version
+
+    def _judge(self, challenger: Challenger) -> tuple[ScoringModel, GateDecision, str]:
+        """One candidate (calibrated on its evidence), its decision and outcome."""
         candidate = self._calibrated(challenger)
         decision = decide(
             recent_y=challenger.y,
@@ -334,49 +376,34 @@ class Learner:
             candidate_retention=candidate.score(self.retention_x),
             incumbent_retention=self.incumbent.score(self.retention_x),
             retention_weights=self.retention_w,
-            candidate_latency_ms=_latency_ms(candidate, challenger.x if len(challenger.y) else self.retention_x),
+            candidate_latency_ms=_latency_ms(candidate, challenger.x),
             thresholds=self.thresholds,
             baseline_retention_ap=self.baseline_retention_ap,
             reference_fraud_rate=self.incumbent.calibration.figures.get("weighted_fraud_rate"),
-            seed=self.acct.rounds,
+            seed=self.acct.rounds + challenger.cut_round,
         )
         outcome = decision.outcome
         t = self.thresholds
         if outcome == "inconclusive" and challenger.exhausted(t.evidence_max_frauds, t.evidence_max_events):
             outcome = "no_better"
-        report.update(decision.to_dict(), outcome=outcome, candidate=challenger.figures(self.acct.rounds))
-        if outcome == "no_better":
-            report["reasons"] = [f"no better: still inconclusive after {challenger.frauds} frauds among {len(challenger.y)} events "
-                                 f"(the most a candidate gathers); a fresh candidate is cut", *report["reasons"]]
-        version = None
-        if outcome == "passed":
-            manifest = self.registry.publish(
-                candidate.weights, self.schema, parent=self.incumbent.version, metrics=decision.metrics,
-                gate_report=report, offsets=dict(self.offsets), calibration=candidate.calibration,
-            )
-            version = manifest["version"]
-            parent = self.incumbent
-            self.incumbent = self.registry.load(version)
-            s = self.settings.learn
-            self.probation = Probation(self.incumbent, parent, s.gates.min_recent_positives, s.rollback_margin, s.gates.confidence)
-            self.acct.published += 1
-            self.failures = 0
-            announce(manifest)
-        elif outcome == "failed":
-            self.failures += 1
-            for check in decision.checks:
-                if check.outcome == "failed":
-                    self.metrics.gate_failures.labels(check.name).inc()
-            if self.failures >= self.settings.learn.reset_after_failures:
-                self.adapter.load_weights(self.incumbent.weights)
-                self.failures = 0
-                self.metrics.resets.inc()
-                self.emit("reset", round=self.acct.rounds, to_version=self.incumbent.version)
-        if outcome != "inconclusive":
-            self.challenger = None
-        self.metrics.gate_decisions.labels(outcome).inc()
-        self._record_decision(report, version)
-        return decision, version
+        return candidate, decision, outcome
+
+    def _serve(self, challenger: Challenger, candidate: ScoringModel, decision: GateDecision, report: dict[str, Any],
+               announce: Callable[[dict[str, Any]], None]) -> str:
+        """Publish and announce a candidate that passed; drop the candidates cut before it."""
+        manifest = self.registry.publish(
+            candidate.weights, self.schema, parent=self.incumbent.version, metrics=decision.metrics,
+            gate_report=report, offsets=dict(self.offsets), calibration=candidate.calibration,
+        )
+        parent = self.incumbent
+        self.incumbent = self.registry.load(manifest["version"])
+        s = self.settings.learn
+        self.probation = Probation(self.incumbent, parent, s.gates.min_recent_positives, s.rollback_margin, s.gates.confidence)
+        self.acct.published += 1
+        self.failures = 0
+        self.challengers = [c for c in self.challengers if c.cut_round > challenger.cut_round]
+        announce(manifest)
+        return manifest["version"]
 
     def _record_decision(self, report: dict[str, Any], version: str | None) -> None:
         """Keep the decision with its figures where ``GET /v1/model`` reads it (a write failure is logged:
@@ -521,9 +548,9 @@ class Learner:
         m.ewc_penalty.set(stats.ewc_penalty)
         m.replay_size.set(stats.replay_size)
         m.replay_positive_ratio.set(stats.replay_positives / max(stats.replay_size, 1))
-        if self.challenger is not None:
-            m.evidence_events.set(len(self.challenger.y))
-            m.evidence_frauds.set(self.challenger.frauds)
+        if self.challengers:
+            m.evidence_events.set(len(self.challengers[0].y))
+            m.evidence_frauds.set(self.challengers[0].frauds)
         figures = decision.metrics if decision is not None else {}
         for model in ("candidate", "incumbent"):
             for name in ("recent", "retention"):

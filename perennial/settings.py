@@ -96,6 +96,10 @@ class GateSettings(BaseModel):
     gather more). Also the fewest frauds a probation verdict rests on."""
     resamples: int = 300
     """Bootstrap replicates of each comparison."""
+    candidates: int = Field(3, ge=1)
+    """Candidates judged side by side: one is cut from every round's weights and the last this many
+    gather evidence at once, so that one cut before a change (a burst, a returning concept) does not
+    hold up the judging of the next; the newest that passes is served."""
     evidence_max_frauds: int = 400
     """A candidate still inconclusive once its recent events hold this many frauds is dropped ("not
     enough evidence": it is no better than the served version) and a fresh one is cut."""

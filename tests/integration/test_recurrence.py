@@ -30,7 +30,7 @@ def served_ap(stack: Stack, probe: tuple[np.ndarray, np.ndarray], names: tuple[s
     with httpx.Client(base_url=stack.url, timeout=30) as client:
         for start in range(0, len(y), 4000):
             rows = [{"features": dict(zip(names, row))} for row in x[start : start + 4000].tolist()]
-            r = client.post("/v1/predict", content=orjson.dumps({"events": rows}))
+            r = client.post("/v1/predict", content=orjson.dumps(rows))
             assert r.status_code == 200, r.text
             scores += [p["score"] for p in r.json()["predictions"]]
     return average_precision(y, np.array(scores))
