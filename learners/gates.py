@@ -61,6 +61,7 @@ class GateThresholds:
     min_score_std: float = 1e-3
     max_latency_ms: float = 5.0
     resamples: int = 300
+    forgetting_for_gain: float = 1.0
     candidates: int = 3
     evidence_max_frauds: int = 400
     evidence_max_events: int = 200000
@@ -258,7 +259,7 @@ def decide(
     retention = paired_ap_difference(retention_y, safe(candidate_retention), incumbent_retention, weights=retention_weights,
                                      confidence=t.confidence, resamples=t.resamples, seed=seed)
     m.update(_figures("retention", retention))
-    checks.append(_retention_check(retention, t, baseline_retention_ap))
+    checks.append(_retention_check(retention, t, baseline_retention_ap, m.get("recent_ap_difference_low", 0.0)))
     if operating is not None:
         checks += operating.checks(t, np.asarray(recent_y), reference_fraud_rate)
     return GateDecision(checks=tuple(checks), metrics=m, operating=operating)
@@ -302,15 +303,22 @@ def _recent_check(c: Comparison, t: GateThresholds) -> Check:
                  f"need {t.confidence:.2f})", inconclusive=True)
 
 
-def _retention_check(c: Comparison, t: GateThresholds, baseline: float | None) -> Check:
-    worse = c.p_below(-t.max_retention_drop) >= t.confidence
-    detail = f"{_interval(c)} (max drop {t.max_retention_drop} at {t.confidence:.0%} confidence)"
+def _retention_check(c: Comparison, t: GateThresholds, baseline: float | None, present_gain: float) -> Check:
+    """Forgetting: worse on the retention set by more than the tolerance (with the confidence) fails.
+    The tolerance grows with what the candidate surely gains on the present (``present_gain``, the
+    lower bound of its recent AP difference, times ``forgetting_for_gain``): when the concept itself
+    changed (a boundary that flips), knowing the present means unlearning part of the past."""
+    traded = t.forgetting_for_gain * max(0.0, present_gain)
+    drop = max(t.max_retention_drop, traded)
+    worse = c.p_below(-drop) >= t.confidence
+    detail = f"{_interval(c)} (max drop {drop:.4g} at {t.confidence:.0%} confidence"
+    detail += f": {t.forgetting_for_gain:g} x the sure gain on recent events {present_gain:+.4f})" if traded > t.max_retention_drop else ")"
     if worse:
-        return Check("retention", False, f"{detail}: worse, P(drop over {t.max_retention_drop}) {c.p_below(-t.max_retention_drop):.2f}")
+        return Check("retention", False, f"{detail}: worse, P(drop over {drop:.4g}) {c.p_below(-drop):.2f}")
     if baseline is not None:
         # small drops must not add up round after round: a floor under the pretrained version's AP
-        floor = baseline - t.max_retention_drop_from_baseline
-        detail += f" and vs the pretrained version {baseline:.4f} (max drop {t.max_retention_drop_from_baseline})"
+        floor = baseline - max(t.max_retention_drop_from_baseline, traded)
+        detail += f" and vs the pretrained version {baseline:.4f} (floor {floor:.4f})"
         if c.a < floor:
             return Check("retention", False, f"{detail}: under the floor {floor:.4f}")
     return Check("retention", True, detail)

@@ -277,7 +277,8 @@ class Learner:
         contradictions = self._check_contradictions(
             np.concatenate([x, hx_new]), np.concatenate([scores, self.incumbent.score(hx_new)]), np.concatenate([y, hy_new]),
         )
-        if contradictions.flagged:
+        if contradictions.flagged:  # the contradicting events are kept for an operator, the rest goes on
+            self._keep(np.concatenate([x, hx_new])[contradictions.suspects], np.concatenate([y, hy_new])[contradictions.suspects])
             trained, held = ~contradictions.suspects[: len(y)], ~contradictions.suspects[len(y) :]
             x, y, scores, hx_new, hy_new = x[trained], y[trained], scores[trained], hx_new[held], hy_new[held]
         for row, label in zip(hx_new, hy_new.tolist()):
@@ -441,8 +442,7 @@ class Learner:
         """Keep a round's events out of training and of the held-out set, until an operator releases
         them; count and report it."""
         events = len(y)
-        for row, label in zip(x, y.tolist()):
-            self.quarantine.add(tuple(row), label)
+        self._keep(x, y)
         self.acct.quarantined += events
         self.metrics.quarantined.labels("label_rate").inc(events)
         self.metrics.gate_decisions.labels("quarantined").inc()
@@ -520,6 +520,11 @@ class Learner:
         (consumer.pause if self.paused else consumer.resume)(*consumer.assignment())
         self.metrics.paused.set(int(self.paused))
         self.emit("command", id=cmd.get("id"), action=cmd["action"], applied=True, paused=self.paused)
+
+    def _keep(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Keep quarantined events (in the checkpoint) until an operator releases them."""
+        for row, label in zip(x, y.tolist()):
+            self.quarantine.add(tuple(row), label)
 
     def release_quarantine(self, cmd: dict[str, Any]) -> None:
         """Move the kept quarantined events to the next round's (through its contradiction check; they

@@ -82,6 +82,11 @@ class GateSettings(BaseModel):
     max_retention_drop: float = 0.02
     """Margin of the retention comparison: a candidate fails when its retention-set AP is, with
     ``confidence``, more than this below the incumbent's."""
+    forgetting_for_gain: float = Field(1.0, ge=0)
+    """AP points of the retention set a candidate may give up per point it surely gains on recent events
+    (the lower bound of its recent AP difference), beyond max_retention_drop and the floor. When the
+    concept itself changes (fraud where honest customers were, honest where fraud was), serving the
+    present means unlearning that part of the past; 0: never trade, keep the old concept served."""
     max_retention_drop_from_baseline: float = 0.05
     """Floor under the pretrained version's retention AP, so that drops each within max_retention_drop
     cannot add up over many rounds."""
@@ -176,8 +181,8 @@ class LearnSettings(BaseModel):
     (``perennial_learner_quarantine_kept_events``) until an operator releases it
     (``POST /v1/learner/release-quarantine``): a genuine fraud burst is learned, not discarded."""
     quarantine_max_events: int = 200000
-    """Most events of quarantined rounds kept (in the checkpoint) for an operator to release; beyond it
-    the oldest are dropped, and counted."""
+    """Most quarantined events kept (in the checkpoint) for an operator to release: label-rate rounds
+    that did not prove learnable, and labels contradicting the served model; beyond it the oldest go."""
     contradiction_score: float = 0.5
     """An event the served model scores at least this is called fraud; one labeled legitimate is a
     contradiction. 0.5, the model's own decision, rather than a near-certainty: relabeled events

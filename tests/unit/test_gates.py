@@ -9,7 +9,8 @@ WEAK = rng.random(400)  # random scores
 
 
 def gate(cand_recent, cand_ret, inc_recent=WEAK, inc_ret=GOOD, latency=0.05, y=Y, **t):
-    t = {"max_alert_volume_change": 1e9, "max_negative_flip_rate": 1.0, **t}  # these scores are not calibrated
+    # these scores are not calibrated; forgetting is judged alone (no trade against the recent gain)
+    t = {"max_alert_volume_change": 1e9, "max_negative_flip_rate": 1.0, "forgetting_for_gain": 0.0, **t}
     return decide(
         recent_y=y, candidate_recent=cand_recent, incumbent_recent=inc_recent,
         retention_y=Y, candidate_retention=cand_ret, incumbent_retention=inc_ret,
@@ -72,7 +73,7 @@ def test_small_retention_drops_cannot_add_up_below_the_pretrained_version():
     assert baseline - average_precision(Y, slid) > 0.05
     kwargs = dict(recent_y=Y, candidate_recent=GOOD, incumbent_recent=WEAK, retention_y=Y, candidate_retention=slid,
                   incumbent_retention=slid, candidate_latency_ms=0.05)
-    kwargs["thresholds"] = GateThresholds(max_alert_volume_change=1e9, max_negative_flip_rate=1.0)
+    kwargs["thresholds"] = GateThresholds(max_alert_volume_change=1e9, max_negative_flip_rate=1.0, forgetting_for_gain=0.0)
     assert decide(**kwargs).passed  # against the served version alone, no drop at all
     d = decide(**kwargs, baseline_retention_ap=baseline)
     assert not d.passed and failed(d) == {"retention"} and "pretrained version" in d.reasons[0]
@@ -129,7 +130,7 @@ def test_retention_is_judged_at_the_real_rate_through_its_weights():
     cand[y == 0] += np.where(r.random(3000) < 0.004, 3.0, 0.0)  # 0.4% of legitimate events now score like fraud
     kw = dict(recent_y=y, candidate_recent=inc + 0.5 * y, incumbent_recent=inc, candidate_retention=cand,
               incumbent_retention=inc, retention_y=y, candidate_latency_ms=0.1,
-              thresholds=GateThresholds(max_alert_volume_change=1e9))  # raw scores, not probabilities
+              thresholds=GateThresholds(max_alert_volume_change=1e9, forgetting_for_gain=0.0))  # raw scores, not probabilities
     assert decide(**kw).passed
     d = decide(**kw, retention_weights=w)
     assert d.outcome == "failed" and {c.name for c in d.checks if c.outcome == "failed"} == {"retention"}
@@ -173,3 +174,19 @@ def test_ten_false_alerts_against_fourteen_is_noise_not_a_change_of_volume():
     assert d.metrics["incumbent_alerts"] == 10 and d.metrics["candidate_alerts"] == 14
     assert d.metrics["candidate_false_alerts"] == d.metrics["incumbent_false_alerts"] + 4
     assert volume.passed and d.metrics["p_alert_volume_over_limit"] < 0.9
+
+
+def test_a_candidate_may_forget_as_much_of_the_past_as_it_surely_gains_on_the_present():
+    """A concept that flips: learning it costs retention AP. Traded against a sure recent gain, the
+    candidate passes; the same loss without the gain (or with the trade off) fails."""
+    y, noise = _rare(60, 6000, 18)
+    old, new = noise + 2.0 * y, noise + 0.3 * y  # the served version ranks the recent frauds poorly
+    learned = noise + 3.0 * y
+    forgot = noise + 1.0 * y  # on the retention set: lost ground
+    kw = dict(recent_y=y, retention_y=y, candidate_retention=forgot, incumbent_retention=old, candidate_latency_ms=0.1)
+    t = dict(max_alert_volume_change=1e9, max_negative_flip_rate=1.0)
+    d = decide(candidate_recent=learned, incumbent_recent=new, thresholds=GateThresholds(**t), **kw)
+    assert d.passed and d.metrics["recent_ap_difference_low"] > -d.metrics["retention_ap_difference"] > 0.02
+    assert "sure gain on recent events" in next(c.detail for c in d.checks if c.name == "retention")
+    assert decide(candidate_recent=learned, incumbent_recent=new, thresholds=GateThresholds(**t, forgetting_for_gain=0.0), **kw).outcome == "failed"
+    assert decide(candidate_recent=new, incumbent_recent=new, thresholds=GateThresholds(**t), **kw).outcome == "failed"
