@@ -334,7 +334,8 @@ def gate_line(ev: dict[str, Any], need: int, confidence: float) -> str:
     head = {"passed": f"gate PASSED -> published {ev['version']}", "failed": "gate failed", "inconclusive": "candidate inconclusive so far",
             "no_better": "candidate dropped: no better after all its evidence", "quarantined": "round quarantined"}.get(outcome, outcome)
     if "recent_ap_difference" not in m:
-        return f"round {ev['round']}: {head}; {m.get('recent_positives', 0)} frauds gathered (needs {need})" if m else f"round {ev['round']}: {head}"
+        gathered = (ev.get("candidate") or {}).get("evidence_frauds", m.get("recent_positives", 0))
+        return f"round {ev['round']}: {head}; {gathered} frauds gathered since the oldest candidate was cut (judged from {need})"
     return (f"round {ev['round']}: {head}; recent AP {_f(m['candidate_recent_ap'])} vs {_f(m['incumbent_recent_ap'])} "
             f"(difference {m['recent_ap_difference']:+.3f}, {confidence:.0%} interval [{m['recent_ap_difference_low']:+.3f}, {m['recent_ap_difference_high']:+.3f}], "
             f"{m['recent_frauds']} frauds), retention {m['retention_ap_difference']:+.3f} on {m['retention_frauds']} frauds")
