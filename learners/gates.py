@@ -62,7 +62,7 @@ class GateThresholds:
     max_latency_ms: float = 5.0
     resamples: int = 300
     forgetting_for_gain: float = 1.0
-    candidates: int = 3
+    candidates: int = 4
     evidence_max_frauds: int = 400
     evidence_max_events: int = 200000
     operating_alert_rate: float | None = None

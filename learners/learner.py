@@ -310,10 +310,8 @@ class Learner:
         if self.reacting:
             self._react(self.reacting - 1)
         self.acct.trained += len(y)
-        # a candidate is cut from every round's weights, and the last few are judged side by side: one cut
-        # before a change (a burst, a returning concept) need not finish gathering before the next is judged
         self.challengers.append(Challenger(ScoringModel("candidate", self.schema, self.adapter.weights()), self.acct.rounds))
-        del self.challengers[: -self.settings.learn.gates.candidates]
+        thin(self.challengers, self.settings.learn.gates.candidates)
         self._observe_round(stats, decision, version, time.perf_counter() - started)
         self.emit(
             "gate", round=self.acct.rounds, passed=report["passed"], outcome=report["outcome"], version=version,
@@ -590,6 +588,31 @@ class Learner:
         if ece is not None:  # on the events its calibration was fitted on
             self.metrics.served_calibration_error.set(ece)
         self.metrics.last_publish.set(self.incumbent.manifest.get("created_ts", 0.0))
+
+
+def thin(challengers: list[Challenger], keep: int) -> None:
+    """Keep at most ``keep`` candidates, spaced roughly geometrically in age: the oldest (the most
+    evidence: where fraud is rare only an old candidate has enough frauds to be judged) and the
+    newest always stay, and an interior one whose neighbours are closest together goes first. So
+    a candidate cut before a change (a burst, a returning concept) does not hold up the judging of
+    one that learned it, and one is always old enough to be judged.
+
+    >>> from types import SimpleNamespace as C
+    >>> cands = []
+    >>> for r in range(1, 21):
+    ...     cands.append(C(cut_round=r)); thin(cands, 4)
+    >>> [c.cut_round for c in cands]
+    [1, 11, 17, 20]
+    """
+    while len(challengers) > keep:
+        if keep < 3:
+            del challengers[1 if keep == 2 else -1]
+            continue
+        now = challengers[-1].cut_round
+        # the gap an interior candidate's removal would leave, relative to its older neighbour's age
+        gaps = [(challengers[i + 1].cut_round - challengers[i - 1].cut_round) / (now - challengers[i - 1].cut_round + 1)
+                for i in range(1, len(challengers) - 1)]
+        del challengers[1 + int(np.argmin(gaps))]
 
 
 def _validation_contradictions(first: dict[str, Any], score: float) -> tuple[float, float]:

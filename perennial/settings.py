@@ -101,10 +101,12 @@ class GateSettings(BaseModel):
     gather more). Also the fewest frauds a probation verdict rests on."""
     resamples: int = 300
     """Bootstrap replicates of each comparison."""
-    candidates: int = Field(3, ge=1)
-    """Candidates judged side by side: one is cut from every round's weights and the last this many
-    gather evidence at once, so that one cut before a change (a burst, a returning concept) does not
-    hold up the judging of the next; the newest that passes is served."""
+    candidates: int = Field(4, ge=1)
+    """Candidates judged side by side: one is cut from every round's weights and this many gather
+    evidence at once, spaced roughly geometrically in age (the oldest always kept: at 0.1% fraud only
+    an old candidate holds enough frauds to be judged), so that one cut before a change (a burst, a
+    returning concept) does not hold up the judging of one that learned it; the newest that passes is
+    served."""
     evidence_max_frauds: int = 400
     """A candidate still inconclusive once its recent events hold this many frauds is dropped ("not
     enough evidence": it is no better than the served version) and a fresh one is cut."""

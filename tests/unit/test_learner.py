@@ -360,3 +360,20 @@ def test_a_burst_that_trips_the_label_rate_guard_is_released_because_it_can_be_l
     assert not report.get("quarantined") and learner.acct.quarantined == 0
     assert learner.acct.trained + learner.acct.held_out == len(stream)
     assert learner.metrics.quarantine_released.labels("automatic")._value.get() == len(stream)
+
+
+def test_candidates_and_their_evidence_survive_a_restart(learner):
+    """At most learn.gates.candidates candidates gather evidence at once, cut at successive rounds; the
+    checkpoint keeps them (weights and evidence), so a restart does not start their judging over."""
+    tx = SIM.generate(45, 2)
+    rounds(learner, tx.take(np.arange(4 * 1024)), size=1024)
+    kept = learner.challengers
+    assert 1 <= len(kept) <= learner.settings.learn.gates.candidates
+    assert [c.cut_round for c in kept] == sorted(c.cut_round for c in kept)
+    learner.checkpoint()
+    again = Learner(learner.settings, LearnerMetrics(), lambda *a, **f: None)
+    assert [c.cut_round for c in again.challengers] == [c.cut_round for c in kept]
+    for before, after in zip(kept, again.challengers):
+        assert np.array_equal(before.y, after.y) and np.array_equal(before.x, after.x)
+        x = tx.features[:50]
+        assert np.allclose(before.model.score(x), after.model.score(x))
