@@ -212,8 +212,13 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
         if pre.proc.returncode:
             _say(t0, f"pretraining failed; see {work / 'pretrain.log'}")
             return 1
-        _, done = events.get(timeout=5)
-        _say(t0, f"pretrained {done['version']}: validation AP {done['metrics']['validation_ap']:.3f}")
+        done: dict[str, Any] = {}
+        while done.get("event") != "pretrained":  # after the lines that print the data it used
+            _, done = events.get(timeout=5)
+        split = done["split"]
+        _say(t0, f"pretrained {done['version']} on {split['train']['events']:,} events ({split['train']['frauds']:,} frauds), "
+                 f"validated on the next {split['validation']['events']:,} ({split['validation']['frauds']:,} frauds): "
+                 f"validation AP {done['metrics']['validation_ap']:.3f}")
     children.append(Child("serve", ["serve"], env, events, work))
     children.append(Child("learn", ["learn"], env, events, work))
     base = f"http://127.0.0.1:{serve_port}"
