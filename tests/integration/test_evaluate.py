@@ -107,7 +107,8 @@ def differences(a, b, path="") -> list[str]:
 def test_the_same_evaluation_twice_gives_every_figure_again(tmp_path):
     """Two separate evaluations of the same scenario, one in this process and one in two spawn
     workers (each pretraining its own registry), agree on every figure to 0.005."""
-    spec = Spec("simulator", {"customers": 300, "terminals": 150, "history_days": 20, "stream_days": 10, "period_days": 5})
+    spec = Spec("simulator", {"customers": 300, "terminals": 150, "history_days": 20, "stream_days": 10, "period_days": 5},
+                retrain_every_periods=0.5)  # two retrains in two periods
     first = run_all(spec, list(STRATEGIES), [0], Settings(), tmp_path / "first", workers=1, progress=lambda _: None)
     second = run_all(spec, list(STRATEGIES), [0], Settings(), tmp_path / "second", workers=2, progress=lambda _: None)
     assert [r["strategy"] for r in first] == [r["strategy"] for r in second]  # results.json in one order
