@@ -68,6 +68,10 @@ def query(prom: str, expr: str) -> list:
 
 def test_every_dashboard_panel_has_data_and_rules_evaluate(stack, prometheus):
     stack.start("serve")
+    # this test is about the dashboards: rounds stay small and candidates are served on thinner evidence,
+    # so that a version is published soon after the stream is read
+    stack.env.update({"PERENNIAL_LEARN__ROUND_MAX_EVENTS": "2048", "PERENNIAL_LEARN__GATES__CONFIDENCE": "0.6",
+                      "PERENNIAL_LEARN__GATES__MIN_RECENT_POSITIVES": "10"})
     stack.start("learn")
     stack.wait_ready()
     wait_for(lambda: len(query(prometheus, "up == 1")) == 2, 60, "both targets up")
@@ -88,7 +92,7 @@ def test_every_dashboard_panel_has_data_and_rules_evaluate(stack, prometheus):
     p.send(stack.topic, value=b"not json")
     p.flush()
     wait_for(lambda: stack.learner_metric("perennial_learner_events_consumed_total") >= len(produced) + 1, 120, "learner to consume")
-    wait_for(lambda: stack.learner_metric("perennial_learner_versions_published_total") >= 1, 60, "a published version")
+    wait_for(lambda: stack.learner_metric("perennial_learner_versions_published_total") >= 1, 120, "a published version")
     time.sleep(6)  # a few scrapes after the last round, so every rate window has two samples
     stop.set()
 
