@@ -42,6 +42,7 @@ from scipy.stats import binom
 from learners.operating import AlertRate, FlipRate, alert_rate, negative_flip_rate, relative_change, threshold_for_alert_rate
 from learners.quality import roc_auc
 from learners.stats import Comparison, average_precision, paired_ap_difference
+from perennial.settings import GateSettings
 
 
 CHECKS = ("finite", "score_spread", "latency", "evidence", "recent", "retention", "alert_volume", "negative_flips")
@@ -50,25 +51,8 @@ DEFAULT_ALERT_RATE = 0.005
 """Least alert rate of the default operating point (a review queue of the top 0.5% of events)."""
 
 
-@dataclass(frozen=True)
-class GateThresholds:
-    confidence: float = 0.9
-    max_retention_drop: float = 0.02
-    max_retention_drop_from_baseline: float = 0.05
-    min_recent_gain: float = 0.0
-    max_recent_drop: float = 0.0
-    min_recent_positives: int = 20
-    min_score_std: float = 1e-3
-    max_latency_ms: float = 5.0
-    resamples: int = 300
-    forgetting_for_gain: float = 1.0
-    candidates: int = 4
-    evidence_max_frauds: int = 400
-    evidence_max_events: int = 200000
-    operating_alert_rate: float | None = None
-    operating_threshold: float | None = None
-    max_alert_volume_change: float = 0.2
-    max_negative_flip_rate: float = 0.2
+GateThresholds = GateSettings
+"""The gates' thresholds are the settings' ``learn.gates`` section itself: one definition per default."""
 
 
 @dataclass(frozen=True)
