@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from learners.files import atomic_write
 
@@ -110,6 +112,66 @@ class DeadLetterJournal:
                 atomic_write(self.path, "".join(f"{e}\n" for e in sorted(self.delivered)).encode())
             else:
                 self.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """What a dead letter is made of, kept until the broker has it."""
+
+    raw: bytes | None
+    key: bytes | None
+    reason: str
+    message: str
+    source: tuple[str, int, int]
+
+    def to_json(self) -> dict:
+        enc = lambda b: None if b is None else base64.b64encode(b).decode()  # noqa: E731
+        return {"raw": enc(self.raw), "key": enc(self.key), "reason": self.reason, "message": self.message, "source": list(self.source)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> DeadLetter:
+        dec = lambda s: None if s is None else base64.b64decode(s)  # noqa: E731
+        topic, partition, offset = doc["source"]
+        return cls(dec(doc["raw"]), dec(doc["key"]), doc["reason"], doc["message"], (topic, int(partition), int(offset)))
+
+
+class Undelivered:
+    """Dead letters the producer or the broker refused (a dead-letter topic that a broker lost, a
+    network cut longer than the producer's retries). They are sent again at every durable step
+    until the broker has them, and written beside the checkpoint, so the offsets committed past
+    their records lose none of them: not to a restart, not to a crash."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._letters: list[DeadLetter] = []
+        try:
+            self._letters = [DeadLetter.from_json(doc) for doc in orjson.loads(path.read_bytes())]
+        except FileNotFoundError:
+            pass
+
+    def add(self, letter: DeadLetter) -> None:
+        """Called on the producer's thread."""
+        with self._lock:
+            self._letters.append(letter)
+
+    def take(self) -> list[DeadLetter]:
+        """The letters to send again; one the broker refuses once more comes back through ``add``."""
+        with self._lock:
+            letters, self._letters = self._letters, []
+        return letters
+
+    def __len__(self) -> int:
+        return len(self._letters)
+
+    def checkpointed(self) -> None:
+        """Write the letters still undelivered beside the checkpoint just written."""
+        with self._lock:
+            letters = list(self._letters)
+        if letters:
+            atomic_write(self.path, orjson.dumps([letter.to_json() for letter in letters]))
+        else:
+            self.path.unlink(missing_ok=True)
 
 
 _ENTRY = re.compile(r"(?P<topic>[^/@\s]+)/(?P<partition>\d+)/(?P<offset>\d+)@(\d+|null)")

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from learners.accounting import Accounting, DeadLetterJournal, EventBuffer
+from learners.accounting import Accounting, DeadLetter, DeadLetterJournal, EventBuffer, Undelivered
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.checkpoint import load_checkpoint, save_checkpoint
 from learners.contradiction import ContradictionGuard, Contradictions
@@ -81,6 +81,7 @@ class Learner:
         self.seen: OrderedDict[str, None] = OrderedDict()
         cp = cfg.checkpoint_path
         self.journal = DeadLetterJournal(cp.with_name(f"{cp.name}.dead-letters"))
+        self.undelivered = Undelivered(cp.with_name(f"{cp.name}.dead-letters-undelivered"))
         self.acct = Accounting()
         self.offsets: dict[str, int] = {}  # "topic:partition" -> next offset to read
         self.backlog = 0  # events on the topic not yet read, as the consumer last saw it
@@ -173,6 +174,8 @@ class Learner:
             ctensors, cmeta = challenger.state()
             meta["challengers"].append(cmeta)
             tensors.update({f"challenger{i}.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in ctensors.items()})
+        self.metrics.dead_letters_undelivered.set(len(self.undelivered))
+        self.undelivered.checkpointed()  # first: a crash before the checkpoint may send one twice, never lose it
         save_checkpoint(self.settings.learn.checkpoint_path, tensors, meta)
         self.journal.checkpointed(self.offsets)
         self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
@@ -213,20 +216,37 @@ class Learner:
     ) -> None:
         self.acct.dead_lettered[reason] = self.acct.dead_lettered.get(reason, 0) + 1
         self.metrics.dead_lettered.labels(reason).inc()
-        origin = kio.record_source(*source)
-        entry = self.journal.entry(origin, raw)
-        if entry in self.journal.delivered:  # read again after a crash: the topic has it already
+        letter = DeadLetter(raw, key, reason, message, source)
+        if self.journal.entry(kio.record_source(*source), raw) in self.journal.delivered:  # read again after a crash
             return
-        dead_letters.send(raw, key, reason, message, source, partial(self._delivered, origin, entry))
+        self._send(letter, dead_letters)
 
-    def _delivered(self, origin: str, entry: str, error: Exception | None) -> None:
+    def resend_dead_letters(self, dead_letters: kio.DeadLetters) -> None:
+        """Send again the dead letters refused so far (each comes back if refused once more)."""
+        for letter in self.undelivered.take():
+            self._send(letter, dead_letters)
+
+    def _send(self, letter: DeadLetter, dead_letters: kio.DeadLetters) -> None:
+        dead_letters.send(
+            letter.raw, letter.key, letter.reason, letter.message, letter.source, partial(self._delivered, letter),
+        )
+
+    def _delivered(self, letter: DeadLetter, error: Exception | None) -> None:
         """The outcome of one dead letter (on the producer's thread)."""
+        origin = kio.record_source(*letter.source)
         if error is None:
-            self.journal.add(entry)
+            self.journal.add(self.journal.entry(origin, letter.raw))
             return
         self.metrics.dead_letter_failures.inc()
+        if getattr(error, "retriable", False):  # a lost topic, a cut longer than the producer's retries
+            self.undelivered.add(letter)
+            log.error(
+                "the dead letter of %s could not be sent yet (%s: %s); it is kept and sent again at the next checkpoint",
+                origin, type(error).__name__, error,
+            )
+            return
         log.error(
-            "the dead letter of %s could not be sent (%s: %s); the record itself stays in its topic",
+            "the dead letter of %s was refused (%s: %s) and will not be sent again; the record itself stays in its topic",
             origin, type(error).__name__, error,
         )
 

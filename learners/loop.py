@@ -137,7 +137,7 @@ def _consume(learner: Learner, clients: Clients, stop: threading.Event) -> None:
             learner.train_round(announce)
             _durable(learner, consumer, dead_letters)
             last_durable, dirty = time.monotonic(), False
-        elif dirty and time.monotonic() - last_durable > 5.0:
+        elif (dirty or len(learner.undelivered)) and time.monotonic() - last_durable > 5.0:
             _durable(learner, consumer, dead_letters)
             last_durable, dirty = time.monotonic(), False
     _durable(learner, consumer, dead_letters)
@@ -215,7 +215,10 @@ def _recreate_topics(config: dict[str, Any], topics: list[str]) -> None:
 
 
 def _durable(learner: Learner, consumer: KafkaConsumer, dead_letters: kio.DeadLetters) -> None:
-    """Dead letters flushed, checkpoint written, then (and only then) offsets committed."""
+    """Dead letters flushed (those refused so far sent again), checkpoint written, then (and only
+    then) offsets committed."""
+    dead_letters.flush()
+    learner.resend_dead_letters(dead_letters)
     dead_letters.flush()
     learner.checkpoint()
     commit = {}

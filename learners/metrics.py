@@ -43,7 +43,10 @@ class LearnerMetrics:
             "Events sent to the dead-letter topic by reason: malformed, a duplicate id, or an internal error.", ["reason"], registry=r,
         )
         self.dead_letter_failures = Counter(
-            "perennial_learner_dead_letter_failures_total", "Dead letters the producer or the broker refused (the record stays in its topic).", registry=r,
+            "perennial_learner_dead_letter_failures_total", "Dead letters the producer or the broker refused: sent again when the refusal is retriable (a lost topic, a long cut), else logged (the record stays in its topic).", registry=r,
+        )
+        self.dead_letters_undelivered = Gauge(
+            "perennial_learner_dead_letters_undelivered", "Dead letters refused for now, kept and sent again at each checkpoint.", registry=r,
         )
         for reason in REASONS:
             self.dead_lettered.labels(reason)

@@ -6,9 +6,11 @@ reads its events again from the checkpoint."""
 from __future__ import annotations
 
 import shutil
+import zlib
 
 import orjson
 import pytest
+from kafka.errors import UnknownTopicOrPartitionError
 
 import learners.learner as learner_module
 from learners.accounting import EventBuffer
@@ -165,10 +167,27 @@ def test_dead_letters_acknowledged_before_a_crash_are_not_sent_again_on_replay(l
     assert not again.journal.path.exists() and not again.journal.delivered
 
 
-def test_a_dead_letter_the_broker_refuses_is_counted_and_learning_goes_on(learner, caplog):
+def test_a_dead_letter_the_broker_refuses_for_good_is_counted_and_learning_goes_on(learner, caplog):
     refused = DeadLetters(refuse=RuntimeError("broker says no"))
     feed(learner, [b"{oops"] + VALID[:10], refused)
     assert learner.metrics.registry.get_sample_value("perennial_learner_dead_letter_failures_total") == 1
     assert learner.acct.dead_lettered == {"not_json": 1} and len(learner.pending) + len(learner.pending_holdout) == 10
-    assert "t/0/0 could not be sent (RuntimeError: broker says no)" in caplog.text
-    assert not learner.journal.path.exists()  # not delivered: a replay would try again
+    assert "t/0/0 was refused (RuntimeError: broker says no) and will not be sent again" in caplog.text
+    assert not learner.journal.path.exists() and len(learner.undelivered) == 0
+
+
+def test_a_dead_letter_refused_for_now_is_sent_again_even_after_a_restart(learner, settings, caplog):
+    lost = DeadLetters(refuse=UnknownTopicOrPartitionError("the broker lost the topic"))
+    feed(learner, VALID[:10] + [b"{oops", None], lost)
+    assert len(learner.undelivered) == 2 and "t/0/10 could not be sent yet" in caplog.text
+    learner.resend_dead_letters(lost)  # still refused: kept
+    assert len(learner.undelivered) == 2 and len(lost.sent) == 4
+    learner.checkpoint()  # offsets now lie past both records: the letters are kept beside the checkpoint
+    again = Learner(settings, LearnerMetrics(), lambda *a, **f: None)
+    assert len(again.undelivered) == 2
+    back = DeadLetters()
+    again.resend_dead_letters(back)
+    assert back.sent == [(("t", 0, 10), "not_json"), (("t", 0, 11), "not_json")]
+    assert len(again.undelivered) == 0 and again.journal.path.read_text().split() == ["t/0/10@" + str(zlib.crc32(b"{oops")), "t/0/11@null"]
+    again.checkpoint()
+    assert not again.undelivered.path.exists()
