@@ -38,7 +38,7 @@ demo: $(STAMP)
 	$(BIN)/perennial demo
 
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -ra --durations=20
+	$(BIN)/python -m pytest -q -ra -n 2 --durations=20
 
 clean:
 	rm -rf $(VENV) var
