@@ -128,8 +128,10 @@ class GateSettings(BaseModel):
     max_alert_volume_change: float = Field(0.2, ge=0)
     """Largest relative growth of the false alerts (alerts on legitimate events) at the operating
     threshold, candidate vs incumbent on the same events, with the gates' confidence (0.2: from 100
-    false alerts to at most 120). Alerts on frauds may grow: a candidate that learned a new pattern
-    alerts on it; frauds it stops alerting on are limited by max_negative_flip_rate."""
+    false alerts to at most 120), beyond the growth of its alerts on frauds. Alerts on frauds may grow:
+    a candidate that learned a new pattern alerts on it, and the false alerts may grow in the same
+    proportion (from 100 false and 100 true alerts to 150 and 150 keeps the precision: it passes);
+    frauds it stops alerting on are limited by max_negative_flip_rate."""
     max_negative_flip_rate: float = Field(0.2, ge=0, le=1)
     """Largest share of the frauds the incumbent alerts on (at the operating threshold, on the same
     held-out events) that the candidate may stop alerting on. 0.2: on a simulated stream at 0.26%

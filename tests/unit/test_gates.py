@@ -78,6 +78,10 @@ def test_small_retention_drops_cannot_add_up_below_the_pretrained_version():
     d = decide(**kwargs, baseline_retention_ap=baseline)
     assert not d.passed and failed(d) == {"retention"} and "pretrained version" in d.reasons[0]
     assert decide(**{**kwargs, "candidate_retention": GOOD}, baseline_retention_ap=baseline).passed
+    # still under the floor, but above the served version: it recovers part of the past, it is not held back
+    halfway = np.where(np.arange(400) % 4 == 0, GOOD, slid)  # a quarter of the events scored as before the slide
+    assert average_precision(Y, slid) < average_precision(Y, halfway) < baseline - 0.05
+    assert decide(**{**kwargs, "candidate_retention": halfway}, baseline_retention_ap=baseline).passed
 
 
 def _rare(frauds: int, events: int, seed: int):
@@ -156,6 +160,30 @@ def test_a_candidate_that_moves_the_alert_volume_or_drops_alerted_frauds_fails_w
     d = decide(candidate_recent=dropping, **kw)
     assert "negative_flips" in {c.name for c in d.checks if c.outcome == "failed"}
     assert d.metrics["negative_flips"] == len(alerted) // 2 and d.metrics["alerted_frauds"] == len(alerted)
+
+
+def test_more_alerts_at_the_same_precision_are_frauds_found_not_a_change_of_volume():
+    """A candidate that learned a new pattern alerts on 40% more frauds, and on 40% more legitimate
+    events with them (the precision at the threshold kept): it passes. The same extra false alerts
+    without the frauds fail."""
+    y = np.r_[np.ones(200), np.zeros(4000)].astype(int)
+    r = np.random.default_rng(19)
+    inc = r.random(len(y)) * 0.5
+    frauds, legit = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    inc[frauds[:100]] = 0.9  # the incumbent alerts on 100 frauds and 100 legitimate events
+    inc[legit[:100]] = 0.9
+    found = inc.copy()
+    found[frauds[100:140]] = found[legit[100:140]] = 0.9  # 40 more of each
+    t = GateThresholds(operating_threshold=0.8)
+    kw = dict(recent_y=y, incumbent_recent=inc, retention_y=y, candidate_retention=inc, incumbent_retention=inc,
+              candidate_latency_ms=0.1, thresholds=t)
+    d = decide(candidate_recent=found, **kw)
+    assert d.metrics["candidate_false_alerts"] == 140 and d.metrics["incumbent_false_alerts"] == 100
+    assert "alert_volume" not in failed(d) and d.metrics["p_alert_volume_over_limit"] < 0.9
+    noisy = inc.copy()
+    noisy[legit[100:140]] = 0.9  # only the false alerts
+    d = decide(candidate_recent=noisy, **kw)
+    assert "alert_volume" in failed(d) and d.metrics["p_alert_volume_over_limit"] >= 0.9
 
 
 def test_ten_false_alerts_against_fourteen_is_noise_not_a_change_of_volume():
