@@ -102,8 +102,10 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
         strategy_name, model=model, registry=registry.root, settings=settings, history=(scn.history_x, scn.history_y, history_t),
         retrain_every_s=spec.retrain_every_periods * period_s, window_s=spec.window_periods * period_s, seed=seed,
     )
-    sample = alert_sample(scn)
-    threshold = alert_threshold(model.score(sample), spec.alert_budget)
+    sample, sample_y = alert_sample(scn)
+    # the learner's default operating point: as many alerts as frauds, at least the budget (learners.gates)
+    alert_rate = max(spec.alert_budget, float(np.mean(sample_y)))
+    threshold = alert_threshold(model.score(sample), alert_rate)
     versions = [_version_row(strategy, sample, threshold, float(scn.period_edges[0]), 0)]
     n = len(scn.y)
     arrival = np.argsort(scn.label_time, kind="stable")
@@ -152,7 +154,7 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
         "daily": _daily(scn, scores),
         "curves": curves,
         "R_pattern": r_pattern, "R_period": r_period,
-        "alert_threshold": threshold, "alert_sample_events": len(sample),
+        "alert_threshold": threshold, "alert_rate": alert_rate, "alert_sample_events": len(sample),
         "versions": [{k: v for k, v in row.items() if k != "version"} for row in versions],
         "summary": strategy.summary(),
         "scores": scores,
@@ -160,13 +162,14 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     }
 
 
-def alert_sample(scn: data.Scenario) -> np.ndarray:
-    """The fixed events every served version's alerts are counted on: the held-out period probes
-    (never trained on, never scored prequentially), at most ``ALERT_SAMPLE_SIZE`` of them."""
-    x = np.concatenate([px for px, _ in scn.period_probes])
+def alert_sample(scn: data.Scenario) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed events every served version's alerts are counted on, with their labels: the held-out
+    period probes (never trained on, never scored prequentially), at most ``ALERT_SAMPLE_SIZE`` of them."""
+    x, y = np.concatenate([px for px, _ in scn.period_probes]), np.concatenate([py for _, py in scn.period_probes])
     if len(x) > ALERT_SAMPLE_SIZE:
-        x = x[np.sort(np.random.default_rng(0xA1E27).choice(len(x), ALERT_SAMPLE_SIZE, replace=False))]
-    return x
+        keep = np.sort(np.random.default_rng(0xA1E27).choice(len(x), ALERT_SAMPLE_SIZE, replace=False))
+        x, y = x[keep], y[keep]
+    return x, y
 
 
 def _version_row(strategy: Strategy, sample: np.ndarray, threshold: float, t: float, labels: int) -> dict[str, Any]:

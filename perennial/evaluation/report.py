@@ -248,8 +248,9 @@ def _section(sec: dict[str, Any], summary: dict[str, Any], img_dir: Path, root: 
           f"{budget:.1%} of each day's events (the alerts a team reviews). Accuracy at a 0.5 threshold, only where frauds are "
           f"at least {ACCURACY_MIN_FRAUD_RATE:.0%} of events. ECE: expected calibration error over {ECE_BINS} equal-width "
           f"score bins. Alerts: each served version's alerts on {results[0]['alert_sample_events']:,} held-out events at the "
-          f"threshold where the pretrained version alerts on {budget:.1%} of them; the largest change between consecutive "
-          "versions, relative to the earlier one.", "",
+          f"learner's default operating point, the threshold where the pretrained version alerts on as many of them as there "
+          f"are frauds among them, at least {budget:.1%} ({results[0]['alert_rate']:.2%} here); the largest change between "
+          "consecutive versions, relative to the earlier one.", "",
           "| strategy | AP [interval] | ROC-AUC | log-loss | Brier | recall at budget | accuracy | ECE | versions | alerts per version | largest alert change |",
           "|---" * 11 + "|"]
     frauds = min(a["frauds"] for a in intervals["ap"].values())
