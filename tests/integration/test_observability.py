@@ -102,7 +102,7 @@ def test_every_dashboard_panel_has_data_and_rules_evaluate(stack, prometheus):
 
     groups = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 15 and all(r["health"] == "ok" for r in rules), rules
+    assert len(rules) == 16 and all(r["health"] == "ok" for r in rules), rules
 
     for url in (f"{stack.url}/metrics", f"http://127.0.0.1:{stack.metrics_port}/metrics"):
         text = httpx.get(url).text
