@@ -39,6 +39,11 @@ class KafkaSettings(BaseModel):
     def dlq_topic(self) -> str:
         return f"{self.topic}.dlq"
 
+    @property
+    def predictions_topic(self) -> str:
+        """Topic of the prediction log (``serve.prediction_log``): every event the server scored."""
+        return f"{self.topic}.predictions"
+
 
 class RegistrySettings(BaseModel):
     path: Path = Path("var/registry")
@@ -68,6 +73,13 @@ class ServeSettings(BaseModel):
     request_timeout_s: float = 10.0
     """A client must deliver each request whole (headers and body) within this many seconds of
     connecting or of starting it; a slower connection (idle, slowloris) is closed."""
+    prediction_log: bool = False
+    """Publish every scored event that has an id (id, time, features as scored, score, version) to
+    ``<kafka.topic>.predictions``, from a thread of its own: the label of a transaction comes weeks
+    later as its id alone, and is joined to the features the model saw (service/prediction_log.py)."""
+    prediction_log_capacity: int = Field(100_000, ge=1)
+    """Scored events the prediction log may hold while Kafka is slow or down; beyond it they are
+    dropped and counted, never holding up a prediction."""
     max_connections: int = 1000
     """Connections (or requests in progress) beyond which a new request gets 503 at once. Keep it
     under the process's open-file limit (``ulimit -n``), so sockets never starve the registry's files."""

@@ -35,6 +35,7 @@ from service.errors import ApiError, json_response
 from service.front import PREDICT_ROUTE, Answer, PredictFront, RequestMetrics, join_limited
 from service.metrics import ServerMetrics
 from service.model_store import Announcements, Follower, ModelStore
+from service.prediction_log import PredictionLog
 from streams import kafka as kio
 from streams.events import EventError, feature_vector
 
@@ -95,8 +96,9 @@ def served_openapi(base: Callable[[], dict[str, Any]], store: ModelStore) -> Cal
     return document
 
 
-def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[list[Any], np.ndarray, bool]:
-    """Event ids, feature rows in schema order, and whether the body was a list."""
+def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[list[Any], list[Any], np.ndarray, bool]:
+    """Event ids, event times (as given, None when absent), feature rows in schema order, and whether
+    the body was a list."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -109,7 +111,7 @@ def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[
         raise ApiError(422, "the list of events is empty")
     if len(events) > max_batch:
         raise ApiError(413, f"{len(events)} events in one request; the limit is {max_batch}")
-    rows, ids = [], []
+    rows, ids, times = [], [], []
     for i, event in enumerate(events):
         prefix = "" if single else f"event {i}: "
         if not isinstance(event, dict):
@@ -119,7 +121,8 @@ def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[
         except EventError as exc:
             raise ApiError(422, exc.message) from None
         ids.append(event.get("id"))
-    return ids, _matrix(rows, names, single), not single
+        times.append(event.get("time"))
+    return ids, times, _matrix(rows, names, single), not single
 
 
 def _matrix(rows: list[tuple[float, ...]], names: tuple[str, ...], single: bool) -> np.ndarray:
@@ -150,6 +153,8 @@ def create_app(
     serve = settings.serve
     kafka_config = kio.client_config(settings.kafka.bootstrap_servers, settings.kafka.security)
     sender = sender or CommandSender(kafka_config, settings.kafka.control_topic, serve.admin_timeout_s)
+    predictions_log = (PredictionLog(kafka_config, settings.kafka.predictions_topic, serve.prediction_log_capacity, metrics.prediction_log)
+                       if serve.prediction_log else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
@@ -162,6 +167,8 @@ def create_app(
         announcements.stop()
         follower.stop()
         sender.close()
+        if predictions_log is not None:
+            predictions_log.close()
 
     app = FastAPI(title="Perennial", version="0.1.0", lifespan=lifespan)
     app.state.store, app.state.metrics = store, metrics
@@ -188,8 +195,10 @@ def create_app(
             if model is None:
                 raise ApiError(503, "no model is loaded yet; the registry has no version")
             version = model.version
-            ids, rows, batch = parse_predict(await read_body(), model.schema.names, serve.max_batch)
+            ids, times, rows, batch = parse_predict(await read_body(), model.schema.names, serve.max_batch)
             scores = await batcher.score(model, rows)  # shared with requests parsed in the same turn of the loop
+            if predictions_log is not None:
+                predictions_log.record(ids, times, rows, scores, version, model.schema.names)
             metrics.predictions.labels("scored", version).inc(len(scores))
             for s in scores[:64]:  # a sample of each batch keeps the cost per request bounded
                 metrics.scores.observe(float(s))

@@ -9,6 +9,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+PREDICTION_LOG_OUTCOMES = ("queued", "sent", "dropped", "failed", "no_id")
+
+
+class PredictionLogMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.events = Counter(
+            "perennial_prediction_log_events_total",
+            "Scored events by what the prediction log did with them: queued, sent (Kafka confirmed), dropped (queue full), "
+            "failed (Kafka refused), no_id (an event without an id cannot be joined to its label).",
+            ["outcome"], registry=registry,
+        )
+        for outcome in PREDICTION_LOG_OUTCOMES:
+            self.events.labels(outcome)
+        self.queue = Gauge("perennial_prediction_log_queued_events", "Scored events waiting to be sent to the prediction log.", registry=registry)
+
+
 class ServerMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -49,6 +65,7 @@ class ServerMetrics:
             "perennial_server_swap_duration_seconds", "Time to verify, load and warm a version before swapping.", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.prediction_log = PredictionLogMetrics(r)
         self._created = 0.0
         self.model_age = Gauge("perennial_server_model_age_seconds", "Seconds since the served version was created.", registry=r)
         self.model_age.set_function(lambda: time.time() - self._created if self._created else 0.0)
