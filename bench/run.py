@@ -11,6 +11,7 @@ import sys
 
 import learning
 import peers
+import prediction_log
 import serving
 import server_memory
 import swaps
@@ -21,6 +22,14 @@ SECTIONS = {
         "Serving", serving.main,
         [f"wrk -t1 -c32 -d{serving.SECONDS}s (batches of 1,024: -c4); one uvicorn worker each; ours and the ceiling measured alternately in this run"],
         ROOT / "docs" / "benchmarks" / "serving.md",
+    ),
+    "prediction-log": (
+        "Prediction log", prediction_log.main,
+        [f"wrk -t1 -c32 -d{prediction_log.SECONDS}s of single events with ids, alternately against three servers: ours with the "
+         "prediction log off, ours with it on to the local broker (Tansu) on the same 2 cores, and the bare FastAPI ceiling; "
+         "then batches of 64 off and on; sent: records Kafka confirmed by the end of the run",
+         "the serving targets (ratio to the ceiling, predictions/s in batches of 64) are held with the log on"],
+        ROOT / "docs" / "benchmarks" / "prediction-log.md",
     ),
     "peers": (
         "Peers", peers.main,

@@ -157,14 +157,6 @@ def exact_feature_vector(features: Any, names: Sequence[str], reason_prefix: str
     return tuple(values)
 
 
-def _label(value: Any) -> int:
-    if value is True or value is False:
-        return int(value)
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return int(value)
-    raise EventError("bad_label", "'label' must be 0 or 1")
-
-
 def _entities(value: Any) -> dict[str, str]:
     if value is None:
         return {}
@@ -177,29 +169,48 @@ def _entities(value: Any) -> dict[str, str]:
     return {k: str(v) for k, v in value.items()}
 
 
-def parse_event(raw: bytes | None, feature_names: Sequence[str], max_bytes: int = MAX_EVENT_BYTES) -> LabeledEvent:
-    """Validate one labeled event from its raw bytes (None: a record without a value); raise
-    EventError saying what is wrong."""
+def json_object(raw: bytes | None, max_bytes: int, what: str) -> dict[str, Any]:
+    """The JSON object in a record's value, refused with a reason unless it is one within ``max_bytes``."""
     if raw is None:
-        raise EventError("not_json", "the record has no value (null); a labeled event is a JSON object")
+        raise EventError("not_json", f"the record has no value (null); {what} is a JSON object")
     if len(raw) > max_bytes:
-        raise EventError("too_large", f"event is {len(raw)} bytes; the limit is {max_bytes}")
+        raise EventError("too_large", f"{what} is {len(raw)} bytes; the limit is {max_bytes}")
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise EventError("not_json", f"event is not valid JSON ({exc.msg})") from None
+        raise EventError("not_json", f"{what} is not valid JSON ({exc.msg})") from None
     if not isinstance(doc, dict):
-        raise EventError("not_object", "event must be a JSON object")
-    event_id = doc.get("id")
-    if isinstance(event_id, int) and not isinstance(event_id, bool):
-        event_id = str(event_id)
-    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_CHARS:
+        raise EventError("not_object", f"{what} must be a JSON object")
+    return doc
+
+
+def parse_id(value: Any) -> str:
+    """An event id: a non-empty string, or an integer taken as its decimal string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
         raise EventError("bad_id", f"'id' must be a non-empty string of at most {MAX_ID_CHARS} characters")
+    return value
+
+
+def label_value(value: Any) -> int:
+    """A label: 0 or 1 (true/false also accepted)."""
+    if value is True or value is False:
+        return int(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return int(value)
+    raise EventError("bad_label", "'label' must be 0 or 1")
+
+
+def parse_event(raw: bytes | None, feature_names: Sequence[str], max_bytes: int = MAX_EVENT_BYTES) -> LabeledEvent:
+    """Validate one labeled event from its raw bytes (None: a record without a value); raise
+    EventError saying what is wrong."""
+    doc = json_object(raw, max_bytes, "a labeled event")
     return LabeledEvent(
-        id=event_id,
+        id=parse_id(doc.get("id")),
         time=parse_time(doc.get("time")),
         features=feature_vector(doc.get("features"), feature_names),
-        label=_label(doc.get("label")),
+        label=label_value(doc.get("label")),
         entities=_entities(doc.get("entities")),
     )
 

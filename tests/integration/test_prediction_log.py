@@ -12,9 +12,10 @@ import numpy as np
 import orjson
 import pytest
 
+from streams.predictions import parse_predictions
 from streams.simulator import FEATURES
 
-from .conftest import Stack, read_topic, wait_for
+from .conftest import Stack, read_to_end, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,16 +52,16 @@ def test_a_running_server_logs_what_it_scored_to_kafka(stack):
         assert batch.status_code == 200, batch.text
         answers.update({p["id"]: p for p in batch.json()["predictions"] if p["id"] is not None})
 
-    records = read_topic(stack.bootstrap, f"{stack.topic}.predictions", 40, timeout=30)
-    logged = {r.key.decode(): orjson.loads(r.value) for r in records}
+    wait_for(lambda: server_metric(stack, 'perennial_prediction_log_events_total{outcome="sent"}') == 40, 10, "40 sent")
+    records = read_to_end(stack.bootstrap, f"{stack.topic}.predictions")  # every event confirmed: all there
+    logged = {p.id: p for r in records for p in parse_predictions(r.value, FEATURES)}
+    assert sum(len(parse_predictions(r.value, FEATURES)) for r in records) == 40
     assert sorted(logged) == sorted(f"tx-{i}" for i in range(40))  # each event with an id once; none without
     for event in sent[:40]:
-        doc = logged[event["id"]]
-        assert doc["time"] == event["time"] and doc["version"] == answers[event["id"]]["version"] == "v000001"
-        assert doc["score"] == answers[event["id"]]["score"]
-        assert list(doc["features"]) == list(FEATURES)  # the model's order, every feature
-        assert np.array_equal(np.float32([doc["features"][n] for n in FEATURES]), np.float32([event["features"][n] for n in FEATURES]))
-    wait_for(lambda: server_metric(stack, 'perennial_prediction_log_events_total{outcome="sent"}') == 40, 10, "40 sent")
+        logged_event = logged[event["id"]]
+        assert logged_event.time == event["time"] and logged_event.version == answers[event["id"]]["version"] == "v000001"
+        assert logged_event.score == answers[event["id"]]["score"]
+        assert np.array_equal(np.float32(logged_event.features), np.float32([event["features"][n] for n in FEATURES]))
     assert server_metric(stack, 'perennial_prediction_log_events_total{outcome="no_id"}') == 5
     assert server_metric(stack, 'perennial_prediction_log_events_total{outcome="dropped"}') == 0
 
