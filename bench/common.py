@@ -116,3 +116,11 @@ def report(title: str, rows: list[tuple[str, str, str, str]], notes: list[str], 
     path.write_text(text)
     print(text)
     return text
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 import torch
 
-from common import SIM, registry, start, stop, wait_http  # noqa: I001
+from common import SIM, registry, rss_mib, start, stop, wait_http  # noqa: I001
 import warnings
 
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
@@ -105,14 +105,6 @@ def accounted(metrics_url: str) -> float:
                     "perennial_learner_events_quarantined_total", "perennial_learner_events_dead_lettered_total"):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def ours(tmp: Path, reg: Path, bootstrap: str, topic: str, n: int, name: str = "", env: dict[str, str] | None = None) -> float:

@@ -11,6 +11,7 @@ import sys
 
 import learning
 import peers
+import join
 import prediction_log
 import serving
 import server_memory
@@ -30,6 +31,15 @@ SECTIONS = {
          "then batches of 64 off and on; sent: records Kafka confirmed by the end of the run",
          "the serving targets (ratio to the ceiling, predictions/s in batches of 64) are held with the log on"],
         ROOT / "docs" / "benchmarks" / "prediction-log.md",
+    ),
+    "join": (
+        "Join of late labels", join.main,
+        [f"the state alone (learners/join.py, SQLite, {len(join.FEATURES)} float32 features a prediction): "
+         f"{join.PENDING:,} predictions logged in steps of {join.STEP:,}, then {join.LABELS:,} labels for random ones; "
+         "resident set read from /proc in a process of its own (which has torch loaded, as the learner has)",
+         f"end to end: a Joiner thread (as in `perennial learn`) on the local broker (Tansu), {join.E2E_PREDICTIONS:,} predictions "
+         f"in batches of 1,000 and {join.E2E_LABELS:,} labels already on their topics; until the broker has every joined event"],
+        ROOT / "docs" / "benchmarks" / "join.md",
     ),
     "peers": (
         "Peers", peers.main,

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from common import registry, serve_env, start, stop, wait_http  # noqa: I001
-from learning import rss_mib
+from common import registry, rss_mib, serve_env, start, stop, wait_http  # noqa: I001
 from serving import bodies
 from streams.broker import free_port
 

@@ -157,6 +157,13 @@ def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
     stop = stop_on_signals()
     learner = Learner(settings, metrics, emit_json)
     emit_json("learning", topic=settings.kafka.topic, incumbent=learner.incumbent.version, metrics_port=settings.learn.metrics_port)
+    if settings.join.enabled:
+        from learners.joiner import Joiner
+
+        joiner = Joiner(settings, learner.schema.names, metrics.registry)
+        joiner.start(stop)
+        emit_json("joining", predictions=settings.kafka.predictions_topic, labels=settings.kafka.labels_topic,
+                  maturity_s=settings.join.maturity_s, state=str(joiner.state.path))
     try:
         run(learner, stop)
     except Exception:

@@ -44,6 +44,11 @@ class KafkaSettings(BaseModel):
         """Topic of the prediction log (``serve.prediction_log``): every event the server scored."""
         return f"{self.topic}.predictions"
 
+    @property
+    def labels_topic(self) -> str:
+        """Topic of labels that come after their event, by id (``join.enabled``)."""
+        return f"{self.topic}.labels"
+
 
 class RegistrySettings(BaseModel):
     path: Path = Path("var/registry")
@@ -248,6 +253,31 @@ class LearnSettings(BaseModel):
     gates: GateSettings = Field(default_factory=GateSettings)
 
 
+class JoinSettings(BaseModel):
+    enabled: bool = False
+    """Join labels from ``<topic>.labels`` to the predictions the servers logged (``serve.prediction_log``)
+    by id, and send each joined event, with the features as they were scored, to ``<topic>`` for the
+    learner. Runs in `perennial learn`, in a thread of its own."""
+    maturity_s: float = Field(30 * 86400.0, gt=0)
+    """A prediction without a label this long after its event time is taken as legitimate (label 0,
+    source ``matured``): chargebacks come within about 30 days. Measured on the prediction log's own
+    clock (the latest event time logged), so a replay of history matures as it happened."""
+    correction_window_s: float = Field(60 * 86400.0, ge=0)
+    """How long after maturity a fraud label is still applied, as a correction (an event ``<id>#late``
+    labeled 1 with the served features). Later ones are counted and parked as orphans."""
+    orphan_keep_s: float = Field(7 * 86400.0, ge=0)
+    """How long a label whose prediction is not (yet) in the log is parked, waiting for it (on the
+    prediction log's clock); then it is counted as expired and dropped."""
+    max_orphans: int = Field(1_000_000, gt=0)
+    """Most labels parked at once; beyond, the oldest are counted as expired and dropped."""
+    path: Path | None = None
+    """File of the join's state (default: ``join.sqlite`` beside ``learn.checkpoint_path``) (pending predictions, parked labels, its offsets): on disk, so memory
+    stays flat however many predictions wait for a label, and written in one transaction with the
+    offsets it has read to (a crash re-reads from there)."""
+    cache_mib: int = Field(16, gt=0)
+    """SQLite page cache of the join's state, the most memory it keeps of it."""
+
+
 class SimulateSettings(BaseModel):
     seed: int = 7
     """Seed of every random draw of the simulator."""
@@ -293,6 +323,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     learn: LearnSettings = Field(default_factory=LearnSettings)
+    join: JoinSettings = Field(default_factory=JoinSettings)
     simulate: SimulateSettings = Field(default_factory=SimulateSettings)
     pretrain: PretrainSettings = Field(default_factory=PretrainSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)

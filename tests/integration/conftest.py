@@ -165,18 +165,21 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30) -
 
 
 def read_to_end(bootstrap: str, topic: str, timeout: float = 30) -> list:
-    """Every record of a one-partition topic, up to its end as it is now."""
-    tp = TopicPartition(topic, 0)
+    """Every record of a topic (all its partitions, in partition order), up to its end as it is now."""
     c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, allow_auto_create_topics=False)
-    c.assign([tp])
-    c.seek_to_beginning(tp)
-    end = c.end_offsets([tp])[tp]
     records, deadline = [], time.monotonic() + timeout
-    while c.position(tp) < end and time.monotonic() < deadline:
+    partitions = None
+    while not partitions and time.monotonic() < deadline:
+        partitions = c.partitions_for_topic(topic)
+    tps = [TopicPartition(topic, p) for p in sorted(partitions or [0])]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    ends = c.end_offsets(tps)
+    while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
         for batch in c.poll(timeout_ms=500).values():
             records.extend(batch)
     c.close()
-    return records
+    return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
 class Outage:
