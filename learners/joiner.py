@@ -56,7 +56,9 @@ class JoinMetrics:
         self.parked = Gauge("perennial_join_parked_labels", "Labels waiting for their prediction.", registry=r)
         self.oldest = Gauge("perennial_join_oldest_pending_age_seconds", "Age of the oldest pending prediction on the prediction log's clock.", registry=r)
         self.clock = Gauge("perennial_join_clock_seconds", "The prediction log's clock: the latest event time logged.", registry=r)
-        self.last_label = Gauge("perennial_join_last_label_timestamp_seconds", "Wall-clock time the last label was read (0: none yet).", registry=r)
+        self.last_label = Gauge("perennial_join_last_label_timestamp_seconds",
+                                "Wall-clock time the last label was read (until the first, when the join started).", registry=r)
+        self.last_label.set(time.time())
         self.outbox = Gauge("perennial_join_outbox_events", "Joined events written to the state, not yet taken by the broker.", registry=r)
         self.up = Gauge("perennial_join_broker_up", "1 while the join's clients are connected.", registry=r)
         for outcome in ("logged", "duplicate"):

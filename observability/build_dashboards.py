@@ -134,6 +134,24 @@ LEARNING = [
         q("sum(increase(perennial_learner_broker_errors_total[5m]))", "failed requests"),
     ]),
     ("Offset resets by partition", "short", "timeseries", [q("sum by (partition) (increase(perennial_learner_offset_resets_total[1h]))", "partition {{partition}}")]),
+    # the join of late labels (join.enabled)
+    ("Late labels read, by outcome", "short", "timeseries", [q("sum by (outcome) (increase(perennial_join_labels_total[15m]))", "{{outcome}}")]),
+    ("Late labels: join hit rate (joined / read)", "percentunit", "timeseries", [
+        q('(sum(increase(perennial_join_labels_total{outcome="joined"}[15m])) or vector(0)) / clamp_min(sum(increase(perennial_join_labels_total[15m])), 1e-9)', "hit rate"),
+    ]),
+    ("Late labels: pending predictions, parked labels, matured negatives", "short", "timeseries", [
+        q("max(perennial_join_pending_predictions)", "pending predictions"),
+        q("max(perennial_join_parked_labels)", "parked labels (no prediction)"),
+        q("sum(increase(perennial_join_matured_total[15m]))", "matured into negatives"),
+    ]),
+    ("Late labels: delay from event to label, by source", "s", "timeseries", [
+        q("histogram_quantile(0.5, sum by (le, source) (rate(perennial_join_label_delay_seconds_bucket[15m])))", "p50 {{source}}"),
+        q("histogram_quantile(0.95, sum by (le, source) (rate(perennial_join_label_delay_seconds_bucket[15m])))", "p95 {{source}}"),
+    ]),
+    ("Late labels: oldest pending prediction, time since the last label", "s", "timeseries", [
+        q("max(perennial_join_oldest_pending_age_seconds)", "oldest pending (event time)"),
+        q("time() - max(perennial_join_last_label_timestamp_seconds)", "since the last label"),
+    ]),
 ]
 
 

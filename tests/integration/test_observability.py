@@ -67,6 +67,8 @@ def query(prom: str, expr: str) -> list:
 
 
 def test_every_dashboard_panel_has_data_and_rules_evaluate(stack, prometheus):
+    # the late-label panels: the server logs what it scores, the learner joins labels to it
+    stack.env.update({"PERENNIAL_SERVE__PREDICTION_LOG": "true", "PERENNIAL_JOIN__ENABLED": "true"})
     stack.start("serve")
     # this test is about the dashboards: rounds stay small and candidates are served on thinner evidence,
     # so that a version is published soon after the stream is read
@@ -82,7 +84,8 @@ def test_every_dashboard_panel_has_data_and_rules_evaluate(stack, prometheus):
         with httpx.Client(base_url=stack.url) as c:
             i = 0
             while not stop.wait(0.01):
-                c.post("/v1/predict", content=orjson.dumps({"features": dict(zip(FEATURES, x[i % len(x)].tolist()))}))
+                c.post("/v1/predict", content=orjson.dumps({"id": f"obs-{i}", "time": 1_764_000_000 + i,
+                                                            "features": dict(zip(FEATURES, x[i % len(x)].tolist()))}))
                 i += 1
 
     t = threading.Thread(target=traffic, daemon=True)
@@ -90,6 +93,9 @@ def test_every_dashboard_panel_has_data_and_rules_evaluate(stack, prometheus):
     produced = produce_stream(stack.bootstrap, stack.topic, 45, 49)
     p = producer(stack.bootstrap, stack.topic)
     p.send(stack.topic, value=b"not json")
+    for i in range(0, 40, 2):  # labels for scored ids, a chargeback each; one for an id nobody scored
+        p.send(f"{stack.topic}.labels", value=orjson.dumps({"id": f"obs-{i}", "label": 1, "source": "chargeback"}))
+    p.send(f"{stack.topic}.labels", value=orjson.dumps({"id": "nobody", "label": 1}))
     p.flush()
     wait_for(lambda: stack.learner_metric("perennial_learner_events_consumed_total") >= len(produced) + 1, 120, "learner to consume")
     wait_for(lambda: stack.learner_metric("perennial_learner_versions_published_total") >= 1, 120, "a published version")
@@ -102,7 +108,7 @@ def test_every_dashboard_panel_has_data_and_rules_evaluate(stack, prometheus):
 
     groups = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 16 and all(r["health"] == "ok" for r in rules), rules
+    assert len(rules) == 19 and all(r["health"] == "ok" for r in rules), rules
 
     for url in (f"{stack.url}/metrics", f"http://127.0.0.1:{stack.metrics_port}/metrics"):
         text = httpx.get(url).text
