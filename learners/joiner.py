@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -29,6 +29,8 @@ from streams.predictions import Label, Prediction, parse_label, parse_prediction
 log = logging.getLogger("perennial.join")
 
 POLL_RECORDS = 2000
+STEP_EVENTS = 20_000
+"""Most predictions and labels applied in one transaction (one poll may hold 2,000 batches of 1,024)."""
 IDLE_STEP_S = 5.0
 """With nothing to read, the state still steps this often (maturity and expiry)."""
 DELAY_BUCKETS = tuple(h * 3600.0 for h in (1, 6, 24, 72, 168, 336, 720, 1440, 2160))
@@ -130,12 +132,12 @@ class Joiner:
                 batches = consumer.poll(timeout_ms=500, max_records=POLL_RECORDS)
                 if not batches and time.monotonic() - last_step < IDLE_STEP_S:
                     continue
-                predictions, labels, offsets = self._read(batches, dead_letters)
-                dead_letters.flush()
-                step = self.state.step(predictions, labels, offsets)
+                for predictions, labels, offsets in self._read(batches, dead_letters):
+                    dead_letters.flush()
+                    step = self.state.step(predictions, labels, offsets)
+                    self.metrics.record(step, self.state)
+                    self._send_outbox(producer)
                 last_step = time.monotonic()
-                self.metrics.record(step, self.state)
-                self._send_outbox(producer)
         finally:
             self.metrics.up.set(0)
             consumer.close(autocommit=False)
@@ -162,7 +164,10 @@ class Joiner:
             else:
                 consumer.seek_to_beginning(tp)
 
-    def _read(self, batches: dict, dead_letters: kio.DeadLetters) -> tuple[list[Prediction], list[Label], dict[tuple[str, int], int]]:
+    def _read(self, batches: dict, dead_letters: kio.DeadLetters) -> Iterator[tuple[list[Prediction], list[Label], dict[tuple[str, int], int]]]:
+        """The records polled, parsed, in steps of at most about ``STEP_EVENTS`` predictions and labels
+        (a poll of prediction batches may hold millions), each with the offsets read to; at least one
+        step, so an idle join still matures and expires."""
         k = self.settings.kafka
         predictions: list[Prediction] = []
         labels: list[Label] = []
@@ -181,7 +186,10 @@ class Joiner:
                     self.metrics.refused.labels(kind, reason).inc()
                     dead_letters.send(rec.value, rec.key, reason, message, (tp.topic, tp.partition, rec.offset), self._delivered)
                 offsets[(tp.topic, tp.partition)] = rec.offset + 1
-        return predictions, labels, offsets
+                if len(predictions) + len(labels) >= STEP_EVENTS:
+                    yield predictions, labels, dict(offsets)
+                    predictions, labels = [], []
+        yield predictions, labels, offsets
 
     @staticmethod
     def _delivered(exc: Exception | None) -> None:
