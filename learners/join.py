@@ -141,7 +141,7 @@ class JoinState:
             return
         step.count(step.predictions, "logged")
         self.clock = max(self.clock, p.time)
-        orphan = self.db.execute("SELECT label, time, source FROM orphans WHERE id = ?", (p.id,)).fetchone()
+        orphan = self.db.execute("SELECT label, time, source FROM orphans WHERE id = ?", (p.id,)).fetchone() if self.parked else None
         if orphan is None:
             self.pending += 1
             return
@@ -151,7 +151,7 @@ class JoinState:
         self.db.execute("UPDATE predictions SET label = ?, source = ? WHERE id = ?", (label, source, p.id))
         self._emit(p.id, p.time, features, label)
         step.count(step.orphans, "joined")
-        step.delays.append((source, max(0.0, (label_time if label_time is not None else self.clock) - p.time)))
+        step.delays.append((source, self._delay(label_time, p.time)))
 
     def _label(self, lab: Label, step: Step) -> None:
         row = self.db.execute("SELECT time, features, label FROM predictions WHERE id = ?", (lab.id,)).fetchone()
@@ -172,16 +172,20 @@ class JoinState:
             self.pending -= 1
             self._emit(lab.id, time, features, lab.label)
             step.count(step.labels, (lab.source, "joined"))
-            step.delays.append((lab.source, max(0.0, (lab.time if lab.time is not None else self.clock) - time)))
+            step.delays.append((lab.source, self._delay(lab.time, time)))
         elif old == lab.label:
             step.count(step.labels, (lab.source, "duplicate"))
         elif lab.label == 1:
             self.db.execute("UPDATE predictions SET label = 1, source = ? WHERE id = ?", (lab.source, lab.id))
             self._emit(lab.id + CORRECTION_SUFFIX, time, features, 1)
             step.count(step.labels, (lab.source, "correction"))
-            step.delays.append((lab.source, max(0.0, (lab.time if lab.time is not None else self.clock) - time)))
+            step.delays.append((lab.source, self._delay(lab.time, time)))
         else:
             step.count(step.labels, (lab.source, "conflict"))  # legitimate after fraud: not applied
+
+    def _delay(self, label_time: float | None, event_time: float) -> float:
+        """From an event to its label: the label's own time, else the clock when it was read."""
+        return max(0.0, (label_time if label_time is not None else self.clock) - event_time)
 
     def _mature(self, step: Step) -> None:
         due = self.db.execute("SELECT id, time, features FROM predictions WHERE label IS NULL AND time < ? ORDER BY time LIMIT ?",

@@ -21,6 +21,7 @@ from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from learners.join import JoinState, Step
+from learners.loop import reachable_config
 from perennial.settings import Settings
 from streams import kafka as kio
 from streams.events import EventError
@@ -116,9 +117,8 @@ class Joiner:
                 stop.wait(delay)
 
     def _run_connected(self, stop: threading.Event) -> None:
-        k, s = self.settings.kafka, self.settings.learn
-        config = {**kio.client_config(k.bootstrap_servers, k.security), "bootstrap_timeout_ms": int(s.broker_connect_timeout_s * 1000)}
-        kio.check_reachable(config, s.broker_connect_timeout_s)
+        k = self.settings.kafka
+        config = reachable_config(self.settings)
         kio.ensure_topics(config, [k.predictions_topic, k.labels_topic, k.topic, k.dlq_topic])
         producer = kio.producer(config, enable_idempotence=False)
         consumer = kio.consumer(config, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")

@@ -74,10 +74,18 @@ def connect(learner: Learner, stop: threading.Event) -> Clients | None:
             return clients
 
 
-def _open(learner: Learner) -> Clients:
-    k, s = learner.settings.kafka, learner.settings.learn
+def reachable_config(settings: Settings) -> dict[str, Any]:
+    """The client settings of the learner's Kafka clients (the learner's and the join's), once the
+    broker accepts a TCP connection (``ConnectionError`` naming each server otherwise)."""
+    k, s = settings.kafka, settings.learn
     config = {**kio.client_config(k.bootstrap_servers, k.security), "bootstrap_timeout_ms": int(s.broker_connect_timeout_s * 1000)}
     kio.check_reachable(config, s.broker_connect_timeout_s)
+    return config
+
+
+def _open(learner: Learner) -> Clients:
+    k = learner.settings.kafka
+    config = reachable_config(learner.settings)
     kio.ensure_topics(config, _topics(learner.settings))
     with ExitStack() as opened:
         # Not idempotent: a broker that lost its data no longer knows the producer id, and the local

@@ -36,7 +36,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 from service.metrics import PredictionLogMetrics
@@ -57,6 +57,18 @@ its single-event throughput on 2 cores (bench/prediction_log.py; py-spy: the wak
 per-message work, not the encoding, which takes ~3 us an event)."""
 RETRY_S = 5.0
 """Wait before trying again to reach Kafka after a failure to create the producer."""
+
+
+class _Scored(NamedTuple):
+    """One request's scored events with an id, as queued."""
+
+    ids: list[Any]
+    times: list[Any]
+    rows: np.ndarray
+    scores: np.ndarray
+    version: str
+    names: Sequence[str]
+    scored_at: float
 
 
 class PredictionLog:
@@ -92,7 +104,7 @@ class PredictionLog:
             if self._queued + n > self.capacity:
                 self._dropped.inc(n)
                 return
-            self._batches.append((ids, times, rows, scores, version, names, time.time()))
+            self._batches.append(_Scored(list(ids), list(times), rows, scores, version, names, time.time()))
             self._queued += n
         self._queued_total.inc(n)
         if self._queued >= MESSAGE_EVENTS and not self._wake.is_set():
@@ -120,7 +132,7 @@ class PredictionLog:
                     batches, self._batches = self._batches, collections.deque()
                 self._send(batches)
                 with self._lock:
-                    self._queued -= sum(len(batch[0]) for batch in batches)
+                    self._queued -= sum(len(batch.ids) for batch in batches)
             if stopping:
                 if self._producer is not None:
                     self._producer.flush(timeout=5)
@@ -141,18 +153,18 @@ class PredictionLog:
     def _send(self, batches: collections.deque) -> None:
         """Send the queued batches as prediction batches of at most ``MESSAGE_EVENTS`` events, one
         version each (a swap between requests starts a new one)."""
-        groups: list[list[tuple]] = []
+        groups: list[list[_Scored]] = []
         for batch in batches:
-            if groups and groups[-1][0][4:6] == batch[4:6]:
+            if groups and (groups[-1][0].version, groups[-1][0].names) == (batch.version, batch.names):
                 groups[-1].append(batch)
             else:
                 groups.append([batch])
         for group in groups:
-            ids = [event_id for batch in group for event_id in batch[0]]
-            times = [t if isinstance(t, (int, float)) and not isinstance(t, bool) else batch[6] for batch in group for t in batch[1]]
-            rows = np.concatenate([batch[2] for batch in group])
-            scores = np.concatenate([batch[3] for batch in group])
-            version, names = group[0][4], group[0][5]
+            ids = [event_id for batch in group for event_id in batch.ids]
+            times = [t if isinstance(t, (int, float)) and not isinstance(t, bool) else batch.scored_at for batch in group for t in batch.times]
+            rows = np.concatenate([batch.rows for batch in group])
+            scores = np.concatenate([batch.scores for batch in group])
+            version, names = group[0].version, group[0].names
             for start in range(0, len(ids), MESSAGE_EVENTS):
                 self._produce_within(ids, times, rows, scores, version, names, start, min(start + MESSAGE_EVENTS, len(ids)))
 

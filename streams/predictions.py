@@ -38,7 +38,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import orjson
 
-from streams.events import MAX_EVENT_BYTES, EventError, exact_feature_vector, json_object, label_value, parse_id, parse_time
+from streams.events import MAX_EVENT_BYTES, EventError, feature_vector, json_object, label_value, parse_id, parse_time
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 """Largest prediction batch read (the server writes a few hundred kilobytes at most)."""
@@ -80,7 +80,7 @@ def parse_predictions(raw: bytes | None, names: Sequence[str]) -> list[Predictio
     if "ids" not in doc:
         if len(raw) > MAX_EVENT_BYTES:
             raise EventError("too_large", f"the event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
-        return [Prediction(parse_id(doc.get("id")), parse_time(doc.get("time")), exact_feature_vector(doc.get("features"), names),
+        return [Prediction(parse_id(doc.get("id")), parse_time(doc.get("time")), feature_vector(doc.get("features"), names),
                            None, None)]
     if doc.get("names") != list(names):
         raise EventError("bad_features", f"the batch was scored on features {doc.get('names')!r}; the model expects {', '.join(names)}")

@@ -8,7 +8,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from service.metrics import PredictionLogMetrics
-from service.prediction_log import MESSAGE_BYTES, MESSAGE_EVENTS, PredictionLog
+from service.prediction_log import MESSAGE_BYTES, MESSAGE_EVENTS, PredictionLog, _Scored
 from streams.predictions import parse_predictions
 
 
@@ -40,7 +40,7 @@ def test_a_flush_groups_requests_by_version_and_keeps_every_event_in_order():
     batches = collections.deque()
     for k, version in enumerate(["v1", "v1", "v2", "v1"]):
         ids = [f"{k}-{i}" for i in range(3)]
-        batches.append((ids, [None, 7.0, True], np.float32([[k, i] for i in range(3)]), np.full(3, k / 10), version, names, 100.0 + k))
+        batches.append(_Scored(ids, [None, 7.0, True], np.float32([[k, i] for i in range(3)]), np.full(3, k / 10), version, names, 100.0 + k))
     log._send(batches)
     got = [parse_predictions(v, names) for v in producer.sent]
     assert [{p.version for p in message} for message in got] == [{"v1"}, {"v2"}, {"v1"}]  # one version a message
@@ -56,7 +56,7 @@ def test_wide_rows_are_split_into_messages_the_broker_accepts():
     log = log_with(producer)
     n = MESSAGE_EVENTS - 1
     rows = np.random.default_rng(0).random((n, len(names))).astype(np.float32)
-    log._send(collections.deque([(["x" * 200 + str(i) for i in range(n)], [None] * n, rows, np.zeros(n), "v1", names, 5.0)]))
+    log._send(collections.deque([_Scored(["x" * 200 + str(i) for i in range(n)], [None] * n, rows, np.zeros(n), "v1", names, 5.0)]))
     assert len(producer.sent) > 1 and max(map(len, producer.sent)) <= MESSAGE_BYTES
     back = [p for v in producer.sent for p in parse_predictions(v, names)]
     assert len(back) == n and np.array_equal(np.float32([p.features for p in back]), rows)
