@@ -15,7 +15,9 @@ mature, and turns each into a labeled event with the served features (no trainin
 - a label whose prediction is not known: parked (``parked``), joined if the prediction comes within
   ``orphan_keep_s``, else counted as expired and dropped.
 
-Time is the prediction log's clock: the latest event time logged. Everything lives in one SQLite file
+Time is the prediction log's clock: the latest event time logged, except that an event time more than
+``max_clock_lead_s`` ahead of the wall clock does not move it (one request with a time in 2100 would
+otherwise mature every pending prediction at once). Everything lives in one SQLite file
 (``join.path``; memory is its page cache, ``join.cache_mib``), written in one transaction per batch of
 records together with the offsets read to and the events to send (an outbox the Kafka edge empties
 after the broker has them), so a crash anywhere loses nothing: records after the saved offsets are read
@@ -25,6 +27,7 @@ again, and an event still in the outbox is sent again (at least once; the learne
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -139,8 +142,11 @@ class JoinState:
         if not inserted:
             step.count(step.predictions, "duplicate")  # the first scoring of an id is what was served
             return
-        step.count(step.predictions, "logged")
-        self.clock = max(self.clock, p.time)
+        if p.time - time.time() > self.settings.max_clock_lead_s:
+            step.count(step.predictions, "future_time")
+        else:
+            step.count(step.predictions, "logged")
+            self.clock = max(self.clock, p.time)
         orphan = self.db.execute("SELECT label, time, source FROM orphans WHERE id = ?", (p.id,)).fetchone() if self.parked else None
         if orphan is None:
             self.pending += 1

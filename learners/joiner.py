@@ -42,7 +42,8 @@ class JoinMetrics:
         r = registry
         self.predictions = Counter("perennial_join_predictions_total",
                                    "Predictions read from the prediction log, by outcome: logged (kept until labeled or matured), "
-                                   "duplicate (an id already logged: the first scoring is kept).", ["outcome"], registry=r)
+                                   "duplicate (an id already logged: the first scoring is kept), future_time (logged, but its event time is more "
+                                   "than join.max_clock_lead_s ahead of the wall clock: it does not move the join's clock).", ["outcome"], registry=r)
         self.labels = Counter("perennial_join_labels_total",
                               "Labels read, by source and outcome: joined (to a pending prediction), parked (prediction unknown), "
                               "correction (fraud after a legitimate label or maturity), duplicate, conflict (legitimate after fraud: not applied).",
@@ -64,7 +65,7 @@ class JoinMetrics:
         self.last_label.set(time.time())
         self.outbox = Gauge("perennial_join_outbox_events", "Joined events written to the state, not yet taken by the broker.", registry=r)
         self.up = Gauge("perennial_join_broker_up", "1 while the join's clients are connected.", registry=r)
-        for outcome in ("logged", "duplicate"):
+        for outcome in ("logged", "duplicate", "future_time"):
             self.predictions.labels(outcome)
         for outcome in ("joined", "expired"):
             self.orphans.labels(outcome)

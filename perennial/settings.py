@@ -265,6 +265,10 @@ class JoinSettings(BaseModel):
     correction_window_s: float = Field(60 * 86400.0, ge=0)
     """How long after maturity a fraud label is still applied, as a correction (an event ``<id>#late``
     labeled 1 with the served features). Later ones are counted and parked as orphans."""
+    max_clock_lead_s: float = Field(86400.0, ge=0)
+    """An event time more than this ahead of the wall clock is logged but does not move the join's
+    clock (counted as ``future_time``): one client sending a wrong clock must not mature every
+    pending prediction at once."""
     orphan_keep_s: float = Field(7 * 86400.0, ge=0)
     """How long a label whose prediction is not (yet) in the log is parked, waiting for it (on the
     prediction log's clock); then it is counted as expired and dropped."""

@@ -56,6 +56,17 @@ def test_unlabeled_predictions_mature_into_negatives_and_a_late_fraud_corrects_t
     assert sent(s) == [("young" + CORRECTION_SUFFIX, 1, 1.5)] and step.labels == {("chargeback", "conflict"): 1, ("chargeback", "correction"): 1}
 
 
+def test_an_event_time_far_ahead_of_the_wall_clock_matures_nothing(tmp_path):
+    """One client with a wrong clock (a time in 2100) must not mature every pending prediction."""
+    s = state(tmp_path)
+    s.step([p("old", 0), p("young", 20)], [], {})
+    step = s.step([Prediction("wrong-clock", 4.1e9, (1.0, 0.0), 0.1, "v1")], [], {})
+    assert step.predictions == {"future_time": 1} and step.matured == 0 and sent(s) == [] and s.pending == 3
+    s.step([p("now", 31)], [], {})  # a right clock still moves it
+    assert sent(s) == [("old", 0, 1.5)]
+    assert JoinState(s.settings, NAMES, s.path).clock == 31 * DAY  # and the saved clock is the right one
+
+
 def test_an_explicit_label_inside_the_window_wins_over_maturity(tmp_path):
     s = state(tmp_path)
     s.step([p("a", 0)], [lab("a", 1)], {})
