@@ -35,6 +35,7 @@ _FLAGS: dict[str, tuple[str, ...]] = {
     "seed": ("simulate", "seed"),
     "duration": ("demo", "duration_s"),
     "workdir": ("demo", "workdir"),
+    "labels": ("demo", "labels"),
 }
 
 
@@ -86,6 +87,10 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     stop = stop_on_signals()
     end = args.start_day + args.days if args.days else float("inf")
+    if args.predict_url:
+        counts = sim_io.score_and_label(sim, settings, args.predict_url, args.start_day, end, stop, max_events=args.max_events)
+        emit_json("simulated", **counts)
+        return 0
     sent = sim_io.push(sim, settings, args.start_day, end, stop, max_events=args.max_events)
     emit_json("simulated", events=sent)
     return 0
@@ -194,6 +199,21 @@ one seed; every built-in scenario then fits in about 13 minutes on 2 cores."""
 
 
 def evaluation_specs(args: argparse.Namespace) -> list[Any]:
+    """The scenarios asked for, each also with joined labels after every maturity of --label-join."""
+    from dataclasses import replace
+
+    from streams.simulator import DAY
+
+    specs = _scenario_specs(args)
+    if not args.label_join:
+        return specs
+    days = [float(d) for d in args.label_join.split(",") if d.strip()]
+    if not days or min(days) <= 0:
+        raise ValueError(f"--label-join takes positive days of maturity, not {args.label_join!r}")
+    return [s for spec in specs for s in (spec, *(replace(spec, maturity_s=d * DAY) for d in days))]
+
+
+def _scenario_specs(args: argparse.Namespace) -> list[Any]:
     """The scenarios asked for: a file (--input), built-in ones (--scenario), or the simulator
     with the options given."""
     from perennial.evaluation.harness import Spec
@@ -275,6 +295,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-events", type=int, help="stop after this many events")
     s.add_argument("--schedule", help="fraud-pattern schedule, e.g. 'card_testing:45-;card_compromise:0-50,66-'")
     s.add_argument("--history", help="write a CSV of labeled events to this path instead of pushing")
+    s.add_argument("--predict-url", help="instead of labeled events: post each transaction to this /v1/predict URL when it "
+                   "happens and send each fraud's label alone to <topic>.labels at its label time (for a server logging "
+                   "predictions and a learner joining labels: serve.prediction_log, join.enabled)")
 
     pt = add("pretrain", "Fit the first version on history (a CSV/Parquet file, or simulated) and save the retention set. "
              "Refuses a registry that already has versions.", "registry")
@@ -305,6 +328,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--scenario", choices=sorted(DEMO_SCENARIOS), default="default",
                    help="default: the simulator's fraud rate (about 1%%); rare: 15%% of its frauds kept, about 0.15%% fraud "
                         "(workdir var/demo-rare unless --workdir)")
+    d.add_argument("--labels", choices=("events", "join"), help="events: labeled events with features on the topic; join: "
+                   "transactions posted to the server when they happen, fraud labels alone later on <topic>.labels, joined "
+                   "by the learner, the rest negatives after demo.join_maturity_s (demo.labels, default events)")
     d.add_argument("--prometheus", action="store_true", help="also start a local Prometheus (if installed) scraping both processes")
 
     ev = add("evaluate", "Replay labeled streams prequentially through continual-learning strategies (the product and "
@@ -319,6 +345,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--label-delay", type=float, help="seconds from an event to its label: fixed for a file (default 0), "
                     "the mean of an exponential delay for the simulator (default 86400)")
     ev.add_argument("--label-time-column", help="column with each label's arrival time (instead of --label-delay)")
+    ev.add_argument("--label-join", metavar="DAYS", help="also replay each scenario with its labels joined as `perennial learn` "
+                    "joins late labels: only frauds labeled, every other event a negative after this many days of maturity "
+                    "(comma-separated for several); the report compares each with every label at its label time")
     ev.add_argument("--pattern-column", help="column naming each fraud's pattern (per-pattern figures)")
     ev.add_argument("--entity-column", help="card or account column (card precision@k)")
     ev.add_argument("--history-fraction", type=float, default=0.3, help="earliest share of rows that pretrains (default 0.3)")

@@ -3,7 +3,10 @@
 Starts the local broker, pretrains a first version on simulated history (days 0-45: no card
 testing), starts `perennial serve` and `perennial learn` as separate processes and `perennial
 simulate` from day 45 (card testing appears; card compromise vanishes at day 50 and recurs at 66),
-keeps posting predictions over HTTP, and prints live what happens. Every 15 s it measures, over
+keeps posting predictions over HTTP, and prints live what happens. With ``demo.labels: join``
+(``--labels join``) the simulator posts each transaction to the server when it happens and sends only
+fraud labels, later, to ``<topic>.labels``: the server logs its predictions and the learner joins the
+labels to them, the rest maturing into negatives. Every 15 s it measures, over
 HTTP on the served model, average precision per fraud pattern on an independent sample. At the end
 it stops every process it started and prints (and optionally writes) a summary.
 """
@@ -118,9 +121,9 @@ def scrape(url: str) -> dict[str, float]:
 class Traffic(threading.Thread):
     """A client that keeps posting single-event predictions, as a payment system would."""
 
-    def __init__(self, base_url: str, rows: np.ndarray, stop: threading.Event):
+    def __init__(self, base_url: str, rows: np.ndarray, stop: threading.Event, ids: bool = True):
         super().__init__(daemon=True)
-        self.base_url, self.rows, self.stop_event = base_url, rows, stop
+        self.base_url, self.rows, self.stop_event, self.ids = base_url, rows, stop, ids
         self.ok = self.failed = 0
 
     def run(self) -> None:
@@ -130,7 +133,8 @@ class Traffic(threading.Thread):
                 row = self.rows[i % len(self.rows)]
                 i += 1
                 try:
-                    r = client.post("/v1/predict", content=orjson.dumps({"id": f"live-{i}", "features": dict(zip(FEATURES, row.tolist()))}))
+                    event = {"id": f"live-{i}"} if self.ids else {}  # no id: not logged, no wall-clock time in the join's clock
+                    r = client.post("/v1/predict", content=orjson.dumps({**event, "features": dict(zip(FEATURES, row.tolist()))}))
                     self.ok += r.status_code == 200
                     self.failed += r.status_code != 200
                 except httpx.HTTPError:
@@ -204,6 +208,10 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
         "PERENNIAL_SIMULATE__FRAUD_KEEP": str(settings.simulate.fraud_keep),
         "PYTHONUNBUFFERED": "1",
     }
+    joined = settings.demo.labels == "join"
+    if joined:
+        maturity = settings.join.maturity_s if "maturity_s" in settings.join.model_fields_set else settings.demo.join_maturity_s
+        env.update({"PERENNIAL_SERVE__PREDICTION_LOG": "true", "PERENNIAL_JOIN__ENABLED": "true", "PERENNIAL_JOIN__MATURITY_S": str(maturity)})
     events: queue.Queue = queue.Queue()
     if Registry(registry).current_version() is None:
         _say(t0, f"pretraining the first version on {settings.pretrain.history_days} days of simulated history ...")
@@ -249,10 +257,17 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
     _say(t0, f"served model AP at start: {_fmt_ap(ap_start)}   (new pattern: {NEW_PATTERN})")
     preview = sim.generate(STREAM_START_DAY, 3).label
     _say(t0, f"the stream's fraud rate: {preview.mean():.3%} ({int(preview.sum())} frauds in its first {len(preview):,} events)")
-    children.append(Child("simulate", ["simulate", "--start-day", str(STREAM_START_DAY)], env, events, work))
-    traffic = Traffic(base, sets[OLD_PATTERNS[0]][0][:2000], stop)
+    simulate = ["simulate", "--start-day", str(STREAM_START_DAY)]
+    if joined:
+        simulate += ["--predict-url", f"{base}/v1/predict"]
+        _say(t0, f"labels joined: transactions posted to the server at {settings.simulate.rate:.0f}/s for {settings.demo.duration_s:.0f} s "
+                 f"and logged; fraud labels alone on {settings.kafka.labels_topic} when they come; the rest legitimate once "
+                 f"{maturity / 86400:g} simulated days old")
+    else:
+        _say(t0, f"streaming labeled events at {settings.simulate.rate:.0f}/s for {settings.demo.duration_s:.0f} s; posting predictions meanwhile")
+    children.append(Child("simulate", simulate, env, events, work))
+    traffic = Traffic(base, sets[OLD_PATTERNS[0]][0][:2000], stop, ids=not joined)
     traffic.start()
-    _say(t0, f"streaming labeled events at {settings.simulate.rate:.0f}/s for {settings.demo.duration_s:.0f} s; posting predictions meanwhile")
 
     gate_decisions: list[dict[str, Any]] = []
     learner_url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -280,9 +295,12 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
             pass
         now = time.monotonic()
         if now - last_status >= 5:
-            consumed = scrape(learner_url).get("perennial_learner_events_consumed_total", last_consumed)
+            learner = scrape(learner_url)
+            consumed = learner.get("perennial_learner_events_consumed_total", last_consumed)
             served = client.get("/v1/model").json()["version"]
             _say(t0, f"consumed {(consumed - last_consumed) / (now - last_status):,.0f} events/s (total {consumed:,.0f}); serving {served}; requests ok {traffic.ok}, failed {traffic.failed}")
+            if joined:
+                _say(t0, "    join: " + _join_line(learner))
             last_status, last_consumed = now, consumed
         if now - last_eval >= 15:
             _, ap_now = pattern_ap(client, sets)
@@ -315,7 +333,10 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
         "pattern_ap_end": ap_end,
         "prediction_requests_ok": traffic.ok,
         "prediction_requests_failed": traffic.failed,
+        "labels": settings.demo.labels,
     }
+    if joined:
+        summary["join"] = {key: int(final_metrics.get(f"perennial_join_{key}", 0)) for key in JOIN_FIGURES}
     print()
     print("Summary")
     print(f"  events consumed {summary['events_consumed']:,}, trained {summary['events_trained']:,}, dead-lettered {summary['events_dead_lettered']}")
@@ -324,11 +345,23 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
     print(f"  old patterns ({', '.join(OLD_PATTERNS)}) mean AP: {_f(summary['old_patterns_ap_start'])} -> {_f(summary['old_patterns_ap_end'])}")
     print(f"  per pattern at end: {_fmt_ap(ap_end)}")
     print(f"  prediction requests while learning and swapping: {traffic.ok} ok, {traffic.failed} failed")
+    if joined:
+        print("  join: " + _join_line(final_metrics))
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
         print(f"  summary written to {summary_json}")
     return 0
+
+
+JOIN_FIGURES = ("predictions_total", "labels_total", "matured_total", "events_sent_total", "pending_predictions", "parked_labels")
+
+
+def _join_line(metrics: dict[str, float]) -> str:
+    m = {key: int(metrics.get(f"perennial_join_{key}", 0)) for key in JOIN_FIGURES}
+    return (f"{m['predictions_total']:,} predictions logged, {m['labels_total']:,} labels read, {m['matured_total']:,} matured into "
+            f"negatives, {m['events_sent_total']:,} labeled events sent to the learner; {m['pending_predictions']:,} pending, "
+            f"{m['parked_labels']:,} labels parked")
 
 
 def gate_line(ev: dict[str, Any], need: int, confidence: float) -> str:

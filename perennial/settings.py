@@ -318,6 +318,13 @@ class DemoSettings(BaseModel):
     """How long `perennial demo` streams before it stops and summarises."""
     workdir: Path = Path("var/demo")
     """Where the demo keeps its registry and checkpoint."""
+    labels: Literal["events", "join"] = "events"
+    """How labels reach the learner: ``events``, labeled events with their features on the topic;
+    ``join``, transactions posted to the server when they happen (logged: ``serve.prediction_log``),
+    fraud labels alone on ``<topic>.labels`` when they come, joined by the learner (``join``)."""
+    join_maturity_s: float = Field(3 * 86400.0, gt=0)
+    """``join.maturity_s`` of the demo with ``labels: join`` unless join.maturity_s is set: simulated
+    seconds, and at the default rate a simulated day passes in about 5 s."""
 
 
 class Settings(BaseSettings):

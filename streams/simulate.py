@@ -51,6 +51,68 @@ def push(sim: Simulator, settings: Settings, start_day: int, end_day: float, sto
         producer.close()
 
 
+PREDICT_BATCH = 200
+"""Transactions per /v1/predict request of ``score_and_label``."""
+
+
+def score_and_label(sim: Simulator, settings: Settings, predict_url: str, start_day: int, end_day: float, stop: threading.Event,
+                    max_events: int | None = None) -> dict[str, int]:
+    """Labels as they really come: post each transaction, in event-time order, to a server for
+    scoring (with its id and event time, so a server logging predictions logs it), at
+    ``settings.simulate.rate`` per second; send each fraud's label alone, ``{"id", "label": 1,
+    "time", "source": "chargeback"}``, to ``<topic>.labels`` once the stream has reached its label
+    time. Legitimate transactions are never labeled: `perennial learn` with ``join.enabled`` takes
+    them as negatives at maturity. Requests the server refuses or fails are counted, not retried."""
+    import heapq
+
+    import httpx
+    import orjson
+
+    config = kio.client_config(settings.kafka.bootstrap_servers, settings.kafka.security)
+    topic = settings.kafka.labels_topic
+    kio.ensure_topics(config, [topic])
+    producer = kio.producer(config)
+    due: list[tuple[float, str]] = []  # (label time, id) of frauds scored, not yet labeled
+    counts = {"scored": 0, "refused": 0, "labels": 0}
+    rate, started = settings.simulate.rate, time.monotonic()
+    day = start_day
+
+    def send_due(now: float) -> None:
+        while due and due[0][0] <= now:
+            label_time, event_id = heapq.heappop(due)
+            producer.send(topic, key=event_id.encode(), value=orjson.dumps({"id": event_id, "label": 1, "time": label_time, "source": "chargeback"}))
+            counts["labels"] += 1
+
+    try:
+        with httpx.Client(timeout=30) as client:
+            while day < end_day:
+                n = int(min(2, end_day - day))
+                tx = sim.generate(day, n)
+                day += n
+                feats = tx.features.tolist()
+                for lo in range(0, len(tx), PREDICT_BATCH):
+                    if stop.is_set() or (max_events is not None and counts["scored"] >= max_events):
+                        return counts
+                    hi = min(lo + PREDICT_BATCH, len(tx))
+                    body = [{"id": str(tx.id[i]), "time": float(tx.time[i]), "features": dict(zip(FEATURES, feats[i]))} for i in range(lo, hi)]
+                    try:
+                        ok = client.post(predict_url, content=orjson.dumps(body), headers={"content-type": "application/json"}).status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    counts["scored" if ok else "refused"] += hi - lo
+                    for i in range(lo, hi):
+                        if ok and tx.pattern[i] > 0:
+                            heapq.heappush(due, (float(tx.label_time[i]), str(tx.id[i])))
+                    send_due(float(tx.time[hi - 1]))
+                    ahead = (counts["scored"] + counts["refused"]) / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        return counts
+    finally:
+        producer.flush(30)
+        producer.close()
+
+
 def write_history(sim: Simulator, path: Path, start_day: int, days: int) -> int:
     """A CSV of labeled events (id, time, card, terminal, pattern, label, features) for pretraining."""
     import pandas as pd

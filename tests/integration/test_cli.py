@@ -136,3 +136,22 @@ def test_demo_runs_the_loop_and_writes_its_summary(tmp_path):
     assert s["new_pattern_ap_end"] > s["new_pattern_ap_start"]
     assert s["prediction_requests_failed"] == 0 and s["prediction_requests_ok"] > 100
     assert "stopped every process the demo started" in r.stdout
+
+
+def test_demo_with_joined_labels_learns_from_fraud_labels_alone(tmp_path):
+    """`perennial demo --labels join`: transactions are posted to the server when they happen (and
+    logged), only fraud labels are sent, later, by id; the learner joins them to the features as
+    scored, the rest mature into negatives, and what it learns is promoted and served."""
+    summary = tmp_path / "summary.json"
+    env = {**os.environ, "PERENNIAL_PRETRAIN__HISTORY_DAYS": "30", "PERENNIAL_DEMO__JOIN_MATURITY_S": "86400"}
+    r = perennial("demo", "--labels", "join", "--duration", "30", "--workdir", str(tmp_path / "demo"), "--summary-json", str(summary),
+                  env=env, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = orjson.loads(summary.read_bytes())
+    join = s["join"]
+    assert s["labels"] == "join" and "labels joined: transactions posted to the server" in r.stdout
+    assert join["predictions_total"] > 10_000 and join["matured_total"] > 5_000 and join["labels_total"] > 50
+    # the learner consumed only what the join sent: fraud labels joined (a label parked at the end is not sent yet) and matured negatives
+    assert 0 < s["events_consumed"] <= join["events_sent_total"] and join["matured_total"] < join["events_sent_total"] <= join["labels_total"] + join["matured_total"]
+    assert s["versions_promoted"] >= 1 and s["new_pattern_ap_end"] > s["new_pattern_ap_start"] + 0.3
+    assert s["prediction_requests_failed"] == 0 and s["events_dead_lettered"] == 0
