@@ -4,6 +4,7 @@ kubernetes-validate --strict), the PrometheusRule (promtool) and the dashboards 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,9 @@ def test_schema_rejects_bad_values():
     assert report["errors"] or [m for m in report["messages"] if m["severity"] >= 3]
     report = lint(CHART, {"server": {"replicaz": 3}}, strict=True)
     assert report["errors"] or [m for m in report["messages"] if m["severity"] >= 3]
+    for bad in ({"learner": {"join": {"maturitySeconds": 0}}}, {"learner": {"join": {"maturity": 3}}}, {"server": {"predictionLog": {"enabled": "yes"}}}):
+        report = lint(CHART, bad, strict=True)
+        assert report["errors"] or [m for m in report["messages"] if m["severity"] >= 3], bad
 
 
 def test_every_value_is_described_in_the_schema():
@@ -182,3 +186,29 @@ def test_compose_stack_validates_and_uses_the_repository_files():
     assert str(CHART / "rules") in json.dumps(services["prometheus"]["volumes"])
     check = subprocess.run(["promtool", "check", "config", "--syntax-only", str(ROOT / "deploy" / "prometheus.yml")], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("path", [None, CHART / "ci" / "join-values.yaml"], ids=["default", "join"])
+def test_the_settings_configmap_is_read_by_perennial_as_the_values_say(path, monkeypatch):
+    """Every PERENNIAL_* variable of the ConfigMap is a real setting (Settings forbids unknown ones)
+    and carries the chart's value: the late-label join and the prediction log included."""
+    from perennial.settings import Settings
+
+    data = next(d for d in by_kind(render(path), "ConfigMap") if d["metadata"]["name"].endswith("-settings"))["data"]
+    for key in [k for k in os.environ if k.startswith("PERENNIAL_")]:
+        monkeypatch.delenv(key)
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    s = Settings()
+    v = yaml.safe_load((CHART / "values.yaml").read_text())
+    if path:
+        chosen = yaml.safe_load(path.read_text())
+        v["server"]["predictionLog"].update(chosen["server"]["predictionLog"])
+        v["learner"]["join"].update(chosen["learner"]["join"])
+    log, join = v["server"]["predictionLog"], v["learner"]["join"]
+    assert (s.serve.prediction_log, s.serve.prediction_log_capacity) == (log["enabled"], log["capacity"])
+    assert (s.join.enabled, s.join.maturity_s, s.join.correction_window_s, s.join.orphan_keep_s, s.join.max_orphans,
+            s.join.max_clock_lead_s, s.join.cache_mib) == (
+        join["enabled"], join["maturitySeconds"], join["correctionWindowSeconds"], join["orphanKeepSeconds"], join["maxOrphans"],
+        join["maxClockLeadSeconds"], join["cacheMib"])
+    assert s.learn.checkpoint_path.parent == Path("/var/lib/perennial/checkpoint")  # the join's state beside it, on the claim
