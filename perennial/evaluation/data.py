@@ -12,7 +12,7 @@ Gaussian concepts, ``streams.concepts``) and ``table_scenario`` (any CSV/Parquet
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -59,6 +59,16 @@ class Scenario:
     concept_spans: list[tuple[float, float, str]] = field(default_factory=list)
     """(start, end, concept) of the stream, in time order: which concept generated the events when;
     empty where the scenario has no concepts (the simulator, tables)."""
+    feed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    """The labels as they reach the learner, when they are not one per event at its ``label_time``
+    (``label_join``): stream row, label and arrival time of each, in any order."""
+    maturity_s: float | None = None  # set by ``label_join``
+
+    def labels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(stream row, label, arrival time) of every label the learner receives."""
+        if self.feed is not None:
+            return self.feed
+        return np.arange(len(self.y)), self.y, self.label_time
 
     def period_labels(self) -> list[str]:
         scale, unit = self.time_unit
@@ -76,6 +86,39 @@ class Scenario:
             name: np.bincount(idx[self.pattern == code], minlength=len(self.period_edges) - 1)[: len(self.period_edges) - 1].tolist()
             for code, name in enumerate(self.pattern_names, start=1)
         }
+
+
+def label_join(scn: Scenario, maturity_s: float) -> Scenario:
+    """The scenario's labels as Perennial's join of late labels delivers them (``learners.join``):
+    only frauds are labeled explicitly (a chargeback feed), at their ``label_time``; every other
+    event matures into a negative ``maturity_s`` after its event time; a fraud whose label comes
+    after its maturity is first a negative, then a correction (a fraud, the same features) at its
+    label time. Labels due after the stream's end never arrive, as in the product."""
+    if maturity_s <= 0:
+        raise ValueError(f"label maturity must be positive, not {maturity_s:g} s")
+    rows = np.arange(len(scn.y))
+    fraud = scn.y == 1
+    mature = scn.time + maturity_s
+    early = fraud & (scn.label_time <= mature)
+    negative = ~early  # legitimate events and frauds labeled only after their maturity
+    late = fraud & ~early
+    feed_rows = np.concatenate([rows[early], rows[negative], rows[late]])
+    feed_y = np.concatenate([np.ones(early.sum(), np.int64), np.zeros(negative.sum(), np.int64), np.ones(late.sum(), np.int64)])
+    feed_t = np.concatenate([scn.label_time[early], mature[negative], scn.label_time[late]])
+    days = maturity_s / DAY
+    return replace(scn, feed=(feed_rows, feed_y, feed_t), maturity_s=maturity_s,
+                   name=f"{scn.name}; labels joined: frauds only, the rest maturing into negatives after {days:g} days")
+
+
+def join_counts(scn: Scenario, end: float) -> dict[str, int]:
+    """What the learner received by ``end``: explicit frauds, matured negatives, corrections."""
+    rows, y, t = scn.labels()
+    due = t <= end
+    corrected = np.zeros(len(scn.y), bool)
+    corrected[rows[due & (y == 0)]] = True
+    positive = due & (y == 1)
+    return {"frauds": int((positive & ~corrected[rows]).sum()), "negatives": int((due & (y == 0)).sum()),
+            "corrections": int((positive & corrected[rows]).sum()), "never_arrived_frauds": int(scn.y.sum() - positive.sum())}
 
 
 def _probe_mask(n: int, seed: int) -> np.ndarray:

@@ -35,6 +35,7 @@ from perennial.evaluation.scores import (
 )
 from perennial.evaluation.strategies import Strategy, build
 from perennial.settings import Settings
+from streams.simulator import DAY
 
 PROBE_EVERY_STEPS = 6
 HEADLINE_STRATEGY = "product"
@@ -54,27 +55,51 @@ class Spec:
     window_periods: float = 3.0
     alert_budget: float = ALERT_BUDGET
     resamples: int = RESAMPLES
+    maturity_s: float | None = None
+    """Replay the labels as the join of late labels delivers them (``data.label_join``): frauds at
+    their label time, every other event a negative after this maturity. None: every label at its
+    label time (a producer sending full labeled events)."""
 
     def scenario(self, seed: int) -> data.Scenario:
         if self.kind == "builtin":
-            return scenarios.build(self.options["name"], seed)
-        if self.kind == "simulator":
-            return data.simulator_scenario(seed, **self.options)
-        return data.table_scenario(seed=seed, **self.options)
+            scn = scenarios.build(self.options["name"], seed)
+        elif self.kind == "simulator":
+            scn = data.simulator_scenario(seed, **self.options)
+        else:
+            scn = data.table_scenario(seed=seed, **self.options)
+        return scn if self.maturity_s is None else data.label_join(scn, self.maturity_s)
 
     @property
-    def name(self) -> str:
+    def base_name(self) -> str:
+        """The scenario's name whatever the labels' mode."""
         if self.kind == "builtin":
             return self.options["name"]
         return re.sub(r"[^\w.-]+", "-", Path(self.options["path"]).stem) if self.kind == "table" else "simulator"
 
     @property
+    def name(self) -> str:
+        return self.base_name if self.maturity_s is None else f"{self.base_name}-joined-{_span(self.maturity_s)}"
+
+    @property
     def description(self) -> str:
         if self.kind == "builtin":
-            return scenarios.CATALOGUE[self.options["name"]]
-        if self.kind == "table":
-            return f"the labeled events of {Path(self.options['path']).name}"
-        return "the simulator, with the options given on the command line"
+            text = scenarios.CATALOGUE[self.options["name"]]
+        elif self.kind == "table":
+            text = f"the labeled events of {Path(self.options['path']).name}"
+        else:
+            text = "the simulator, with the options given on the command line"
+        if self.maturity_s is not None:
+            text += (f"; labels joined as `perennial learn` joins late labels: only frauds labeled (at their label time), every "
+                     f"other event a negative {_span(self.maturity_s)} after it, a fraud labeled after that a correction")
+        return text
+
+
+def _span(seconds: float) -> str:
+    """30d, 12h or 500s: the largest unit that divides it."""
+    for unit, size in (("d", DAY), ("h", 3600.0)):
+        if seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def pretrained(scenario: data.Scenario, settings: Settings, path: Path, seed: int) -> Registry:
@@ -108,8 +133,9 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     threshold = alert_threshold(model.score(sample), alert_rate)
     versions = [_version_row(strategy, sample, threshold, float(scn.period_edges[0]), 0)]
     n = len(scn.y)
-    arrival = np.argsort(scn.label_time, kind="stable")
-    arrival_t = scn.label_time[arrival]
+    feed_rows, feed_y, feed_t = scn.labels()
+    arrival = np.argsort(feed_t, kind="stable")
+    arrival_t = feed_t[arrival]
     scores = np.full(n, np.nan)
     start, end = float(scn.period_edges[0]), float(scn.period_edges[-1])
     steps = np.arange(start, end, scn.step_s)
@@ -125,7 +151,7 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
         if upto > fed:
             idx = arrival[fed:upto]
             t0 = time.perf_counter()
-            strategy.learn(scn.x[idx], scn.y[idx], scn.label_time[idx], float(t))
+            strategy.learn(scn.x[feed_rows[idx]], feed_y[idx], feed_t[idx], float(t))
             learn_s += time.perf_counter() - t0
             fed = upto
             if strategy.version != versions[-1]["version"]:
@@ -266,7 +292,8 @@ def served(spec: Spec, built: dict[int, data.Scenario], results: list[dict[str, 
     """Adds each run's served figures (``result["served"]``) and drops its per-event scores and AP
     replicates; returns the served AP of every strategy with its interval, and the product's paired
     difference from every other strategy, over seeds, each with the frauds and events it rests on:
-    {"ap": {strategy: ...}, "difference": {strategy: ...}}."""
+    {"ap": {strategy: ...}, "difference": {strategy: ...}, "replicates": {strategy: [per seed]}} (the
+    replicates, for comparisons across sections on the same events: ``label_delay``)."""
     replicates: dict[str, dict[int, tuple[float, np.ndarray]]] = {}
     for r in results:
         scn, s = built[r["seed"]], r.pop("scores")
@@ -279,6 +306,7 @@ def served(spec: Spec, built: dict[int, data.Scenario], results: list[dict[str, 
     runs = {name: [by[seed] for seed in seeds] for name, by in replicates.items()}
     head = runs.get(HEADLINE_STRATEGY)
     return {
+        "replicates": runs,
         "ap": {name: {**ap_interval(r, confidence), **sample} for name, r in runs.items()},
         "difference": {} if head is None else {
             name: {**paired_difference(head, r, confidence), **sample} for name, r in runs.items() if name != HEADLINE_STRATEGY
@@ -312,6 +340,27 @@ def data_used(spec: Spec, scn: data.Scenario, registry: Registry) -> dict[str, A
     }
 
 
+def label_delay(sections: list[dict[str, Any]], confidence: float) -> None:
+    """Sets ``section["label_delay"]`` on every section replayed with joined labels whose scenario
+    also ran with every label at its label time: per strategy, the served AP with joined labels minus
+    the AP with explicit labels, paired on the same events (same seeds, same pretrained start), so
+    the cost of waiting for maturity is a difference with an interval. Drops the replicates."""
+    explicit = {sec["base"]: sec for sec in sections if sec["maturity_s"] is None}
+    for sec in sections:
+        ref = explicit.get(sec["base"])
+        if sec["maturity_s"] is None or ref is None:
+            continue
+        mine, theirs = sec["intervals"]["replicates"], ref["intervals"]["replicates"]
+        frauds = sec["intervals"]["ap"][next(iter(mine))]["frauds"]
+        sec["label_delay"] = {
+            "reference": ref["name"],
+            "difference": {name: {**paired_difference(mine[name], theirs[name], confidence), "frauds": frauds}
+                           for name in mine if name in theirs},
+        }
+    for sec in sections:
+        sec["intervals"].pop("replicates", None)
+
+
 def _counts(y: np.ndarray) -> dict[str, int]:
     return {"events": int(len(y)), "frauds": int(np.sum(y))}
 
@@ -329,18 +378,22 @@ def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], setting
     for spec in specs:
         begun = time.perf_counter()
         built = {seed: spec.scenario(seed) for seed in seeds}
-        first = pretrained(built[seeds[0]], settings, workdir / spec.name / f"seed-{seeds[0]}" / "registry", seeds[0])
+        # one pretrained registry per scenario, whatever the labels' mode: label_delay compares from the same start
+        first = pretrained(built[seeds[0]], settings, workdir / spec.base_name / f"seed-{seeds[0]}" / "registry", seeds[0])
         used = data_used(spec, built[seeds[0]], first)
         emit("evaluate_data", scenario=spec.name, **used)  # before the runs: what they are computed from
-        results = run_all(spec, strategies, seeds, settings, workdir / spec.name, workers,
+        results = run_all(spec, strategies, seeds, settings, workdir / spec.base_name, workers,
                           lambda msg, name=spec.name: emit("evaluate", scenario=name, message=msg), built)
         meta = {**scenario_meta([built[seed] for seed in seeds], spec.card_k), "data": used, "alert_budget": spec.alert_budget,
                 "resamples": spec.resamples, "confidence": confidence}
         if len(seeds) > 1:
             meta["scenario"] = meta["scenario"].replace(f"seed {seeds[0]}", "seeds " + ", ".join(map(str, seeds)))
         intervals = served(spec, built, results, confidence)
-        sections.append({"name": spec.name, "description": spec.description, "meta": meta, "intervals": intervals, "results": results})
+        sections.append({"name": spec.name, "description": spec.description, "meta": meta, "intervals": intervals, "results": results,
+                         "base": spec.base_name, "maturity_s": spec.maturity_s,
+                         "feed": [{"seed": seed, **data.join_counts(scn, float(scn.period_edges[-1]))} for seed, scn in built.items()]})
         walls.append(f"{spec.name} {time.perf_counter() - begun:.0f} s")
+    label_delay(sections, confidence)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "results.json").write_bytes(orjson.dumps({"scenarios": sections}, option=orjson.OPT_SERIALIZE_NUMPY))
     out_md.parent.mkdir(parents=True, exist_ok=True)

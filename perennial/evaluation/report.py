@@ -192,6 +192,7 @@ def write(sections: list[dict[str, Any]], out_md: Path, command: str, notes: str
     for sec in sections:
         summaries[sec["name"]] = summarise(sec["results"], sec["meta"], sec["intervals"])
     L += _headline(sections, order)
+    L += _label_delay(sections, order)
     for sec in sections:
         L += _section(sec, summaries[sec["name"]], img_root / sec["name"], out_md.parent, order)
     if notes:
@@ -218,6 +219,30 @@ def _headline(sections: list[dict[str, Any]], order: list[str]) -> list[str]:
             L.append(f"| {sec['name']} | " + " | ".join(
                 (f"{_difference(diff[s])} {diff[s]['verdict']}" if enough_frauds(diff[s]["frauds"]) else f"— ({diff[s]['frauds']} frauds)")
                 if s in diff else "not run" for s in others) + " |")
+    return L + [""]
+
+
+def _label_delay(sections: list[dict[str, Any]], order: list[str]) -> list[str]:
+    """How waiting for labels changes what is served: each scenario replayed with joined labels
+    against the same scenario with every label at its label time (``harness.label_delay``)."""
+    joined = [sec for sec in sections if "label_delay" in sec]
+    if not joined:
+        return []
+    cols = [s for s in order if any(s in sec["label_delay"]["difference"] for sec in joined)]
+    L = ["## How the label delay changes quality", "",
+         "Each scenario replayed as `perennial learn` joins late labels to the prediction log: only frauds are labeled, at their "
+         "label time (a chargeback feed); every other event becomes a negative once it has matured; a fraud labeled after "
+         "maturity arrives as a negative, then as a correction. Labels due after the stream's end never arrive. Figures: "
+         "served AP with joined labels minus served AP with every label at its label time (a producer sending labeled events), "
+         "paired on the same events from the same pretrained version. Labels received over the stream (first seed): explicit "
+         "frauds / matured negatives / corrections / frauds whose label never came.", "",
+         "| scenario | labels received | " + " | ".join(f"{s}: joined − explicit" for s in cols) + " |", "|---" * (2 + len(cols)) + "|"]
+    for sec in joined:
+        diff, feed = sec["label_delay"]["difference"], sec["feed"][0]
+        received = f"{feed['frauds']:,} / {feed['negatives']:,} / {feed['corrections']:,} / {feed['never_arrived_frauds']:,}"
+        L.append(f"| {sec['name']} | {received} | " + " | ".join(
+            (f"{_difference(diff[s])} {diff[s]['verdict']}" if enough_frauds(diff[s]["frauds"]) else f"— ({diff[s]['frauds']} frauds)")
+            if s in diff else "not run" for s in cols) + " |")
     return L + [""]
 
 

@@ -116,3 +116,33 @@ def test_the_same_evaluation_twice_gives_every_figure_again(tmp_path):
     first, second = ({r["strategy"]: r for r in results} for results in (first, second))
     assert first["sliding"]["summary"]["retrains"] >= 2 and first["cumulative"]["summary"]["retrains"] >= 2
     assert differences(first, second) == [] and differences(*intervals) == []
+
+
+def test_evaluate_replays_joined_labels_and_reports_what_the_delay_costs(csv, tmp_path):
+    """--label-join: the same file replayed with frauds labeled alone and the rest maturing into
+    negatives, compared paired with every label at its label time, in the report and results.json."""
+    out = tmp_path / "report.md"
+    cmd = [
+        sys.executable, "-m", "perennial.cli", "evaluate", "--input", str(csv), "--label-column", "is_fraud", "--time-column", "ts",
+        "--label-delay", "3600", "--history-fraction", "0.5", "--periods", "3", "--strategies", "frozen,naive", "--label-join", "4",
+        "--seeds", "0", "--workers", "2", "--workdir", str(tmp_path / "work"), "--out", str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    raw = orjson.loads((tmp_path / "work" / "results.json").read_bytes())
+    explicit, joined = raw["scenarios"]
+    assert (explicit["name"], joined["name"]) == ("labeled-events", "labeled-events-joined-4d")
+    assert "label_delay" not in explicit and joined["label_delay"]["reference"] == "labeled-events"
+    frozen, naive = joined["label_delay"]["difference"]["frozen"], joined["label_delay"]["difference"]["naive"]
+    assert frozen["difference"] == 0.0 and frozen["verdict"] == "no evidence either way"  # a frozen model learns nothing either way
+    assert naive["difference"] != 0.0
+    results = {s["name"]: {r["strategy"]: r for r in s["results"]} for s in raw["scenarios"]}
+    feed = joined["feed"][0]
+    # the explicit replay delivers every label due by the end; the joined one fewer negatives (4 days of maturity) and no early ones
+    assert results["labeled-events-joined-4d"]["naive"]["labels"] == feed["frauds"] + feed["negatives"] + feed["corrections"]
+    assert feed["negatives"] < explicit["feed"][0]["negatives"] and feed["frauds"] + feed["corrections"] == explicit["feed"][0]["frauds"]
+    report = out.read_text()
+    assert "## How the label delay changes quality" in report
+    row = next(line for line in report.splitlines() if line.startswith("| labeled-events-joined-4d | ") and "/" in line)
+    assert f"{feed['frauds']:,} / {feed['negatives']:,} / {feed['corrections']:,} / {feed['never_arrived_frauds']:,}" in row
+    assert f"{naive['difference']:+.3f} [{naive['low']:+.3f}, {naive['high']:+.3f}]" in row

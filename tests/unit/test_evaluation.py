@@ -15,7 +15,7 @@ from learners.pretrain import pretrain
 from learners.registry import Registry
 from learners.schema import FeatureSchema
 from perennial import cli
-from perennial.evaluation import harness
+from perennial.evaluation import data, harness
 from perennial.evaluation.data import table_scenario
 from perennial.evaluation.report import scenario_meta, write
 from perennial.evaluation.scenarios import CATALOGUE
@@ -73,6 +73,50 @@ def test_no_label_before_its_time_and_every_event_scored_once(table, tmp_path, m
     step_start = start + np.floor((scored[:, 0] - start) / scn.step_s) * scn.step_s
     known = np.searchsorted(np.sort(scn.label_time), step_start, side="right")
     assert np.array_equal(scored[:, 1], known)
+
+
+def test_joined_labels_come_as_the_join_sends_them(table, tmp_path, monkeypatch):
+    """--label-join: a fraud at its label time when that is before maturity, else a negative at
+    maturity and a correction at its label time; every other event a negative at maturity; nothing
+    due after the end; nothing early."""
+    fed: list[tuple[float, int, float]] = []
+
+    class Recorder(Spy):
+        def learn(self, x, y, label_time, now):
+            super().learn(x, y, label_time, now)
+            fed.extend(zip(x[:, 0].tolist(), y.tolist(), label_time.tolist()))
+
+    spy = Recorder()
+    monkeypatch.setattr(harness, "build", lambda *a, **k: spy)
+    maturity = 500.0
+    spec = harness.Spec("table", {"path": table, "label_column": "y", "time_column": None, "features": ["a", "b"],
+                                  "label_time_column": "lt", "periods": 4}, maturity_s=maturity)
+    result = harness.run(spec, "spy", 0, Settings(), tmp_path)
+    scn = spec.scenario(0)
+    assert spec.name == "t-joined-500s" and scn.maturity_s == maturity
+    assert all(t <= now for now, t in spy.calls)  # nothing before it arrives
+    end = scn.period_edges[-1]
+    expected = []
+    for t, y, lt in zip(scn.x[:, 0].tolist(), scn.y.tolist(), scn.label_time.tolist()):  # column a is the row's time
+        if y == 1 and lt <= t + maturity:
+            expected.append((t, 1, lt))
+        else:
+            expected.append((t, 0, t + maturity))
+            if y == 1:
+                expected.append((t, 1, lt))
+    expected = [e for e in expected if e[2] <= end]
+    assert sorted(fed) == sorted(expected) and result["labels"] == len(expected)
+    counts = data.join_counts(scn, end)
+    assert counts["corrections"] > 0 and counts["never_arrived_frauds"] > 0
+    assert counts["frauds"] + counts["corrections"] == sum(y for _, y, _ in expected)
+    assert counts["negatives"] == sum(1 - y for _, y, _ in expected)
+
+
+def test_label_join_asks_for_a_positive_maturity_and_runs_each_scenario_both_ways(capsys):
+    args = cli.parser().parse_args(["evaluate", "--scenario", "rare,bursts", "--label-join", "7,30"])
+    assert [s.name for s in cli.evaluation_specs(args)] == ["rare", "rare-joined-7d", "rare-joined-30d", "bursts", "bursts-joined-7d", "bursts-joined-30d"]
+    assert cli.main(["evaluate", "--scenario", "rare", "--label-join", "0"]) == 2
+    assert "--label-join takes positive days of maturity" in capsys.readouterr().err
 
 
 def test_table_scenario_errors_name_the_problem(table):
