@@ -96,6 +96,7 @@ class Joiner:
         self.state = JoinState(settings.join, self.names, settings.join.path or settings.learn.checkpoint_path.parent / "join.sqlite")
         self.metrics.record(Step(), self.state)
         self.thread: threading.Thread | None = None
+        self.connected = False  # since the last failure
 
     def start(self, stop: threading.Event) -> None:
         self.thread = threading.Thread(target=self.run, args=(stop,), name="perennial-join", daemon=True)
@@ -111,6 +112,9 @@ class Joiner:
                 self._run_connected(stop)
                 return
             except Exception as exc:  # noqa: BLE001 - the join must not stop the learner: start again from the state
+                if self.connected:  # it had connected: a new outage starts from the first, short wait
+                    delays = kio.backoff_delays(s.broker_retry_initial_s, s.broker_retry_max_s)
+                self.connected = False
                 self.metrics.up.set(0)
                 delay = next(delays)
                 log.warning("the join stopped on %s: %s; starting again from its saved state in %.1f s", type(exc).__name__, exc, delay,
@@ -125,6 +129,7 @@ class Joiner:
         consumer = kio.consumer(config, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
         try:
             self._assign(consumer)
+            self.connected = True
             self.metrics.up.set(1)
             dead_letters = kio.DeadLetters(producer, k.dlq_topic)
             self._send_outbox(producer)  # what a crash left unsent

@@ -123,3 +123,35 @@ def test_a_failed_step_changes_nothing_and_the_state_survives_a_reopen(tmp_path)
     assert again.pending == 1 and again.offsets() == {("t.predictions", 0): 1} and again.clock == 0.0
     again.step([], [lab("a", 0)], {})
     assert sent(again) == [("a", 0, 1.5)]
+
+
+def test_the_join_retries_with_backoff_and_a_new_outage_starts_from_the_short_wait(tmp_path, monkeypatch):
+    """Failures in a row wait longer and longer; once it has connected, the next outage starts again
+    from the first wait (not from where the last outage left off)."""
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from learners.joiner import Joiner
+    from perennial.settings import Settings
+
+    settings = Settings(join={"path": tmp_path / "join.sqlite"},
+                        learn={"broker_retry_initial_s": 1.0, "broker_retry_max_s": 64.0, "checkpoint_path": tmp_path / "ckpt"})
+    joiner = Joiner(settings, NAMES, CollectorRegistry())
+    stop = threading.Event()
+    script = iter(["fail", "fail", "fail", "connect", "fail", "fail", "stop"])
+    waits: list[float] = []
+
+    def attempt(_stop):
+        step = next(script)
+        if step == "stop":
+            return
+        if step == "connect":
+            joiner.connected = True  # what _run_connected sets once assigned
+        raise OSError("broker unreachable")
+
+    monkeypatch.setattr(joiner, "_run_connected", attempt)
+    monkeypatch.setattr(stop, "wait", lambda delay: waits.append(delay))
+    joiner.run(stop)
+    # each drawn between half and all of 1, 2, 4 s; after the connection 1, 2 s again
+    assert [0.5 <= w / c <= 1.0 for w, c in zip(waits, (1, 2, 4, 1, 2, 4))] == [True] * 6 and len(waits) == 6
