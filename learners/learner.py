@@ -35,6 +35,7 @@ from learners.metrics import LearnerMetrics
 from learners.model import ScoringModel, TabularNet
 from learners.probation import Probation
 from learners.quarantine import learnable
+from learners.retention import Keeper
 from learners.registry import Registry, RegistryError
 from perennial.settings import Settings
 from streams import kafka as kio
@@ -58,7 +59,9 @@ class Learner:
         self.settings, self.metrics, self.emit = settings, metrics, emit
         cfg = settings.learn
         self.registry = Registry(settings.registry.path)
+        self.keeper = Keeper(self.registry, settings.registry, metrics)
         self.registry.remove_incomplete()
+        self.keeper.maybe_prune()
         incumbent = self.registry.load_current()
         if incumbent is None:
             raise RegistryError(f"registry {settings.registry.path} has no version yet; run `perennial pretrain` first")
@@ -422,6 +425,7 @@ class Learner:
         self.failures = 0
         self.challengers = [c for c in self.challengers if c.cut_round > challenger.cut_round]
         announce(manifest)
+        self.keeper.maybe_prune()
         return manifest["version"]
 
     def _record_decision(self, report: dict[str, Any], version: str | None) -> None:

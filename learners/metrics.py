@@ -61,6 +61,10 @@ class LearnerMetrics:
         )
         self.train_loss = Gauge("perennial_learner_train_loss", "Mean cross-entropy of the last round.", registry=r)
         self.ewc_penalty = Gauge("perennial_learner_ewc_penalty", "Mean online-EWC penalty added to the loss in the last round.", registry=r)
+        self.registry_versions = Gauge("perennial_registry_versions", "Versions in the registry after the last retention pass.", registry=r)
+        self.registry_bytes = Gauge("perennial_registry_bytes", "Bytes of the registry's versions after the last retention pass.", registry=r)
+        self.registry_removed = Counter("perennial_registry_versions_removed_total",
+                                        "Versions removed by the retention policy (registry.keep_last, keep_within_s, max_versions).", registry=r)
         self.replay_size = Gauge("perennial_learner_replay_events", "Events in the replay memory.", registry=r)
         self.replay_positive_ratio = Gauge("perennial_learner_replay_positive_ratio", "Share of frauds in the replay memory.", registry=r)
         self.gate_decisions = Counter("perennial_learner_gate_decisions_total", "Gate decisions by result.", ["result"], registry=r)

@@ -53,6 +53,17 @@ class KafkaSettings(BaseModel):
 class RegistrySettings(BaseModel):
     path: Path = Path("var/registry")
     """Directory of the model registry (local path or mounted shared volume)."""
+    keep_last: int = Field(20, ge=1)
+    """Retention: the newest versions the learner always keeps (and the last entries of the registry's
+    history: rollback targets). Served, first, parent-of-served and pinned (``<path>/PINNED``)
+    versions are always kept (learners/retention.py)."""
+    keep_within_s: float = Field(86400.0, ge=0)
+    """Retention: versions created, or named in the history, this recently are kept..."""
+    max_versions: int = Field(500, ge=1)
+    """...but of the recent ones at most this many (the newest): a learner publishing every few
+    seconds does not keep a day of them."""
+    prune_every_s: float = Field(60.0, ge=0)
+    """How often, at most, the learner applies the retention policy (at start and after publishing)."""
 
 
 class ServeSettings(BaseModel):

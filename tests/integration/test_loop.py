@@ -49,6 +49,8 @@ def test_new_pattern_is_learned_gated_and_swapped_in_under_traffic(stack):
     new_x, new_y = sets["card_testing"]
     before = average_precision(new_y, Registry(stack.registry).load("v000001").score(new_x))
 
+    # registry retention at its tightest: every publication prunes to the 3 newest (and the protected ones)
+    stack.env.update({"PERENNIAL_REGISTRY__KEEP_LAST": "3", "PERENNIAL_REGISTRY__KEEP_WITHIN_S": "0", "PERENNIAL_REGISTRY__PRUNE_EVERY_S": "0"})
     stack.start("serve")
     stack.start("learn")
     stack.wait_ready()
@@ -73,6 +75,12 @@ def test_new_pattern_is_learned_gated_and_swapped_in_under_traffic(stack):
     assert sum(manifest["offsets"].values()) > 0
     after = average_precision(new_y, reg.load(current).score(new_x))
     assert after > before + 0.2, (before, after)
+    # retention removed old versions while the server swapped, and kept the first, the served one and its parent
+    kept = reg.versions()
+    published = int(stack.learner_metric("perennial_learner_versions_published_total"))
+    assert {"v000001", current, manifest["parent"]} <= set(kept) and kept[-1] == f"v{published + 1:06d}"
+    assert stack.learner_metric("perennial_registry_versions") == len(kept) <= 3 + 4 + 2  # newest, the last 3 history entries, first + parent
+    assert stack.learner_metric("perennial_registry_versions_removed_total") == published + 1 - len(kept)
     old_x, old_y = sets["compromised_terminal"]
     old_before = average_precision(old_y, reg.load("v000001").score(old_x))
     assert average_precision(old_y, reg.load(current).score(old_x)) > old_before - 0.05  # not forgotten
