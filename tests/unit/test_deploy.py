@@ -212,3 +212,58 @@ def test_the_settings_configmap_is_read_by_perennial_as_the_values_say(path, mon
         join["enabled"], join["maturitySeconds"], join["correctionWindowSeconds"], join["orphanKeepSeconds"], join["maxOrphans"],
         join["maxClockLeadSeconds"], join["cacheMib"])
     assert s.learn.checkpoint_path.parent == Path("/var/lib/perennial/checkpoint")  # the join's state beside it, on the claim
+
+
+def container_settings(docs: list[dict], component: str, monkeypatch, init: bool = False):
+    """The Settings a container of the rendered chart starts with: the ConfigMap (envFrom), then its
+    own literal env entries, which win, as in Kubernetes."""
+    from perennial.settings import Settings
+
+    data = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-settings"))["data"]
+    deployment = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith(f"-{component}"))
+    pod = deployment["spec"]["template"]["spec"]
+    container = (pod["initContainers"] if init else pod["containers"])[0]
+    for key in [k for k in os.environ if k.startswith("PERENNIAL_")]:
+        monkeypatch.delenv(key)
+    for key, value in {**data, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}.items():
+        if key.startswith("PERENNIAL_"):
+            monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def test_platform_objects_service_account_pdb_pod_metadata_and_the_config_map(monkeypatch):
+    docs = render(CHART / "ci" / "platform-values.yaml")
+    (sa,) = by_kind(docs, "ServiceAccount")
+    assert sa["metadata"]["name"] == "perennial-fraud" and sa["automountServiceAccountToken"] is False
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/perennial")
+    for deployment in by_kind(docs, "Deployment"):
+        template = deployment["spec"]["template"]
+        pod = template["spec"]
+        assert pod["serviceAccountName"] == "perennial-fraud" and pod["automountServiceAccountToken"] is False
+        assert template["metadata"]["labels"]["team"] == "fraud"
+        assert template["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+        assert "checksum/settings" in template["metadata"]["annotations"]
+        # the selector is the chart's own, pod labels do not leak into it
+        assert "team" not in deployment["spec"]["selector"]["matchLabels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    server = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-server"))
+    assert pdb["spec"]["maxUnavailable"] == "25%" and pdb["spec"]["selector"]["matchLabels"] == server["spec"]["selector"]["matchLabels"]
+    # free-form settings reach every process, nested and typed, and win over the chart's own values
+    for component, init in (("learner", False), ("learner", True), ("server", False)):
+        s = container_settings(docs, component, monkeypatch, init)
+        assert s.learn.learning_rate == 0.001 and s.learn.gates.confidence == 0.95
+        assert (s.registry.keep_last, s.registry.keep_within_s) == (50, 172800.0) and s.join.maturity_s == 2592000.0
+        assert s.kafka.security["client_id"] == "perennial-fraud"
+    env = {e["name"]: e.get("value") for e in server["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PERENNIAL_JOIN__MATURITY_S"] == "2592000"  # a whole number as an integer, not 2.592e+06
+
+
+def test_defaults_create_a_service_account_without_token_and_a_server_pdb():
+    docs = render()
+    (sa,) = by_kind(docs, "ServiceAccount")
+    assert sa["metadata"]["name"] == "perennial" and sa["automountServiceAccountToken"] is False
+    assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == 1
+    docs = render(overrides={"serviceAccount": {"create": False}, "server": {"podDisruptionBudget": {"enabled": False}}})
+    assert not by_kind(docs, "ServiceAccount") and not by_kind(docs, "PodDisruptionBudget")
+    assert all(d["spec"]["template"]["spec"]["serviceAccountName"] == "default" for d in by_kind(docs, "Deployment"))

@@ -63,6 +63,7 @@ app.kubernetes.io/component: {{ index . 1 }}
   valueFrom:
     secretKeyRef: {name: {{ .Values.admin.existingSecret | default (include "perennial.secretName" .) }}, key: admin-token}
 {{- end }}
+{{- include "perennial.configEnv" (dict "prefix" "PERENNIAL_" "map" .Values.config) }}
 {{- end }}
 
 {{- define "perennial.tlsMount" -}}
@@ -79,3 +80,35 @@ app.kubernetes.io/component: {{ index . 1 }}
   secret: {secretName: {{ required "kafka.tls.secretName is required when kafka.tls.enabled" .Values.kafka.tls.secretName }}}
 {{- end }}
 {{- end }}
+
+{{- define "perennial.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}{{ .Values.serviceAccount.name | default (include "perennial.fullname" .) }}{{ else }}{{ .Values.serviceAccount.name | default "default" }}{{ end }}
+{{- end }}
+
+{{/* Pod metadata and spec lines shared by every pod: call in a pod template's metadata with (list . "server"). */}}
+{{- define "perennial.podLabels" -}}
+{{- $root := index . 0 -}}
+{{ include "perennial.selectorLabels" . }}
+{{- with $root.Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The free-form `config:` map as container env entries PERENNIAL_*: nested keys joined by __,
+upper-cased; whole numbers written as integers (YAML numbers reach templates as floats: 2592000 would
+read 2.592e+06), lists as JSON. In `env`, so they win over the ConfigMap's (envFrom). */}}
+{{- define "perennial.configEnv" -}}
+{{- $prefix := .prefix -}}
+{{- range $key, $value := .map }}
+{{- $name := printf "%s%s" $prefix ($key | upper) }}
+{{- if kindIs "map" $value }}
+{{- include "perennial.configEnv" (dict "prefix" (printf "%s__" $name) "map" $value) }}
+{{- else if and (kindIs "float64" $value) (eq (float64 (int64 $value)) $value) }}
+- {name: {{ $name }}, value: {{ int64 $value | quote }}}
+{{- else if kindIs "slice" $value }}
+- {name: {{ $name }}, value: {{ toJson $value | quote }}}
+{{- else }}
+- {name: {{ $name }}, value: {{ $value | toString | quote }}}
+{{- end }}
+{{- end }}
+{{- end -}}
