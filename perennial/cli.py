@@ -269,8 +269,19 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), or "unknown" when run from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("perennial")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perennial", description="Continual learning for streaming fraud data.")
+    p.add_argument("--version", action="version", version=f"perennial {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_: str, *flags: str) -> argparse.ArgumentParser:

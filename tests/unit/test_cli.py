@@ -46,3 +46,10 @@ def test_a_learner_that_dies_logs_the_original_exception_with_its_traceback_firs
     assert 0 <= original < cleanup, log
     assert 'raise ValueError("the original failure")' in log[:original]  # its traceback, not just its message
     assert '"event":"stopped"' in done.stdout and '"failed":true' in done.stdout
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    r = subprocess.run([sys.executable, "-m", "perennial.cli", "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"perennial {version('perennial')}" and version("perennial")[0].isdigit()
