@@ -3,6 +3,7 @@ load tool (wrk, one thread, 32 connections), measured alternately in one run; th
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -61,5 +62,45 @@ def main() -> list[tuple[str, str, str, str]]:
         ("batches of 64: predictions/s", f"{p64:,.0f}", ">= 100,000", "yes" if p64 >= 100_000 else "no"),
         ("batches of 1,024: predictions/s", f"{p1024:,.0f}", ">= 100,000", "yes" if p1024 >= 100_000 else "no"),
         ("failed requests", str(failed), "0", "yes" if failed == 0 else "no"),
+        *contended(reg, files["batch64"], tmp),
+    ]
+
+
+BUSY = "while True: pass"
+
+
+def contended(reg: Path, body: Path, tmp: Path) -> list[tuple[str, str, str, str]]:
+    """Batches of 64 while a busy loop per CPU competes for the machine: the server with its numeric
+    pools sized (serve.numeric_threads 1, the default) against the libraries' own pools (0: a thread
+    per core), measured alternately in one run."""
+    ports = {"sized": free_port(), "default pools": free_port()}
+    servers = {
+        name: start([sys.executable, "-m", "perennial.cli", "serve"],
+                    {**serve_env(reg, port), "PERENNIAL_SERVE__NUMERIC_THREADS": "1" if name == "sized" else "0"}, tmp / f"serve-{port}.log")
+        for name, port in ports.items()
+    }
+    busy = []
+    try:
+        for port in ports.values():
+            wait_http(f"http://127.0.0.1:{port}/readyz")
+        busy = [start([sys.executable, "-c", BUSY]) for _ in range(os.cpu_count() or 1)]
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
+        for _ in range(2):
+            for name, port in ports.items():
+                runs[name].append(wrk(f"http://127.0.0.1:{port}/v1/predict", body, SECONDS // 2))
+    finally:
+        for proc in busy + list(servers.values()):
+            stop(proc)
+    rps = {name: sum(r["rps"] for r in v) / len(v) for name, v in runs.items()}
+    p99 = {name: max(r["p99_ms"] for r in v) for name, v in runs.items()}
+    failed = sum(r["non_2xx"] for v in runs.values() for r in v)
+    ratio = rps["sized"] / rps["default pools"]
+    return [
+        (f"under CPU contention ({os.cpu_count()} busy loops), batches of 64: requests/s with pools sized to 1 thread (p99)",
+         f"{rps['sized']:,.0f} ({p99['sized']:.1f} ms)", "", ""),
+        ("under CPU contention, batches of 64: requests/s with a pool thread per core (p99)",
+         f"{rps['default pools']:,.0f} ({p99['default pools']:.1f} ms)", "", ""),
+        ("under CPU contention: sized / per-core pools", f"{ratio:.2f}", ">= 1.0", "yes" if ratio >= 1.0 else "no"),
+        ("under CPU contention: failed requests", str(failed), "0", "yes" if failed == 0 else "no"),
     ]
 

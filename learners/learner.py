@@ -36,6 +36,7 @@ from learners.model import ScoringModel, TabularNet
 from learners.probation import Probation
 from learners.quarantine import learnable
 from learners.retention import Keeper
+from perennial.cpus import limit_threads
 from learners.registry import Registry, RegistryError
 from perennial.settings import Settings
 from streams import kafka as kio
@@ -68,7 +69,7 @@ class Learner:
         self.incumbent: ScoringModel = incumbent
         self.schema = incumbent.schema
         self.retention_x, self.retention_y, self.retention_w = self.registry.load_retention()
-        torch.set_num_threads(cfg.torch_threads)
+        limit_threads(cfg.numeric_threads)
         net = TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in incumbent.weights.items()})
         self.adapter = ContinualLearner(
             net,

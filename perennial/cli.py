@@ -134,14 +134,15 @@ ROW_ORDER = "row order (--time-column '')"
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import torch
     import uvicorn
 
     from service.app import create_app
     from service.protocol import with_request_deadline
 
+    from perennial.cpus import limit_threads
+
     serve = settings.serve
-    torch.set_num_threads(serve.torch_threads)
+    limit_threads(serve.numeric_threads)
     uvicorn.run(
         create_app(settings), host=serve.host, port=serve.port, log_level="warning", access_log=False,
         http=with_request_deadline(serve.request_timeout_s), timeout_keep_alive=serve.keep_alive_s, limit_concurrency=serve.max_connections,

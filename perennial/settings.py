@@ -77,8 +77,12 @@ class ServeSettings(BaseModel):
     """Largest request body accepted, in bytes."""
     registry_poll_s: float = 2.0
     """How often the server re-reads the registry's CURRENT pointer, as a fallback to announcements."""
-    torch_threads: int = 1
-    """Threads torch may use in the server process (scoring itself runs on numpy)."""
+    numeric_threads: int | None = Field(1, ge=0)
+    """Threads of the server's numeric pools (numpy's BLAS and OpenMP, torch): scoring is small
+    matrix products on the event loop, and one thread served batches of 64 faster than a pool per
+    core, alone and under CPU contention (``make bench``, section serving). None: the CPUs the
+    process may use (its cgroup quota, its CPU affinity); 0: each library's own default (a thread per
+    host core) (perennial/cpus.py)."""
     admin_token: SecretStr | None = None
     """Bearer token of the admin endpoints (rollback, pause, resume). Unset: they are disabled."""
     admin_timeout_s: float = 3.0
@@ -249,8 +253,10 @@ class LearnSettings(BaseModel):
     """Interface of the learner's /metrics endpoint."""
     metrics_port: int = 9101
     """Port of the learner's /metrics endpoint (0 disables it)."""
-    torch_threads: int = 1
-    """Threads torch may use for training."""
+    numeric_threads: int | None = Field(None, ge=0)
+    """Threads of the learner's numeric pools (torch training, numpy's BLAS and OpenMP). None: the
+    CPUs the process may use (its cgroup quota, its CPU affinity; the chart passes the CPU request);
+    0: each library's own default (a thread per host core) (perennial/cpus.py)."""
     drift_delta: float = 0.002
     """Confidence of river's ADWIN on the served model's loss over new events (smaller: fewer, surer drifts)."""
     drift_reaction: bool = True

@@ -101,7 +101,9 @@ def test_server_deployment_is_safe_to_roll_and_probe():
     assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert c["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"] is True
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
-    threads = next(e for e in c["env"] if e["name"] == "PERENNIAL_SERVE__TORCH_THREADS")
+    assert not [e for e in c["env"] if "THREADS" in e["name"] and e["name"] != "OMP_NUM_THREADS"]  # serve.numeric_threads: 1
+    learner = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-learner"))
+    threads = next(e for e in learner["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "PERENNIAL_LEARN__NUMERIC_THREADS")
     assert threads["valueFrom"]["resourceFieldRef"]["resource"] == "requests.cpu"
     registry = next(m for m in c["volumeMounts"] if m["name"] == "registry")
     assert registry["readOnly"] is True
