@@ -177,7 +177,7 @@ class Learner:
         for i, challenger in enumerate(self.challengers):
             ctensors, cmeta = challenger.state()
             meta["challengers"].append(cmeta)
-            tensors.update({f"challenger{i}.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in ctensors.items()})
+            tensors.update({f"challenger{i}.{k}": torch.from_numpy(np.array(v, order="C")) for k, v in ctensors.items()})  # copies: torch refuses read-only arrays
         self.metrics.dead_letters_undelivered.set(len(self.undelivered))
         self.undelivered.checkpointed()  # first: a crash before the checkpoint may send one twice, never lose it
         save_checkpoint(self.settings.learn.checkpoint_path, tensors, meta)

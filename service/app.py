@@ -129,7 +129,8 @@ def _matrix(rows: list[tuple[float, ...]], names: tuple[str, ...], single: bool)
     """The rows as one float32 matrix, refused unless each row holds one value per feature: a row of
     another width must fail its own request, never the forward pass it would share."""
     try:
-        matrix = np.asarray(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a finite value beyond float32 becomes inf: the schema clips it like any outlier
+            matrix = np.asarray(rows, dtype=np.float32)
     except ValueError:  # rows of different widths
         matrix = None
     if matrix is None or matrix.shape != (len(rows), len(names)):
