@@ -269,3 +269,10 @@ def test_defaults_create_a_service_account_without_token_and_a_server_pdb():
     docs = render(overrides={"serviceAccount": {"create": False}, "server": {"podDisruptionBudget": {"enabled": False}}})
     assert not by_kind(docs, "ServiceAccount") and not by_kind(docs, "PodDisruptionBudget")
     assert all(d["spec"]["template"]["spec"]["serviceAccountName"] == "default" for d in by_kind(docs, "Deployment"))
+
+
+def test_the_prometheus_rule_points_runbooks_where_the_values_say():
+    docs = render(CHART / "ci" / "prometheusrule-values.yaml", {"prometheusRule": {"enabled": True, "runbookUrl": "https://wiki.example.com/perennial",
+                                                                                  "labels": {"release": "x"}}})
+    alerts = [r for g in by_kind(docs, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts and all(r["annotations"]["runbook_url"] == f"https://wiki.example.com/perennial#{r['alert'].lower()}" for r in alerts)

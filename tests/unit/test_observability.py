@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "helm" / "perennial" / "dashboards"
@@ -67,3 +68,16 @@ def test_every_alert_has_a_unit_test():
     tests = (ROOT / "tests" / "promtool" / "rules-test.yaml").read_text()
     assert len(alerts) == 19
     assert all(f"alertname: {a}" in tests for a in alerts)
+
+
+def test_every_alert_links_its_runbook_section_which_says_what_to_check_and_do():
+    rules = yaml.safe_load(RULES.read_text())
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    sections = {s.split("\n", 1)[0].strip(): s for s in runbook.split("\n## ")[1:]}
+    alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts and len(sections) == len(alerts)
+    for rule in alerts:
+        name = rule["alert"]
+        assert rule["annotations"]["runbook_url"] == f"https://github.com/perennial-ml/perennial/blob/main/docs/runbook.md#{name.lower()}"
+        assert name in sections, f"docs/runbook.md has no section {name}"
+        assert all(part in sections[name] for part in ("**Means**", "**Check**", "**Do**")), name
