@@ -39,6 +39,10 @@ from service.prediction_log import PredictionLog
 from streams import kafka as kio
 from streams.events import EventError, feature_vector
 
+PREDICT_REASONS = ("too_large", "not_json", "not_object", "empty_batch", "too_many_events", "bad_features", "missing_feature",
+                   "unknown_feature", "bad_value", "no_model")
+"""The ``reason`` codes of /v1/predict's refusals (a 4xx or a 503 body: ``{"error": ..., "reason": ...}``)."""
+
 def _schema(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -80,7 +84,10 @@ def _predict_schemas(names: tuple[str, ...] | None) -> dict[str, Any]:
             "type": "object", "required": ["version", "predictions"],
             "properties": {"version": version, "predictions": {"type": "array", "items": _schema("Prediction")}},
         },
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "Error": {"type": "object", "required": ["error"], "properties": {
+            "error": {"type": "string", "description": "what is wrong and what to fix"},
+            "reason": {"type": "string", "enum": list(PREDICT_REASONS), "description": "a code to branch on"},
+        }},
     }
 
 
@@ -102,24 +109,24 @@ def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(422, f"body is not valid JSON ({exc.msg}); NaN and Infinity are not allowed") from None
+        raise ApiError(422, f"body is not valid JSON ({exc.msg}); NaN and Infinity are not allowed", reason="not_json") from None
     single = isinstance(doc, dict)
     events = [doc] if single else doc
     if not isinstance(events, list):
-        raise ApiError(422, "body must be an event object or a list of events")
+        raise ApiError(422, "body must be an event object or a list of events", reason="not_object")
     if not events:
-        raise ApiError(422, "the list of events is empty")
+        raise ApiError(422, "the list of events is empty", reason="empty_batch")
     if len(events) > max_batch:
-        raise ApiError(413, f"{len(events)} events in one request; the limit is {max_batch}")
+        raise ApiError(413, f"{len(events)} events in one request; the limit is {max_batch}", reason="too_many_events")
     rows, ids, times = [], [], []
     for i, event in enumerate(events):
         prefix = "" if single else f"event {i}: "
         if not isinstance(event, dict):
-            raise ApiError(422, f"{prefix}each event must be an object with 'features'")
+            raise ApiError(422, f"{prefix}each event must be an object with 'features'", reason="not_object")
         try:
             rows.append(feature_vector(event.get("features"), names, prefix))
         except EventError as exc:
-            raise ApiError(422, exc.message) from None
+            raise ApiError(422, exc.message, reason=exc.reason) from None
         ids.append(event.get("id"))
         times.append(event.get("time"))
     return ids, times, _matrix(rows, names, single), not single
@@ -136,7 +143,7 @@ def _matrix(rows: list[tuple[float, ...]], names: tuple[str, ...], single: bool)
     if matrix is None or matrix.shape != (len(rows), len(names)):
         bad = next(i for i, row in enumerate(rows) if len(row) != len(names))
         prefix = "" if single else f"event {bad}: "
-        raise ApiError(422, f"{prefix}the features do not match the model's; the model expects {', '.join(names)}")
+        raise ApiError(422, f"{prefix}the features do not match the model's; the model expects {', '.join(names)}", reason="bad_features")
     return matrix
 
 
@@ -194,7 +201,7 @@ def create_app(
         try:
             model = store.model  # read once: a swap during this request does not affect it
             if model is None:
-                raise ApiError(503, "no model is loaded yet; the registry has no version")
+                raise ApiError(503, "no model is loaded yet; the registry has no version", reason="no_model")
             version = model.version
             ids, times, rows, batch = parse_predict(await read_body(), model.schema.names, serve.max_batch)
             scores = await batcher.score(model, rows)  # shared with requests parsed in the same turn of the loop
@@ -207,7 +214,7 @@ def create_app(
             return 200, orjson.dumps({"version": version, "predictions": items} if batch else items[0]), {}
         except ApiError as exc:
             metrics.predictions.labels("rejected", version).inc()
-            return exc.status, orjson.dumps({"error": exc.message}), exc.headers or {}
+            return exc.status, orjson.dumps(exc.body()), exc.headers or {}
         finally:
             metrics.in_flight.dec()
 
@@ -223,7 +230,7 @@ def create_app(
     async def model_info() -> Response:
         model = store.model
         if model is None:
-            raise ApiError(503, "no model is loaded yet")
+            raise ApiError(503, "no model is loaded yet", reason="no_model")
         try:
             decisions: Any = registry.decisions()
         except RegistryError as exc:

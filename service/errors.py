@@ -13,12 +13,18 @@ def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = 
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    """``reason``: a code a client can branch on (``missing_feature``, ``too_many_events``...), in the
+    body beside the message."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, reason: str | None = None):
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
+        self.status, self.message, self.headers, self.reason = status, message, headers, reason
 
     def response(self, close: bool = False) -> Response:
         """The error as JSON; ``close`` ends the connection after it, for an answer given before the
         request's body was read (the rest of the body is then never read)."""
         headers = {**(self.headers or {}), **({"connection": "close"} if close else {})}
-        return json_response({"error": self.message}, self.status, headers)
+        return json_response(self.body(), self.status, headers)
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.message, **({"reason": self.reason} if self.reason else {})}

@@ -47,12 +47,12 @@ async def receive_chunks(receive: Callable[[], Awaitable[dict[str, Any]]]) -> As
 async def join_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
     """The chunks of a body joined, refused with 413 once the declared or received size exceeds ``limit``."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"body is {declared} bytes; the limit is {limit}")
+        raise ApiError(413, f"body is {declared} bytes; the limit is {limit}", reason="too_large")
     parts, size = [], 0
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"body is over the limit of {limit} bytes")
+            raise ApiError(413, f"body is over the limit of {limit} bytes", reason="too_large")
         parts.append(chunk)
     return b"".join(parts)
 

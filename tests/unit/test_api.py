@@ -45,25 +45,26 @@ def test_batch_keeps_order_and_version_per_item(client):
 
 
 @pytest.mark.parametrize(
-    "body, status, words",
+    "body, status, words, reason",
     [
-        ({"features": {"amount": 1}}, 422, "'hour' is missing; the model expects amount, hour"),
-        ({"features": {"amount": 1, "hour": 2, "x": 3}}, 422, "unknown feature 'x'"),
-        ({"features": {"amount": 1, "x": 3}}, 422, "the model expects amount, hour"),  # misnamed: issue 12
-        ([{"features": {"amount": 1, "hour": 1}}, {"features": {"hour": 1, "x": 3}}], 422, "event 1: "),
-        ({"features": {"amount": "1", "hour": 2}}, 422, "'amount' must be a number"),
-        (b'{"features": {"amount": NaN, "hour": 2}}', 422, "NaN and Infinity are not allowed"),
-        (b'{"features": {"amount": Infinity, "hour": 2}}', 422, "not valid JSON"),
-        ([], 422, "empty"),
-        ("text", 422, "event object or a list"),
-        ([{"features": {"amount": 1, "hour": 1}}, 5], 422, "event 1: each event must be an object"),
-        ([{"features": {"amount": 1, "hour": 1}}] * 4, 413, "limit is 3"),
-        ({"features": {"amount": 1, "hour": 1}, "pad": "x" * 3000}, 413, "limit is 2000"),
+        ({"features": {"amount": 1}}, 422, "'hour' is missing; the model expects amount, hour", "missing_feature"),
+        ({"features": {"amount": 1, "hour": 2, "x": 3}}, 422, "unknown feature 'x'", "unknown_feature"),
+        ({"features": {"amount": 1, "x": 3}}, 422, "the model expects amount, hour", "missing_feature"),  # misnamed: issue 12
+        ([{"features": {"amount": 1, "hour": 1}}, {"features": {"hour": 1, "x": 3}}], 422, "event 1: ", "missing_feature"),
+        ({"features": {"amount": "1", "hour": 2}}, 422, "'amount' must be a number", "bad_value"),
+        ({"features": [1, 2]}, 422, "'features' must be an object", "bad_features"),
+        (b'{"features": {"amount": NaN, "hour": 2}}', 422, "NaN and Infinity are not allowed", "not_json"),
+        (b'{"features": {"amount": Infinity, "hour": 2}}', 422, "not valid JSON", "not_json"),
+        ([], 422, "empty", "empty_batch"),
+        ("text", 422, "event object or a list", "not_object"),
+        ([{"features": {"amount": 1, "hour": 1}}, 5], 422, "event 1: each event must be an object", "not_object"),
+        ([{"features": {"amount": 1, "hour": 1}}] * 4, 413, "limit is 3", "too_many_events"),
+        ({"features": {"amount": 1, "hour": 1}, "pad": "x" * 3000}, 413, "limit is 2000", "too_large"),
     ],
 )
-def test_bad_requests_are_4xx_naming_the_problem(client, body, status, words):
+def test_bad_requests_are_4xx_naming_the_problem_with_a_reason_code(client, body, status, words, reason):
     r = post(client, body)
-    assert r.status_code == status and words in r.json()["error"]
+    assert r.status_code == status and words in r.json()["error"] and r.json()["reason"] == reason
 
 
 def test_streamed_body_over_the_limit_is_refused(client):
