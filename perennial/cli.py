@@ -87,8 +87,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     stop = stop_on_signals()
     end = args.start_day + args.days if args.days else float("inf")
-    if args.predict_url:
-        counts = sim_io.score_and_label(sim, settings, args.predict_url, args.start_day, end, stop, max_events=args.max_events)
+    if args.server:
+        counts = sim_io.score_and_label(sim, settings, args.server, args.start_day, end, stop, max_events=args.max_events)
         emit_json("simulated", **counts)
         return 0
     sent = sim_io.push(sim, settings, args.start_day, end, stop, max_events=args.max_events)
@@ -307,7 +307,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-events", type=int, help="stop after this many events")
     s.add_argument("--schedule", help="fraud-pattern schedule, e.g. 'card_testing:45-;card_compromise:0-50,66-'")
     s.add_argument("--history", help="write a CSV of labeled events to this path instead of pushing")
-    s.add_argument("--predict-url", help="instead of labeled events: post each transaction to this /v1/predict URL when it "
+    s.add_argument("--server", help="instead of labeled events: post each transaction to the server at this URL when it "
                    "happens and send each fraud's label alone to <topic>.labels at its label time (for a server logging "
                    "predictions and a learner joining labels: serve.prediction_log, join.enabled)")
 

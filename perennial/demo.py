@@ -29,6 +29,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from learners.quality import average_precision
+from perennial.client import Client, PerennialError
 from perennial.settings import Settings
 from streams.broker import LocalBroker, free_port
 from streams.simulator import FEATURES, Simulator
@@ -78,18 +79,15 @@ class Child(_Process):
         self.log.close()
 
 
-def pattern_ap(client: httpx.Client, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[str | None, dict[str, float | None]]:
+def pattern_ap(client: Client, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[str | None, dict[str, float | None]]:
     """Average precision of the served model per pattern, scored over HTTP in batches."""
     out, version = {}, None
     for name, (x, y) in sets.items():
         scores = []
         for i in range(0, len(y), 1024):
-            body = [{"features": dict(zip(FEATURES, row))} for row in x[i : i + 1024].tolist()]
-            r = client.post("/v1/predict", content=orjson.dumps(body), headers={"content-type": "application/json"})
-            r.raise_for_status()
-            doc = r.json()
-            version = doc["version"]
-            scores.extend(p["score"] for p in doc["predictions"])
+            predictions = client.predict_many(dict(zip(FEATURES, row)) for row in x[i : i + 1024].tolist())
+            version = predictions[-1].version
+            scores.extend(p.score for p in predictions)
         out[name] = average_precision(y, np.asarray(scores))
     return version, out
 
@@ -127,17 +125,16 @@ class Traffic(threading.Thread):
         self.ok = self.failed = 0
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=5) as client:
+        with Client(self.base_url, timeout=5) as client:
             i = 0
             while not self.stop_event.wait(0.02):
                 row = self.rows[i % len(self.rows)]
                 i += 1
                 try:
-                    event = {"id": f"live-{i}"} if self.ids else {}  # no id: not logged, no wall-clock time in the join's clock
-                    r = client.post("/v1/predict", content=orjson.dumps({**event, "features": dict(zip(FEATURES, row.tolist()))}))
-                    self.ok += r.status_code == 200
-                    self.failed += r.status_code != 200
-                except httpx.HTTPError:
+                    # no id in join mode: not logged, so no wall-clock time enters the join's clock
+                    client.predict(dict(zip(FEATURES, row.tolist())), id=f"live-{i}" if self.ids else None)
+                    self.ok += 1
+                except (PerennialError, httpx.HTTPError):
                     self.failed += 1
 
 
@@ -230,14 +227,11 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
     children.append(Child("serve", ["serve"], env, events, work))
     children.append(Child("learn", ["learn"], env, events, work))
     base = f"http://127.0.0.1:{serve_port}"
-    client = httpx.Client(base_url=base, timeout=30)
+    client = Client(base, timeout=30)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        try:
-            if client.get("/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
+        if client.ready():
+            break
         time.sleep(0.3)
     else:
         _say(t0, f"server did not become ready; see {work / 'serve.log'}")
@@ -259,7 +253,7 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
     _say(t0, f"the stream's fraud rate: {preview.mean():.3%} ({int(preview.sum())} frauds in its first {len(preview):,} events)")
     simulate = ["simulate", "--start-day", str(STREAM_START_DAY)]
     if joined:
-        simulate += ["--predict-url", f"{base}/v1/predict"]
+        simulate += ["--server", base]
         _say(t0, f"labels joined: transactions posted to the server at {settings.simulate.rate:.0f}/s for {settings.demo.duration_s:.0f} s "
                  f"and logged; fraud labels alone on {settings.kafka.labels_topic} when they come; the rest legitimate once "
                  f"{maturity / 86400:g} simulated days old")
@@ -297,7 +291,7 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
         if now - last_status >= 5:
             learner = scrape(learner_url)
             consumed = learner.get("perennial_learner_events_consumed_total", last_consumed)
-            served = client.get("/v1/model").json()["version"]
+            served = client.model()["version"]
             _say(t0, f"consumed {(consumed - last_consumed) / (now - last_status):,.0f} events/s (total {consumed:,.0f}); serving {served}; requests ok {traffic.ok}, failed {traffic.failed}")
             if joined:
                 _say(t0, "    join: " + _join_line(learner))

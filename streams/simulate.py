@@ -55,7 +55,7 @@ PREDICT_BATCH = 200
 """Transactions per /v1/predict request of ``score_and_label``."""
 
 
-def score_and_label(sim: Simulator, settings: Settings, predict_url: str, start_day: int, end_day: float, stop: threading.Event,
+def score_and_label(sim: Simulator, settings: Settings, server_url: str, start_day: int, end_day: float, stop: threading.Event,
                     max_events: int | None = None) -> dict[str, int]:
     """Labels as they really come: post each transaction, in event-time order, to a server for
     scoring (with its id and event time, so a server logging predictions logs it), at
@@ -67,6 +67,8 @@ def score_and_label(sim: Simulator, settings: Settings, predict_url: str, start_
 
     import httpx
     import orjson
+
+    from perennial.client import Client, PerennialError
 
     config = kio.client_config(settings.kafka.bootstrap_servers, settings.kafka.security)
     topic = settings.kafka.labels_topic
@@ -84,7 +86,7 @@ def score_and_label(sim: Simulator, settings: Settings, predict_url: str, start_
             counts["labels"] += 1
 
     try:
-        with httpx.Client(timeout=30) as client:
+        with Client(server_url, timeout=30) as client:
             while day < end_day:
                 n = int(min(2, end_day - day))
                 tx = sim.generate(day, n)
@@ -96,8 +98,9 @@ def score_and_label(sim: Simulator, settings: Settings, predict_url: str, start_
                     hi = min(lo + PREDICT_BATCH, len(tx))
                     body = [{"id": str(tx.id[i]), "time": float(tx.time[i]), "features": dict(zip(FEATURES, feats[i]))} for i in range(lo, hi)]
                     try:
-                        ok = client.post(predict_url, content=orjson.dumps(body), headers={"content-type": "application/json"}).status_code == 200
-                    except httpx.HTTPError:
+                        client.predict_many(body)
+                        ok = True
+                    except (PerennialError, httpx.HTTPError):
                         ok = False
                     counts["scored" if ok else "refused"] += hi - lo
                     for i in range(lo, hi):
