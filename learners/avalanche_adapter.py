@@ -40,17 +40,24 @@ with warnings.catch_warnings():
     from avalanche.training.utils import ParamData
 
 from learners.model import TabularNet, state_numpy
+from perennial.settings import LearnSettings
+
+
+def _default(name: str) -> Any:  # noqa: ANN401
+    return LearnSettings.model_fields[name].default
 
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    learning_rate: float = 1e-3
-    batch_size: int = 256
-    epochs: int = 2
-    replay_size: int = 4000
-    replay_policy: str = "class_balanced"
-    ewc_lambda: float = 5.0
-    ewc_decay: float = 0.9
+    """The fine-tuning part of ``learn`` settings; every default is the setting's own (one definition)."""
+
+    learning_rate: float = _default("learning_rate")
+    batch_size: int = _default("batch_size")
+    epochs: int = _default("epochs")
+    replay_size: int = _default("replay_size")
+    replay_policy: str = _default("replay_policy")
+    ewc_lambda: float = _default("ewc_lambda")
+    ewc_decay: float = _default("ewc_decay")
 
     @classmethod
     def from_settings(cls, learn: Any) -> "LearnerConfig":

@@ -153,3 +153,12 @@ def test_gather_reads_subsets_of_concatenations_in_order():
     slow_x, slow_y = _dataset_tensors(chained)
     assert torch.equal(x, slow_x) and torch.equal(y, slow_y)
     assert y.tolist() == [5, 13, 11]
+
+
+def test_the_adapters_defaults_are_the_settings_own():
+    """One definition per default: LearnerConfig() is the learn settings' fine-tuning part."""
+    from dataclasses import asdict
+
+    from perennial.settings import LearnSettings
+
+    assert asdict(LearnerConfig()) == asdict(LearnerConfig.from_settings(LearnSettings()))
