@@ -10,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class KafkaSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     bootstrap_servers: str = "127.0.0.1:19092"
     """Kafka bootstrap servers, comma separated. Any Kafka 2.x+ or the local Tansu broker."""
     topic: str = "transactions.labeled"
@@ -51,6 +53,8 @@ class KafkaSettings(BaseModel):
 
 
 class RegistrySettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     path: Path = Path("var/registry")
     """Directory of the model registry (local path or mounted shared volume)."""
     keep_last: int = Field(20, ge=1)
@@ -67,6 +71,8 @@ class RegistrySettings(BaseModel):
 
 
 class ServeSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     host: str = "127.0.0.1"
     """Interface the HTTP server binds."""
     port: int = 8000
@@ -106,6 +112,8 @@ class ServeSettings(BaseModel):
 
 
 class GateSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     confidence: float = 0.9
     """Confidence of every gate comparison: a candidate passes when it is better on recent events with
     this probability (a paired, class-stratified bootstrap of the AP difference on the same events),
@@ -175,6 +183,8 @@ class GateSettings(BaseModel):
 
 
 class LearnSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     checkpoint_path: Path = Path("var/checkpoint/learner.safetensors")
     """File of the learner's atomic checkpoint."""
     round_events: int = 2048
@@ -271,6 +281,8 @@ class LearnSettings(BaseModel):
 
 
 class JoinSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     enabled: bool = False
     """Join labels from ``<topic>.labels`` to the predictions the servers logged (``serve.prediction_log``)
     by id, and send each joined event, with the features as they were scored, to ``<topic>`` for the
@@ -300,6 +312,8 @@ class JoinSettings(BaseModel):
 
 
 class SimulateSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     seed: int = 7
     """Seed of every random draw of the simulator."""
     customers: int = 5000
@@ -316,6 +330,8 @@ class SimulateSettings(BaseModel):
 
 
 class PretrainSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     history_days: int = 45
     """Days of simulated history the first version is fitted on when no file is given."""
     epochs: int = 8
@@ -331,6 +347,8 @@ class PretrainSettings(BaseModel):
 
 
 class DemoSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     duration_s: float = 120.0
     """How long `perennial demo` streams before it stops and summarises."""
     workdir: Path = Path("var/demo")
@@ -345,7 +363,7 @@ class DemoSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PERENNIAL_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="PERENNIAL_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)

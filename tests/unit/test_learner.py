@@ -301,8 +301,8 @@ def test_a_new_learner_starts_its_replay_memory_from_history_and_a_restart_keeps
 
 
 def test_behind_the_topic_a_round_grows_up_to_round_max_events(learner):
-    cfg = learner.settings.learn
-    cfg.round_events, cfg.round_max_events, cfg.holdout_percent = 200, 500, 0
+    learn = learner.settings.learn.model_copy(update={"round_events": 200, "round_max_events": 500, "holdout_percent": 0})
+    learner.settings = learner.settings.model_copy(update={"learn": learn})  # settings are frozen: a new object
     tx = SIM.generate(31, 1)
     feed(learner, tx.take(np.arange(200)))
     assert learner.round_due()  # caught up: a round at round_events
@@ -318,7 +318,7 @@ def test_behind_the_topic_a_round_grows_up_to_round_max_events(learner):
     learner.reacting = 2  # a drift reaction keeps its short rounds even when behind
     assert learner.round_due()
     learner.reacting = 0
-    learner.pending_since -= cfg.round_max_s  # and the time trigger still fires
+    learner.pending_since -= learn.round_max_s  # and the time trigger still fires
     assert learner.round_due()
 
 
