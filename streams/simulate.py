@@ -14,6 +14,13 @@ from streams.events import encode_event
 from streams.simulator import FEATURES, PATTERNS, Simulator, Transactions
 
 
+def _pace(sent: int, rate: float, started: float) -> None:
+    """Sleep until ``sent`` events at ``rate`` per second from ``started`` are due."""
+    ahead = sent / rate - (time.monotonic() - started)
+    if ahead > 0:
+        time.sleep(ahead)
+
+
 def encode_rows(tx: Transactions) -> list[tuple[bytes, bytes]]:
     """(key, value) of each transaction as a labeled event keyed by card."""
     feats = tx.features.tolist()
@@ -42,9 +49,7 @@ def push(sim: Simulator, settings: Settings, start_day: int, end_day: float, sto
                 producer.send(settings.kafka.topic, value=value, key=key)
                 sent += 1
                 if sent % 100 == 0:
-                    ahead = sent / rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
+                    _pace(sent, rate, started)
         return sent
     finally:
         producer.flush(30)
@@ -107,9 +112,7 @@ def score_and_label(sim: Simulator, settings: Settings, server_url: str, start_d
                         if ok and tx.pattern[i] > 0:
                             heapq.heappush(due, (float(tx.label_time[i]), str(tx.id[i])))
                     send_due(float(tx.time[hi - 1]))
-                    ahead = (counts["scored"] + counts["refused"]) / rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
+                    _pace(counts["scored"] + counts["refused"], rate, started)
         return counts
     finally:
         producer.flush(30)
