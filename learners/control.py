@@ -17,7 +17,7 @@ from kafka import TopicPartition
 
 from streams import kafka as kio
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("perennial.learn")
 
 ACTIONS = ("rollback", "pause", "resume", "release_quarantine")
 

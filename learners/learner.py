@@ -42,7 +42,7 @@ from perennial.settings import Settings
 from streams import kafka as kio
 from streams.events import EventError, LabeledEvent, parse_event
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("perennial.learn")
 
 Emit = Callable[..., None]
 

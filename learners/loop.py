@@ -28,7 +28,7 @@ from learners.partitions import Partitions, offset_key
 from perennial.settings import KafkaSettings, Settings
 from streams import kafka as kio
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("perennial.learn")
 
 
 @dataclass

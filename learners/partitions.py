@@ -20,7 +20,7 @@ from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRange
 
 from learners.learner import Learner
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("perennial.learn")
 
 END_LOOKUP_EVERY_S = 5.0
 LOOKUP_TIMEOUT_MS = 1000

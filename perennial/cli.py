@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 
 from learners.registry import RegistryError
+from perennial import logs
 from perennial.settings import Settings
 
-log = logging.getLogger("perennial")
+log = logging.getLogger("perennial.learn")  # its one line: why `perennial learn` stopped
 
 # flag dest -> settings path
 _FLAGS: dict[str, tuple[str, ...]] = {
@@ -52,9 +52,9 @@ def build_settings(args: argparse.Namespace) -> Settings:
 
 
 def emit_json(kind: str, **fields: Any) -> None:
-    """One JSON line per event on stdout: what `perennial demo` and log collectors read."""
-    sys.stdout.write(orjson.dumps({"ts": round(time.time(), 3), "event": kind, **fields}, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
-    sys.stdout.flush()
+    """One event on stdout (a JSON line unless at a terminal: perennial/logs.py): what `perennial
+    demo` and log collectors read."""
+    logs.emit(kind, **fields)
 
 
 def stop_on_signals() -> threading.Event:
@@ -389,12 +389,11 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure()  # until the settings are read: auto, INFO
     args = parser().parse_args(argv)
     try:
         settings = build_settings(args)
+        logs.configure(settings.log.format, settings.log.level)
         return COMMANDS[args.command](args, settings)
     except (ValueError, FileNotFoundError, RuntimeError, TimeoutError, RegistryError) as exc:
         print(f"perennial {args.command}: {exc}", file=sys.stderr)

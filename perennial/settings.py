@@ -346,6 +346,16 @@ class PretrainSettings(BaseModel):
     """Width of the hidden layers of the network."""
 
 
+class LogSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    format: Literal["auto", "json", "text"] = "auto"
+    """Logs (stderr) as JSON lines or as readable text; auto: JSON unless stderr is a terminal (in a
+    pod it is not). Events on stdout are JSON unless stdout is a terminal (perennial/logs.py)."""
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level of the log lines written."""
+
+
 class DemoSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -373,3 +383,4 @@ class Settings(BaseSettings):
     simulate: SimulateSettings = Field(default_factory=SimulateSettings)
     pretrain: PretrainSettings = Field(default_factory=PretrainSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
+    log: LogSettings = Field(default_factory=LogSettings)

@@ -20,7 +20,7 @@ from service.metrics import ServerMetrics
 
 PREDICT_ROUTE = "/v1/predict"
 OTHER_ROUTE = "other"  # the route label of paths no route matches: the label set stays bounded
-log = logging.getLogger(__name__)
+log = logging.getLogger("perennial.serve")
 
 Answer = tuple[int, bytes, dict[str, str]]
 

@@ -13,7 +13,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("perennial.kafka")
 
 
 def _coerce(value: Any) -> Any:

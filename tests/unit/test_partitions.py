@@ -86,7 +86,7 @@ def sample(p: Partitions, name: str, **labels: str) -> float | None:
 def test_a_position_past_the_highwater_is_reset_per_the_policy_logged_and_counted(policy, target, caplog):
     consumer = Consumer(start=0, end=40, highwater=40)
     p = partitions(consumer, offset=900, policy=policy)
-    with caplog.at_level(logging.WARNING, "learners.partitions"):
+    with caplog.at_level(logging.WARNING, "perennial.learn"):
         assert p.observe() == 1
     assert consumer.seeks[-1] == (TP, target) and p.learner.offsets["tx:0"] == target
     assert sample(p, "perennial_learner_offset_resets_total", partition="0") == 1
