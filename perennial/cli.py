@@ -54,7 +54,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
 def emit_json(kind: str, **fields: Any) -> None:
     """One event on stdout (a JSON line unless at a terminal: perennial/logs.py): what `perennial
     demo` and log collectors read."""
-    logs.emit(kind, **fields)
+    logs.emit(kind, fields)
 
 
 def stop_on_signals() -> threading.Event:

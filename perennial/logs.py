@@ -13,9 +13,9 @@ Two streams, both set up here:
 
 >>> import io
 >>> out = io.StringIO()
->>> emit("gate", stream=out, json_lines=False, round=3, passed=True)
+>>> emit("gate", {"round": 3, "passed": True, "stream": "any field name"}, stream=out, json_lines=False)
 >>> out.getvalue().split(" ", 1)[1]
-'gate round=3 passed=True\\n'
+'gate round=3 passed=True stream=any field name\\n'
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def emit(kind: str, stream: TextIO | None = None, json_lines: bool | None = None, **fields: Any) -> None:
-    """One event on stdout: a JSON line, or a readable line at a terminal."""
+def emit(kind: str, fields: dict[str, Any], *, stream: TextIO | None = None, json_lines: bool | None = None) -> None:
+    """One event on stdout: a JSON line, or a readable line at a terminal. (``fields`` is a dict, not
+    keywords: an event may have a field of any name, ``stream`` included.)"""
     out = stream or sys.stdout
     as_json = json_lines if json_lines is not None else use_json("auto", out)
     if as_json:
