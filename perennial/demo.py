@@ -205,6 +205,8 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
         "PERENNIAL_SIMULATE__FRAUD_KEEP": str(settings.simulate.fraud_keep),
         "PYTHONUNBUFFERED": "1",
     }
+    if "numeric_threads" not in settings.learn.model_fields_set:  # broker, server, learner and simulator share this machine
+        env["PERENNIAL_LEARN__NUMERIC_THREADS"] = "1"
     joined = settings.demo.labels == "join"
     if joined:
         maturity = settings.join.maturity_s if "maturity_s" in settings.join.model_fields_set else settings.demo.join_maturity_s

@@ -52,7 +52,8 @@ class Stack:
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
-            "PERENNIAL_LOG__FORMAT": "text",  # the tests read messages in the logs (tests/unit/test_cli.py reads JSON ones)
+            "PERENNIAL_LOG__FORMAT": "text",
+            "PERENNIAL_LEARN__NUMERIC_THREADS": "1",  # server, learner, broker and the tests share two cores  # the tests read messages in the logs (tests/unit/test_cli.py reads JSON ones)
             "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "PERENNIAL_KAFKA__TOPIC": self.topic,
             "PERENNIAL_KAFKA__ANNOUNCE_TOPIC": f"{self.topic}.announce",
