@@ -127,7 +127,8 @@ class Product(Strategy):
 
         self.dir = Path(tempfile.mkdtemp(prefix="perennial-eval-"))
         shutil.copytree(registry, self.dir / "registry")
-        learn = settings.learn.model_copy(update={"checkpoint_path": self.dir / "checkpoint.safetensors", "round_max_s": 1e12, "metrics_port": 0})
+        learn = settings.learn.model_copy(update={"checkpoint_path": self.dir / "checkpoint.safetensors", "round_max_s": 1e12, "metrics_port": 0,
+                                                  "numeric_threads": 1})  # the harness runs one strategy per core
         self.settings = settings.model_copy(update={"learn": learn, "registry": settings.registry.model_copy(update={"path": self.dir / "registry"})})
         self.log: list[tuple[str, dict[str, Any]]] = []
         self.learner = Learner(self.settings, LearnerMetrics(), lambda kind, **f: self.log.append((kind, f)))
