@@ -60,7 +60,7 @@ class Child(_Process):
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], events: queue.Queue, log_dir: Path):
         self.name = name
-        self.log = open(log_dir / f"{name}.log", "ab")
+        self.log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child writes to it until close()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "perennial.cli", *args], env=env, stdout=subprocess.PIPE, stderr=self.log,
         )
@@ -83,7 +83,7 @@ def pattern_ap(client: Client, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -
     """Average precision of the served model per pattern, scored over HTTP in batches."""
     out, version = {}, None
     for name, (x, y) in sets.items():
-        scores = []
+        scores: list[float] = []
         for i in range(0, len(y), 1024):
             predictions = client.predict_many(dict(zip(FEATURES, row)) for row in x[i : i + 1024].tolist())
             version = predictions[-1].version
@@ -147,6 +147,8 @@ def _fmt_ap(aps: dict[str, float | None]) -> str:
 
 
 RULES = Path(__file__).resolve().parent.parent / "helm" / "perennial" / "rules" / "perennial-rules.yaml"
+# The labels the dashboards and alert rules tell releases apart by: the demo is one release.
+DEMO_RELEASE = {"namespace": "demo", "release": "perennial"}
 
 
 def start_prometheus(work: Path, targets: dict[str, str], port: int) -> subprocess.Popen | None:
@@ -157,7 +159,10 @@ def start_prometheus(work: Path, targets: dict[str, str], port: int) -> subproce
     config = {
         "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
         "rule_files": [str(RULES)],
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in targets.items()],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [target], "labels": DEMO_RELEASE}]}
+            for job, target in targets.items()
+        ],
     }
     (work / "prometheus.yml").write_bytes(orjson.dumps(config))  # JSON is YAML
     return subprocess.Popen(
@@ -189,7 +194,7 @@ def run_demo(settings: Settings, summary_json: Path | None = None, keep: bool = 
         _say(t0, "stopped every process the demo started")
 
 
-def _run(settings, work, registry, broker, children, stop, t0, summary_json, prometheus) -> int:  # noqa: ANN001, PLR0915
+def _run(settings, work, registry, broker, children, stop, t0, summary_json, prometheus) -> int:
     from learners.registry import Registry
 
     sim = Simulator.from_settings(settings.simulate)
@@ -294,7 +299,11 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
             learner = scrape(learner_url)
             consumed = learner.get("perennial_learner_events_consumed_total", last_consumed)
             served = client.model()["version"]
-            _say(t0, f"consumed {(consumed - last_consumed) / (now - last_status):,.0f} events/s (total {consumed:,.0f}); serving {served}; requests ok {traffic.ok}, failed {traffic.failed}")
+            _say(
+                t0,
+                f"consumed {(consumed - last_consumed) / (now - last_status):,.0f} events/s (total {consumed:,.0f}); "
+                f"serving {served}; requests ok {traffic.ok}, failed {traffic.failed}",
+            )
             if joined:
                 _say(t0, "    join: " + _join_line(learner))
             last_status, last_consumed = now, consumed
@@ -370,9 +379,12 @@ def gate_line(ev: dict[str, Any], need: int, confidence: float) -> str:
     if "recent_ap_difference" not in m:
         gathered = (ev.get("candidate") or {}).get("evidence_frauds", m.get("recent_positives", 0))
         return f"round {ev['round']}: {head}; {gathered} frauds gathered since the oldest candidate was cut (judged from {need})"
-    return (f"round {ev['round']}: {head}; recent AP {_f(m['candidate_recent_ap'])} vs {_f(m['incumbent_recent_ap'])} "
-            f"(difference {m['recent_ap_difference']:+.3f}, {confidence:.0%} interval [{m['recent_ap_difference_low']:+.3f}, {m['recent_ap_difference_high']:+.3f}], "
-            f"{m['recent_frauds']} frauds), retention {m['retention_ap_difference']:+.3f} on {m['retention_frauds']} frauds")
+    return (
+        f"round {ev['round']}: {head}; recent AP {_f(m['candidate_recent_ap'])} vs {_f(m['incumbent_recent_ap'])} "
+        f"(difference {m['recent_ap_difference']:+.3f}, "
+        f"{confidence:.0%} interval [{m['recent_ap_difference_low']:+.3f}, {m['recent_ap_difference_high']:+.3f}], "
+        f"{m['recent_frauds']} frauds), retention {m['retention_ap_difference']:+.3f} on {m['retention_frauds']} frauds"
+    )
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,6 +45,12 @@ def test_dashboard_structure(path):
         assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"])
         assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
         assert "perennial_" in " ".join(t["expr"] for t in panel["targets"])
+    for name in ("namespace", "release"):
+        v = variables[name]
+        assert v["type"] == "query" and v["datasource"]["uid"] == "${datasource}", v
+        assert re.fullmatch(rf"label_values\(perennial_\w+(\{{.*\}})?, {name}\)", v["query"]), v["query"]
+        assert v["multi"] and v["includeAll"] and v["allValue"] == ".*", v
+    assert '{namespace=~"$namespace"}' in variables["release"]["query"]  # releases of the picked namespaces
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
@@ -81,3 +88,81 @@ def test_every_alert_links_its_runbook_section_which_says_what_to_check_and_do()
         assert rule["annotations"]["runbook_url"] == f"https://github.com/perennial-ml/perennial/blob/main/docs/runbook.md#{name.lower()}"
         assert name in sections, f"docs/runbook.md has no section {name}"
         assert all(part in sections[name] for part in ("**Means**", "**Check**", "**Do**")), name
+
+
+# Several releases scraped by one Prometheus: every query and rule keeps them apart by these labels.
+RELEASE = builder().RELEASE
+AGGREGATION = re.compile(
+    r"\b(sum|min|max|avg|count|group|stddev|stdvar|topk|bottomk|quantile|count_values)\s*(?=\(|by\b|without\b)"
+)
+
+
+def release_mixing(expr: str) -> list[str]:
+    """What in `expr` could add up or compare the series of different releases: an aggregation not by
+    (namespace, release) (prefix form only), a vector match `on` without them or `ignoring` them, and
+    functions whose result has no labels."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values and regexes say nothing here
+    problems = []
+    for m in AGGREGATION.finditer(text):
+        by = re.match(r"\s*by\s*\(([^)]*)\)", text[m.end():])
+        labels = {label.strip() for label in by.group(1).split(",")} if by else set()
+        if not set(RELEASE) <= labels:
+            problems.append(f"{m.group(1)} at {m.start()} is not by ({', '.join(RELEASE)})")
+    for m in re.finditer(r"\b(on|ignoring)\s*\(([^)]*)\)", text):
+        labels = {label.strip() for label in m.group(2).split(",")}
+        if set(RELEASE) - labels if m.group(1) == "on" else set(RELEASE) & labels:
+            problems.append(m.group(0))
+    problems += re.findall(r"\b(?:vector|absent|absent_over_time|scalar)\s*\(", text)
+    return problems
+
+
+def unpicked_selectors(expr: str) -> list[str]:
+    """The selectors of `expr` that do not keep to the releases the dashboard's variables pick."""
+    picked = [f'{label}=~"${label}"' for label in RELEASE]
+    selectors = re.finditer(r"\b(?:perennial_\w+|up)\b(\{[^}]*\})?", expr)
+    return [m.group(0) for m in selectors if not all(p in (m.group(1) or "") for p in picked)]
+
+
+@pytest.mark.parametrize(("expr", "why"), [
+    ("sum(perennial_learner_consumer_lag) > 1000", "sum"),
+    ("histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m])))", "sum"),
+    ("max by (release, le) (x)", "max"),
+    ("sum without (instance) (x)", "sum"),
+    ("sum(x) by (namespace, release)", "sum"),
+    ("absent(perennial_learner_events_consumed_total)", "absent("),
+    ('(sum by (namespace, release) (rate(x{code=~"5.."}[5m])) or vector(0)) / y', "vector("),
+    ("a > 0 and on () b", "on ()"),
+    ("a > 0 and on (job, instance) b", "on (job, instance)"),
+    ("a / ignoring (release) b", "ignoring (release)"),
+])
+def test_the_release_check_catches_queries_that_mix_releases(expr, why):
+    assert any(why in problem for problem in release_mixing(expr)), release_mixing(expr)
+
+
+def test_the_release_check_passes_per_release_queries():
+    ok = "max by (namespace, release) (x) > 60 and on (release, namespace, job) count by (job, release, namespace) (y)"
+    assert release_mixing(ok) == []
+    assert release_mixing('up{job=~".*learn(er)?", on="sum(x)"} == 0') == []
+    one_label = 'perennial_x{release=~"$release"}'
+    assert unpicked_selectors(f"max by (namespace, release) ({one_label})") == [one_label]
+    assert unpicked_selectors('rate(perennial_x{namespace=~"$namespace", release=~"$release", a="b"}[1m])') == []
+
+
+@pytest.mark.parametrize("path", sorted(DASHBOARDS.glob("*.json")), ids=lambda p: p.name)
+def test_every_panel_keeps_to_the_picked_releases_and_never_adds_two_together(path):
+    for panel in json.loads(path.read_text())["panels"]:
+        for target in panel["targets"]:
+            where = f"{path.name} / {panel['title']} / {target['refId']}"
+            assert not release_mixing(target["expr"]), (where, release_mixing(target["expr"]))
+            assert not unpicked_selectors(target["expr"]), (where, unpicked_selectors(target["expr"]))
+            assert target["legendFormat"].startswith("{{namespace}}/{{release}}"), where
+
+
+def test_every_rule_is_per_release():
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    assert len(rules) == 19
+    for rule in rules:
+        name = rule.get("alert") or rule["record"]
+        assert not release_mixing(rule["expr"]), (name, release_mixing(rule["expr"]))
+        if "alert" in rule:  # the notification names the release it is about
+            assert "{{ $labels.namespace }}/{{ $labels.release }}" in rule["annotations"]["summary"], name
