@@ -4,6 +4,7 @@
   fraud probability and the model version for each.
 - ``GET /v1/model``: the served version, its manifest and gate report.
 - ``GET /healthz`` (process up), ``GET /readyz`` (a model is loaded), ``GET /metrics``.
+- ``/v2/...``: the Open Inference Protocol (KServe V2, Triton, MLServer) beside /v1/predict (v2.py).
 
 The predict body is parsed with orjson and checked by the same validation as labeled events, so a
 request is refused for the same reasons an event is dead-lettered, with a message naming the problem.
@@ -11,14 +12,15 @@ request is refused for the same reasons an event is dead-lettered, with a messag
 ``POST /v1/predict`` is answered by a lean ASGI front (``PredictFront``, front.py) before FastAPI's
 router and middleware stack; every other request, and the route's documentation in
 ``/openapi.json`` (with the served model's feature names), is FastAPI's. Both paths run the same
-``answer``, whose forward pass is shared with the requests parsed in the same turn of the event loop
-(batching.py).
+``answer``; it and the V2 infer route score through one ``Predictor`` (predictor.py), whose forward
+pass is shared with the requests parsed in the same turn of the event loop (batching.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -28,14 +30,16 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from learners.registry import Registry, RegistryError
+from perennial import package_version
 from perennial.settings import Settings
 from service.admin import CommandSender, admin_router
-from service.batching import MicroBatcher
 from service.errors import ApiError, json_response
 from service.front import PREDICT_ROUTE, Answer, PredictFront, RequestMetrics, join_limited
 from service.metrics import ServerMetrics
 from service.model_store import Announcements, Follower, ModelStore
 from service.prediction_log import PredictionLog
+from service.predictor import Predictor
+from service.v2 import v2_router
 from streams import kafka as kio
 from streams.events import EventError, feature_vector
 
@@ -165,7 +169,7 @@ def create_app(
                        if serve.prediction_log else None)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store.refresh()
         follower = Follower(store, serve.registry_poll_s)
         announcements = Announcements(follower.wake, kafka_config, settings.kafka.announce_topic)
@@ -178,9 +182,9 @@ def create_app(
         if predictions_log is not None:
             predictions_log.close()
 
-    app = FastAPI(title="Perennial", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Perennial", version=package_version(), lifespan=lifespan)
     app.state.store, app.state.metrics = store, metrics
-    app.openapi = served_openapi(app.openapi, store)
+    app.openapi = served_openapi(app.openapi, store)  # type: ignore[method-assign]  # FastAPI's documented way
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> Response:
@@ -192,31 +196,18 @@ def create_app(
         problems = [f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors()]
         return json_response({"error": "; ".join(problems)}, 422)
 
-    batcher = MicroBatcher(metrics.pass_rows.observe)
+    predictor = Predictor(store, metrics, predictions_log)
 
     async def answer(read_body: Callable[[], Awaitable[bytes]]) -> Answer:
-        """Status, JSON body and extra headers of one predict request; its prediction metrics."""
-        metrics.in_flight.inc()
-        version = "none"
+        """Status, JSON body and extra headers of one predict request."""
         try:
-            model = store.model  # read once: a swap during this request does not affect it
-            if model is None:
-                raise ApiError(503, "no model is loaded yet; the registry has no version", reason="no_model")
-            version = model.version
-            ids, times, rows, batch = parse_predict(await read_body(), model.schema.names, serve.max_batch)
-            scores = await batcher.score(model, rows)  # shared with requests parsed in the same turn of the loop
-            if predictions_log is not None:
-                predictions_log.record(ids, times, rows, scores, version, model.schema.names)
-            metrics.predictions.labels("scored", version).inc(len(scores))
-            for s in scores[:64]:  # a sample of each batch keeps the cost per request bounded
-                metrics.scores.observe(float(s))
-            items = [{"id": i, "score": float(s), "version": version} for i, s in zip(ids, scores)]
-            return 200, orjson.dumps({"version": version, "predictions": items} if batch else items[0]), {}
+            with predictor.request() as model:
+                ids, times, rows, batch = parse_predict(await read_body(), model.schema.names, serve.max_batch)
+                scores = await predictor.score(model, rows, ids, times)
         except ApiError as exc:
-            metrics.predictions.labels("rejected", version).inc()
             return exc.status, orjson.dumps(exc.body()), exc.headers or {}
-        finally:
-            metrics.in_flight.dec()
+        items = [{"id": i, "score": float(s), "version": model.version} for i, s in zip(ids, scores)]
+        return 200, orjson.dumps({"version": model.version, "predictions": items} if batch else items[0]), {}
 
     @app.post(PREDICT_ROUTE, openapi_extra=_predict_operation(serve.max_batch, serve.max_body_bytes))
     async def predict(request: Request) -> Response:
@@ -225,6 +216,7 @@ def create_app(
         return Response(payload, status_code=code, media_type="application/json", headers=headers)
 
     app.include_router(admin_router(serve.admin_token, store, registry, sender, metrics))
+    app.include_router(v2_router(serve, store, predictor))
 
     @app.get("/v1/model")
     async def model_info() -> Response:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 
@@ -74,7 +75,7 @@ class PredictFront:
     def __init__(self, app: Any, answer: Callable[[Callable[[], Awaitable[bytes]]], Awaitable[Answer]], limit: int, metrics: ServerMetrics):
         self.app, self.answer, self.limit, self.metrics = app, answer, limit, metrics
 
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI interface
+    async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PREDICT_ROUTE:
             await self.app(scope, receive, send)
             return
@@ -84,7 +85,7 @@ class PredictFront:
                 code, payload, headers = await self.answer(lambda: join_limited(receive_chunks(receive), header(scope, b"content-length"), self.limit))
             except ClientGone:
                 return
-            except Exception:  # noqa: BLE001 - answered as FastAPI would, with the cause in the log
+            except Exception:  # answered as FastAPI would, with the cause in the log
                 log.exception("predict failed")
                 code, payload, headers = 500, orjson.dumps({"error": "internal error; the server log has the cause"}), {}
             head = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
@@ -97,12 +98,13 @@ class PredictFront:
 
 class RequestMetrics:
     """ASGI middleware of the FastAPI app: every request it answers is counted and timed under its
-    route's path, one of ``paths`` (the app's routes have no path parameters), or ``other``."""
+    route's path as declared, one of ``paths`` (``/v2/models/{name}/infer`` for any model name), or
+    ``other``: the label set stays bounded whatever paths clients send."""
 
     def __init__(self, app: Any, metrics: ServerMetrics, paths: frozenset[str]):
         self.app, self.metrics, self.paths = app, metrics, paths
 
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI interface
+    async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -120,4 +122,5 @@ class RequestMetrics:
             code = 500  # ServerErrorMiddleware, outside this one, answers it
             raise
         finally:
-            self.metrics.answered(scope["path"] if scope["path"] in self.paths else OTHER_ROUTE, code, started)
+            route = getattr(scope.get("route"), "path", scope["path"])  # the router notes the route of an API route
+            self.metrics.answered(route if route in self.paths else OTHER_ROUTE, code, started)

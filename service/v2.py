@@ -1,0 +1,414 @@
+"""The Open Inference Protocol (KServe V2, as spoken by Triton, MLServer and KServe) beside /v1/predict.
+
+- ``GET /v2`` (server metadata), ``GET /v2/health/live``, ``GET /v2/health/ready`` (a model is loaded).
+- ``GET /v2/models/{name}`` (model metadata), ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``,
+  and each under ``/v2/models/{name}/versions/{version}``.
+
+The one model is ``serve.model_name``; its one version is the one served now (the server follows the
+registry's CURRENT), so ``versions`` lists it alone and another version is refused (400) naming it.
+
+Inputs: the model metadata lists one FP32 tensor per feature, shape ``[-1]``, in the schema's order.
+An infer request sends either those tensors, each ``[N]`` or ``[N, 1]``, or one tensor ``[N, n_features]``
+with the features as columns in that order, under a name that is not a feature's (``features``,
+``input__0``...). Any FP32, FP64, INT* or UINT* datatype is taken; values must be finite. Output:
+``score``, FP32 ``[N]``, the calibrated fraud probability; ``model_version`` names the version that
+scored. Tensors come as JSON ``data`` or as binary data (the binary tensor extension, tritonclient's
+default, inputs and outputs); compressed bodies are refused.
+
+Rows are scored by the same ``Predictor`` as /v1/predict (one micro-batcher, one prediction log), with
+its limits: ``serve.max_batch`` rows and ``serve.max_body_bytes`` per request. Errors are V2's
+``{"error": ...}``: 404 an unknown model, 400 a bad request, 413 over a limit, 503 no model yet.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from learners.scoring import ScoringModel
+from perennial import package_version
+from perennial.settings import ServeSettings
+from service.errors import ApiError, json_response
+from service.front import join_limited
+from service.model_store import ModelStore
+from service.predictor import Predictor
+
+SERVER_NAME = "perennial"
+PLATFORM = "perennial"  # numpy forward pass of the network's safetensors weights (learners/scoring.py)
+EXTENSIONS = ["binary_tensor_data"]
+OUTPUT = "score"
+HEADER_LENGTH = "inference-header-content-length"  # the binary tensor extension's JSON part, in bytes
+DATATYPES: dict[str, type[np.generic]] = {
+    "FP32": np.float32, "FP64": np.float64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+}
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class ModelReady(Ready):
+    name: str
+
+
+class OutputTensor(TensorMetadata):
+    data: list[float] | None = None
+    """Absent when the tensor is sent as binary data (``parameters.binary_data_size`` bytes after the JSON)."""
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[OutputTensor]
+
+
+class V2Error(BaseModel):
+    error: str
+
+
+@dataclass(frozen=True)
+class Infer:
+    """An infer request, parsed: the feature rows (float32, schema order), the request's id, and
+    whether the score goes back as binary data."""
+
+    rows: np.ndarray
+    id: str | None
+    binary_output: bool
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    values: np.ndarray  # flat, of the declared datatype
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def _object(value: object, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad(f"{what} must be an object")
+    return value
+
+
+def parse_infer(body: bytes, header_length: str | None, names: tuple[str, ...], max_batch: int) -> Infer:
+    """The rows of one V2 infer request (JSON, or JSON then binary tensors when ``header_length`` is
+    given), refused with 400 naming the problem (413 beyond ``max_batch`` rows)."""
+    binary = b""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise _bad(f"Inference-Header-Content-Length is {header_length!r}; it must be the size of the JSON part, "
+                       f"at most the body's {len(body)} bytes")
+        body, binary = body[: int(header_length)], body[int(header_length) :]
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _bad(f"body is not valid JSON ({exc.msg}); NaN and Infinity are not allowed") from None
+    if not isinstance(doc, dict):
+        raise _bad("body must be an inference request object with 'inputs'")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _bad("'id' must be a string")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _bad("'inputs' must be a non-empty list of tensors")
+    tensors, offset = [], 0
+    for i, spec in enumerate(inputs):
+        tensor, offset = _tensor(spec, i, binary, offset)
+        tensors.append(tensor)
+    if offset != len(binary):
+        raise _bad(f"{len(binary) - offset} bytes of binary data follow the tensors' declared binary_data_size")
+    rows = _rows(tensors, names)
+    if not len(rows):
+        raise _bad("the inputs hold no rows")
+    if len(rows) > max_batch:
+        raise ApiError(413, f"{len(rows)} rows in one request; the limit is {max_batch}")
+    default_binary = _object(doc.get("parameters"), "'parameters'").get("binary_data_output") is True
+    return Infer(rows, request_id, _binary_output(doc.get("outputs"), default_binary))
+
+
+def _tensor(spec: object, i: int, binary: bytes, offset: int) -> tuple[_Tensor, int]:
+    """Input ``i`` with its values (JSON ``data``, or its bytes of ``binary`` from ``offset`` on) and
+    the offset after it."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise _bad(f"input {i} must be an object with a 'name'")
+    name, datatype, shape = spec["name"], spec.get("datatype"), spec.get("shape")
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise _bad(f"input {name!r} has datatype {datatype!r}; the model takes {', '.join(DATATYPES)}")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise _bad(f"input {name!r} has shape {shape!r}; a shape is a list of sizes (integers, at least 0)")
+    dtype, size = np.dtype(DATATYPES[datatype]), math.prod(shape)
+    binary_size = _object(spec.get("parameters"), f"input {name!r}'s parameters").get("binary_data_size")
+    if binary_size is not None:
+        need, left = size * dtype.itemsize, len(binary) - offset
+        if type(binary_size) is not int or binary_size != need or binary_size > left:
+            raise _bad(f"input {name!r}: binary_data_size is {binary_size!r}; its shape {shape} of {datatype} takes "
+                       f"{need} bytes, and {left} bytes of binary data are left")
+        values = np.frombuffer(binary, dtype.newbyteorder("<"), size, offset)
+        offset += binary_size
+    elif "data" in spec:
+        values = _json_values(spec["data"], name, datatype, size)
+    else:
+        raise _bad(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+    if dtype.kind == "f" and not np.isfinite(values).all():
+        raise _bad(f"input {name!r} holds a value that is not a finite {datatype}")
+    return _Tensor(name, datatype, tuple(shape), values), offset
+
+
+def _json_values(data: object, name: str, datatype: str, size: int) -> np.ndarray:
+    """The flat values of a JSON tensor (nested lists or row-major flat), checked against its datatype."""
+    if not isinstance(data, list):
+        raise _bad(f"input {name!r}: 'data' must be a list of numbers")
+    flat = data
+    while any(type(x) is list for x in flat):
+        flat = [y for x in flat for y in (x if type(x) is list else (x,))]
+    if len(flat) != size:
+        raise _bad(f"input {name!r} holds {len(flat)} values; its shape holds {size}")
+    allowed = {int, float} if datatype.startswith("FP") else {int}
+    if not set(map(type, flat)) <= allowed:
+        kinds = "numbers" if float in allowed else "integers"
+        raise _bad(f"input {name!r} is {datatype}: its values must be {kinds}")
+    try:
+        with np.errstate(over="ignore"):  # beyond FP32: inf, refused as not finite
+            return np.asarray(flat, DATATYPES[datatype])
+    except OverflowError:
+        raise _bad(f"input {name!r} holds a value beyond the range of {datatype}") from None
+
+
+def _rows(tensors: list[_Tensor], names: tuple[str, ...]) -> np.ndarray:
+    """The tensors as one float32 matrix in schema order: one matrix tensor, or one tensor per feature."""
+    expected = (f"send one tensor per feature ({', '.join(names)}), each [N] or [N, 1], "
+                f"or one tensor [N, {len(names)}] with them as columns")
+    first = tensors[0]
+    if len(tensors) == 1 and first.name not in names and len(first.shape) == 2:
+        if first.shape[1] != len(names):
+            raise _bad(f"input {first.name!r} has shape {list(first.shape)}; "
+                       f"the model takes [N, {len(names)}]: {', '.join(names)}")
+        return _float32(first.values).reshape(first.shape)
+    by_name: dict[str, _Tensor] = {}
+    for t in tensors:
+        if t.name not in names:
+            raise _bad(f"input {t.name!r} is not a feature of the model; {expected}")
+        if t.name in by_name:
+            raise _bad(f"input {t.name!r} is given twice")
+        if len(t.shape) not in (1, 2) or t.shape[1:] not in ((), (1,)):
+            raise _bad(f"input {t.name!r} has shape {list(t.shape)}; a feature's tensor is [N] or [N, 1]")
+        by_name[t.name] = t
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise _bad(f"feature {', '.join(map(repr, missing[:5]))} is missing; {expected}")
+    lengths = {t.name: t.shape[0] for t in tensors}
+    if len(set(lengths.values())) > 1:
+        raise _bad(f"the feature tensors have different numbers of rows: {lengths}")
+    return np.stack([_float32(by_name[n].values) for n in names], axis=1)
+
+
+def _float32(values: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # an FP64 beyond float32 becomes inf, clipped by the schema as in /v1/predict
+        return values.astype(np.float32)
+
+
+def _binary_output(outputs: object, default: bool) -> bool:
+    """Whether ``score`` goes back as binary data; any other output requested is refused."""
+    if outputs is None:
+        return default
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise _bad("'outputs' must be a list of objects with a 'name'")
+    binary = default
+    for o in outputs:
+        if o.get("name") != OUTPUT:
+            raise _bad(f"unknown output {o.get('name')!r}; the model gives {OUTPUT!r}")
+        binary = _object(o.get("parameters"), f"output {OUTPUT!r}'s parameters").get("binary_data", default) is True
+    return binary
+
+
+def infer_response(model_name: str, version: str, request: Infer, scores: np.ndarray) -> Response:
+    """The V2 answer: JSON, or JSON then the scores' bytes (binary tensor extension)."""
+    scores = scores.astype(np.float32)
+    output: dict[str, Any] = {"name": OUTPUT, "datatype": "FP32", "shape": [len(scores)]}
+    raw = b""
+    if request.binary_output:
+        raw = scores.astype("<f4").tobytes()
+        output["parameters"] = {"binary_data_size": len(raw)}
+    else:
+        output["data"] = scores
+    doc = {"model_name": model_name, "model_version": version, **({"id": request.id} if request.id is not None else {}),
+           "outputs": [output]}
+    head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not raw:
+        return Response(head, media_type="application/json")
+    return Response(head + raw, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(head))})
+
+
+def _infer_operation(max_batch: int, max_body_bytes: int) -> dict[str, Any]:
+    """The infer route's request body in /openapi.json (the handler parses the body itself)."""
+    tensor = {
+        "type": "object", "required": ["name", "shape", "datatype"],
+        "properties": {
+            "name": {"type": "string", "description": "a feature's name, or any other for one [N, n_features] tensor"},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 2},
+            "datatype": {"type": "string", "enum": list(DATATYPES)},
+            "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
+            "data": {"type": "array", "description": "values, flat in row-major order or nested by the shape"},
+        },
+    }
+    output = {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string", "enum": [OUTPUT]},
+        "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}},
+    }}
+    request = {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+        "inputs": {"type": "array", "items": tensor, "minItems": 1},
+        "outputs": {"type": "array", "items": output},
+    }}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+        "description": f"At most {max_batch} rows and {max_body_bytes} bytes per request.",
+    }
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": V2Error, "description": "A bad request: shape, datatype, feature, value or version"},
+    404: {"model": V2Error, "description": "No model of this name"},
+    503: {"model": V2Error, "description": "No model is loaded yet"},
+}
+
+
+def v2_router(serve: ServeSettings, store: ModelStore, predictor: Predictor) -> APIRouter:
+    router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"])
+    name = serve.model_name
+
+    def known(model_name: str) -> None:
+        if model_name != name:
+            raise ApiError(404, f"unknown model {model_name!r}; this server serves {name!r}")
+
+    def serving(model: ScoringModel, version: str | None) -> None:
+        if version is not None and version != model.version:
+            raise _bad(f"version {version!r} of {name!r} is not served; the served version is {model.version} "
+                       "(the server follows the registry's CURRENT)")
+
+    def served(model_name: str, version: str | None) -> ScoringModel:
+        """The served model, read once, if it is the one named (404 another name, 400 another version)."""
+        known(model_name)
+        model = store.model
+        if model is None:
+            raise ApiError(503, "no model is loaded yet; the registry has no version")
+        serving(model, version)
+        return model
+
+    def metadata(model_name: str, version: str | None) -> Response:
+        model = served(model_name, version)
+        doc = ModelMetadata(
+            name=name, versions=[model.version], platform=PLATFORM,
+            inputs=[TensorMetadata(name=n, datatype="FP32", shape=[-1]) for n in model.schema.names],
+            outputs=[TensorMetadata(name=OUTPUT, datatype="FP32", shape=[-1])],
+        )
+        return json_response(doc.model_dump())
+
+    def readiness(model_name: str, version: str | None) -> Response:
+        served(model_name, version)
+        return json_response(ModelReady(name=name, ready=True).model_dump())
+
+    async def infer(request: Request, model_name: str, version: str | None) -> Response:
+        try:
+            if request.headers.get("content-encoding", "identity") != "identity":
+                raise _bad("compressed request bodies are not supported; send the body uncompressed")
+            known(model_name)
+            with predictor.request() as model:
+                serving(model, version)
+                body = await join_limited(request.stream(), request.headers.get("content-length"), serve.max_body_bytes)
+                parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.schema.names, serve.max_batch)
+                scores = await predictor.score(model, parsed.rows, [None] * len(parsed.rows), [None] * len(parsed.rows))
+        except ApiError as exc:
+            return json_response({"error": exc.message}, exc.status, exc.headers)
+        return infer_response(name, model.version, parsed, scores)
+
+    @router.get("", response_model=ServerMetadata)
+    async def server_metadata() -> Response:
+        doc = ServerMetadata(name=SERVER_NAME, version=package_version(), extensions=EXTENSIONS)
+        return json_response(doc.model_dump())
+
+    @router.get("/health/live", response_model=Live)
+    async def live() -> Response:
+        return json_response(Live(live=True).model_dump())
+
+    @router.get("/health/ready", response_model=Ready, responses={503: _ERRORS[503]})
+    async def ready() -> Response:
+        if store.model is None:
+            refusal = store.refusal
+            reason = refusal.reason if refusal is not None else "no model loaded: the registry has no version yet"
+            return json_response({"error": reason}, 503)
+        return json_response(Ready(ready=True).model_dump())
+
+    @router.get("/models/{model_name}", response_model=ModelMetadata, responses=_ERRORS)
+    async def model_metadata(model_name: str) -> Response:
+        return metadata(model_name, None)
+
+    @router.get("/models/{model_name}/versions/{version}", response_model=ModelMetadata, responses=_ERRORS)
+    async def version_metadata(model_name: str, version: str) -> Response:
+        return metadata(model_name, version)
+
+    @router.get("/models/{model_name}/ready", response_model=ModelReady, responses=_ERRORS)
+    async def model_ready(model_name: str) -> Response:
+        return readiness(model_name, None)
+
+    @router.get("/models/{model_name}/versions/{version}/ready", response_model=ModelReady, responses=_ERRORS)
+    async def version_ready(model_name: str, version: str) -> Response:
+        return readiness(model_name, version)
+
+    extra = _infer_operation(serve.max_batch, serve.max_body_bytes)
+    too_large = f"Over {serve.max_batch} rows or {serve.max_body_bytes} bytes"
+    responses: dict[int | str, dict[str, Any]] = {**_ERRORS, 413: {"model": V2Error, "description": too_large}}
+
+    @router.post("/models/{model_name}/infer", response_model=InferenceResponse, responses=responses,
+                 openapi_extra=extra)
+    async def model_infer(request: Request, model_name: str) -> Response:
+        return await infer(request, model_name, None)
+
+    @router.post("/models/{model_name}/versions/{version}/infer", response_model=InferenceResponse, responses=responses,
+                 openapi_extra=extra)
+    async def version_infer(request: Request, model_name: str, version: str) -> Response:
+        return await infer(request, model_name, version)
+
+    return router
