@@ -1,7 +1,9 @@
 """`perennial <command>`: broker, simulate, pretrain, serve, learn, demo, evaluate.
 
-Settings come from the environment (``PERENNIAL_<SECTION>__<FIELD>``); flags override them. The
-settings tree is built here, once, and passed down.
+Settings come from the environment (``PERENNIAL_<SECTION>__<FIELD>``) and from flags, which override
+it: every subcommand takes every setting as ``--<section>.<field>`` (pydantic-settings' CLI source over
+perennial/settings.py, so a new setting is a flag with no code here), and a few common ones have short
+aliases (``--port`` for ``--serve.port``). The settings tree is built here, once, and passed down.
 """
 
 from __future__ import annotations
@@ -15,18 +17,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic_settings import CliSettingsSource
 
 from learners.registry import RegistryError
-from perennial import logs
+from perennial import logs, package_version
 from perennial.settings import Settings
 
 log = logging.getLogger("perennial.learn")  # its one line: why `perennial learn` stopped
 
-# flag dest -> settings path
-_FLAGS: dict[str, tuple[str, ...]] = {
+# short alias (flag dest) -> the setting it sets, for the flags every user types
+_ALIASES: dict[str, tuple[str, str]] = {
     "bootstrap": ("kafka", "bootstrap_servers"),
     "topic": ("kafka", "topic"),
-    "registry": ("registry", "path"),
+    "registry_path": ("registry", "path"),
     "host": ("serve", "host"),
     "port": ("serve", "port"),
     "checkpoint": ("learn", "checkpoint_path"),
@@ -42,13 +45,22 @@ _FLAGS: dict[str, tuple[str, ...]] = {
 DEMO_SCENARIOS = {"default": 1.0, "rare": 0.15}
 """Share of the simulator's frauds each demo scenario keeps (simulate.fraud_keep)."""
 
+def settings_flags(sp: argparse.ArgumentParser) -> None:
+    """Every setting as ``--<section>.<field>`` on this subcommand (help from the settings' docstrings)."""
+    source: CliSettingsSource[Settings] = CliSettingsSource(
+        Settings, root_parser=sp, cli_avoid_json=True, cli_hide_none_type=True, cli_use_class_docs_for_groups=True,
+    )
+    sp.set_defaults(settings_source=source)
+
+
 def build_settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {}
-    for dest, path in _FLAGS.items():
+    """Defaults < environment < ``--<section>.<field>`` flags < their short aliases."""
+    for dest, (section, field) in _ALIASES.items():
         value = getattr(args, dest, None)
         if value is not None:
-            overrides.setdefault(path[0], {})[path[1]] = value
-    return Settings(**overrides)
+            setattr(args, f"{section}.{field}", str(value))
+    source: CliSettingsSource[Settings] = args.settings_source  # every subcommand's parser has one
+    return Settings(_cli_settings_source=source(parsed_args=args))
 
 
 def emit_json(kind: str, **fields: Any) -> None:
@@ -71,14 +83,14 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
         emit_json("broker", bootstrap=broker.bootstrap)
         stop = stop_on_signals()
         while not stop.wait(0.5):
-            if broker.process.poll() is not None:
+            if broker.process is None or broker.process.poll() is not None:
                 return 1
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.simulator import DEFAULT_SCHEDULE, Simulator
     from streams import simulate as sim_io
+    from streams.simulator import DEFAULT_SCHEDULE, Simulator
 
     sim = Simulator.from_settings(settings.simulate, args.schedule or DEFAULT_SCHEDULE)
     if args.history:
@@ -121,7 +133,15 @@ def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
                   time_column="time", features=list(names))
     p = settings.pretrain
     manifest = pretrain(
-        names, x, y, registry, epochs=p.epochs, hidden=p.hidden, retention_size=p.retention_size, retention_frauds=p.retention_frauds, seed=settings.simulate.seed,
+        names,
+        x,
+        y,
+        registry,
+        epochs=p.epochs,
+        hidden=p.hidden,
+        retention_size=p.retention_size,
+        retention_frauds=p.retention_frauds,
+        seed=settings.simulate.seed,
         contradiction_score=settings.learn.contradiction_score,
     )
     m = manifest["metrics"]
@@ -136,16 +156,18 @@ ROW_ORDER = "row order (--time-column '')"
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from perennial.cpus import limit_threads
     from service.app import create_app
     from service.protocol import with_request_deadline
-
-    from perennial.cpus import limit_threads
 
     serve = settings.serve
     limit_threads(serve.numeric_threads)
     uvicorn.run(
         create_app(settings), host=serve.host, port=serve.port, log_level="warning", access_log=False,
-        http=with_request_deadline(serve.request_timeout_s), timeout_keep_alive=serve.keep_alive_s, limit_concurrency=serve.max_connections,
+        http=with_request_deadline(serve.request_timeout_s),
+        # uvicorn annotates int but hands the value to asyncio's call_later, which takes fractional seconds
+        timeout_keep_alive=serve.keep_alive_s,  # type: ignore[arg-type]
+        limit_concurrency=serve.max_connections,
     )
     return 0
 
@@ -187,7 +209,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     keep_share = DEMO_SCENARIOS[args.scenario]
     if keep_share != 1.0:
-        update = {"simulate": settings.simulate.model_copy(update={"fraud_keep": keep_share})}
+        update: dict[str, Any] = {"simulate": settings.simulate.model_copy(update={"fraud_keep": keep_share})}
         if args.workdir is None:
             update["demo"] = settings.demo.model_copy(update={"workdir": settings.demo.workdir.with_name(f"{settings.demo.workdir.name}-{args.scenario}")})
         settings = settings.model_copy(update=update)
@@ -270,27 +292,19 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _version() -> str:
-    """The installed distribution's version (pyproject.toml), or "unknown" when run from a bare checkout."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("perennial")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perennial", description="Continual learning for streaming fraud data.")
-    p.add_argument("--version", action="version", version=f"perennial {_version()}")
+    p.add_argument("--version", action="version", version=f"perennial {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_: str, *flags: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_, description=help_)
-        common = {
+        # "resolve": the short --registry replaces the settings source's --registry (the whole section as JSON)
+        sp = sub.add_parser(name, help=help_, description=help_, conflict_handler="resolve")
+        settings_flags(sp)
+        common: dict[str, tuple[str, dict[str, Any]]] = {
             "bootstrap": ("--bootstrap", dict(help="Kafka bootstrap servers (kafka.bootstrap_servers)")),
             "topic": ("--topic", dict(help="labeled-event topic (kafka.topic)")),
-            "registry": ("--registry", dict(type=Path, help="registry directory (registry.path)")),
+            "registry": ("--registry", dict(type=Path, dest="registry_path", help="registry directory (registry.path)")),
         }
         for f in flags:
             sp.add_argument(common[f][0], **common[f][1])
@@ -369,7 +383,10 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--history-days", type=int, default=45, help="simulator: days of pretraining history (default 45)")
     ev.add_argument("--stream-days", type=int, default=45, help="simulator: days streamed (default 45)")
     ev.add_argument("--period-days", type=int, default=5, help="simulator: days per period (default 5)")
-    ev.add_argument("--schedule", help="simulator: fraud-pattern schedule (default: card_testing new on day 45, when the stream starts; card_compromise absent on days 50-66)")
+    ev.add_argument(
+        "--schedule",
+        help="simulator: fraud-pattern schedule (default: card_testing new on day 45, when the stream starts; card_compromise absent on days 50-66)",
+    )
     ev.add_argument("--strategies", default=DEFAULT_STRATEGIES, help=f"comma-separated strategies, or all (default {DEFAULT_STRATEGIES})")
     ev.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     ev.add_argument("--card-k", type=int, default=20, help="cards checked per day for card precision@k (default 20)")

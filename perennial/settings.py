@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class KafkaSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     bootstrap_servers: str = "127.0.0.1:19092"
     """Kafka bootstrap servers, comma separated. Any Kafka 2.x+ or the local Tansu broker."""
@@ -53,7 +53,7 @@ class KafkaSettings(BaseModel):
 
 
 class RegistrySettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     path: Path = Path("var/registry")
     """Directory of the model registry (local path or mounted shared volume)."""
@@ -71,14 +71,16 @@ class RegistrySettings(BaseModel):
 
 
 class ServeSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     host: str = "127.0.0.1"
     """Interface the HTTP server binds."""
     port: int = 8000
     """Port of the HTTP server."""
     max_batch: int = 4096
-    """Most events accepted in one POST /v1/predict."""
+    """Most events accepted in one POST /v1/predict (and rows in one V2 infer request)."""
+    model_name: str = Field("perennial", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Name of the served model in the Open Inference Protocol (``/v2/models/<name>/infer``; service/v2.py)."""
     max_body_bytes: int = 8 * 1024 * 1024
     """Largest request body accepted, in bytes."""
     registry_poll_s: float = 2.0
@@ -112,7 +114,7 @@ class ServeSettings(BaseModel):
 
 
 class GateSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     confidence: float = 0.9
     """Confidence of every gate comparison: a candidate passes when it is better on recent events with
@@ -183,7 +185,7 @@ class GateSettings(BaseModel):
 
 
 class LearnSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     checkpoint_path: Path = Path("var/checkpoint/learner.safetensors")
     """File of the learner's atomic checkpoint."""
@@ -281,7 +283,7 @@ class LearnSettings(BaseModel):
 
 
 class JoinSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     enabled: bool = False
     """Join labels from ``<topic>.labels`` to the predictions the servers logged (``serve.prediction_log``)
@@ -304,15 +306,15 @@ class JoinSettings(BaseModel):
     max_orphans: int = Field(1_000_000, gt=0)
     """Most labels parked at once; beyond, the oldest are counted as expired and dropped."""
     path: Path | None = None
-    """File of the join's state (default: ``join.sqlite`` beside ``learn.checkpoint_path``) (pending predictions, parked labels, its offsets): on disk, so memory
-    stays flat however many predictions wait for a label, and written in one transaction with the
+    """File of the join's state (default: ``join.sqlite`` beside ``learn.checkpoint_path``) (pending
+    predictions, parked labels, its offsets): on disk, so memory stays flat however many predictions wait for a label, and written in one transaction with the
     offsets it has read to (a crash re-reads from there)."""
     cache_mib: int = Field(16, gt=0)
     """SQLite page cache of the join's state, the most memory it keeps of it."""
 
 
 class SimulateSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     seed: int = 7
     """Seed of every random draw of the simulator."""
@@ -330,7 +332,7 @@ class SimulateSettings(BaseModel):
 
 
 class PretrainSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     history_days: int = 45
     """Days of simulated history the first version is fitted on when no file is given."""
@@ -347,7 +349,7 @@ class PretrainSettings(BaseModel):
 
 
 class LogSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     format: Literal["auto", "json", "text"] = "auto"
     """Logs (stderr) as JSON lines or as readable text; auto: JSON unless stderr is a terminal (in a
@@ -357,7 +359,7 @@ class LogSettings(BaseModel):
 
 
 class DemoSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     duration_s: float = 120.0
     """How long `perennial demo` streams before it stops and summarises."""
@@ -373,7 +375,9 @@ class DemoSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PERENNIAL_", env_nested_delimiter="__", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="PERENNIAL_", env_nested_delimiter="__", extra="forbid", frozen=True, use_attribute_docstrings=True,
+    )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)

@@ -76,3 +76,53 @@ def test_version_is_the_installed_distributions():
 
     r = subprocess.run([sys.executable, "-m", "perennial.cli", "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == f"perennial {version('perennial')}" and version("perennial")[0].isdigit()
+
+
+def _setting_paths(model: type, prefix: str = "") -> list[str]:
+    from pydantic import BaseModel
+
+    paths = []
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            paths += _setting_paths(kind, f"{prefix}{name}.")
+        else:
+            paths.append(f"{prefix}{name}")
+    return paths
+
+
+def test_every_setting_is_a_flag_of_every_subcommand_with_its_documentation():
+    import argparse
+
+    from perennial.cli import parser
+    from perennial.settings import Settings
+
+    paths = _setting_paths(Settings)
+    assert len(paths) > 80 and "learn.gates.confidence" in paths
+    subparsers = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command, sp in subparsers.choices.items():
+        flags = {s: a for a in sp._actions for s in a.option_strings}
+        missing = [p for p in paths if f"--{p}" not in flags]
+        assert not missing, f"perennial {command} lacks {missing}"
+        assert "Confidence of every gate comparison" in (flags["--learn.gates.confidence"].help or "")
+
+
+def test_flags_override_the_environment_and_short_aliases_override_flags(monkeypatch, tmp_path):
+    from perennial.cli import build_settings, parser
+
+    monkeypatch.setenv("PERENNIAL_SERVE__PORT", "5000")
+    monkeypatch.setenv("PERENNIAL_SERVE__MAX_BATCH", "16")
+    s = build_settings(parser().parse_args(["serve", "--serve.port", "7000", "--learn.gates.confidence", "0.95"]))
+    assert (s.serve.port, s.serve.max_batch, s.learn.gates.confidence) == (7000, 16, 0.95)  # max_batch: from the environment
+    s = build_settings(parser().parse_args(["serve", "--serve.port", "7000", "--port", "7001", "--registry", str(tmp_path)]))
+    assert (s.serve.port, s.registry.path) == (7001, tmp_path)
+    s = build_settings(parser().parse_args(["learn", "--serve.prediction_log", "true", "--kafka.security", '{"security_protocol": "SSL"}']))
+    assert s.serve.prediction_log is True and s.kafka.security == {"security_protocol": "SSL"}
+
+
+def test_a_bad_setting_on_the_command_line_is_refused_with_its_name(capsys):
+    from perennial.cli import main
+
+    assert main(["serve", "--serve.port", "eighty"]) == 2
+    err = capsys.readouterr().err
+    assert "serve.port" in err and "valid integer" in err
