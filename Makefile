@@ -4,15 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench evaluate install system-deps dashboards clean
+.PHONY: demo test lint bench evaluate install constraints system-deps dashboards clean
 
-$(STAMP): pyproject.toml
+# Everything (serve, learn, evaluate, demo and the dev tools), at the exact versions of constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Rewrite constraints.txt from the environment `make install` built (after changing a range or adding
+# a dependency in pyproject.toml, and testing it).
+constraints: $(STAMP)
+	{ echo "# Exact versions tested: pip install -c constraints.txt '.[<extras>]' (make install, Dockerfile)."; \
+	  echo "# Regenerate with 'make constraints' after changing pyproject.toml."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^#'; } > constraints.txt
 
 # Debian packages the tests use: a real Prometheus server and promtool; docker-compose to validate
 # the compose stack (no Docker engine is needed for that).
@@ -37,7 +45,12 @@ dashboards: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/perennial demo
 
-test: $(STAMP) system-deps
+# ruff (lint and import order) and mypy (types), configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q -ra -n 2 --durations=20
 
 clean:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from learners.model import ScoringModel
+from learners.scoring import ScoringModel
 
 
 class Challenger:
@@ -43,7 +43,7 @@ class Challenger:
 
     def figures(self, round_now: int) -> dict[str, Any]:
         return {"cut_round": self.cut_round, "rounds_judged": round_now - self.cut_round,
-                "evidence_events": int(len(self.y)), "evidence_frauds": self.frauds}
+                "evidence_events": len(self.y), "evidence_frauds": self.frauds}
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Tensors and metadata for the learner's checkpoint."""
@@ -51,7 +51,7 @@ class Challenger:
         return {**tensors, "x": self.x, "y": self.y}, {"cut_round": self.cut_round}
 
     @classmethod
-    def restore(cls, schema, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> "Challenger":  # noqa: ANN001
+    def restore(cls, schema, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> Challenger:
         weights = {k[len("weights."):]: np.array(v) for k, v in tensors.items() if k.startswith("weights.")}
         challenger = cls(ScoringModel("candidate", schema, weights), meta["cut_round"])
         challenger.observe(tensors["x"], tensors["y"])

@@ -33,10 +33,11 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -46,8 +47,8 @@ from safetensors.numpy import save as save_safetensors
 
 from learners.calibration import IDENTITY, Calibration
 from learners.files import atomic_write, fsync_dir
-from learners.model import ScoringModel
 from learners.schema import FeatureSchema
+from learners.scoring import ScoringModel
 
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
@@ -224,7 +225,7 @@ class Registry:
         fields = {
             "version": version,
             "parent": parent,
-            "created": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+            "created": datetime.fromtimestamp(now, UTC).isoformat(),
             "created_ts": now,
             "sha256": hashlib.sha256(data).hexdigest(),  # of the bytes written, without reading them back
             "feature_schema": schema.to_dict(),
@@ -408,7 +409,7 @@ def _load_sample(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _save_sample(path: Path, x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> None:
-    tensors = {"x": np.ascontiguousarray(x, dtype=np.float32), "y": np.ascontiguousarray(y, dtype=np.int64)}
+    tensors: dict[str, np.ndarray] = {"x": np.ascontiguousarray(x, dtype=np.float32), "y": np.ascontiguousarray(y, dtype=np.int64)}
     if w is not None:
         tensors["w"] = np.ascontiguousarray(w, dtype=np.float64)
     atomic_write(path, save_safetensors(tensors))

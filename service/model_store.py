@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from kafka import TopicPartition
 
-from learners.model import ScoringModel
 from learners.registry import Registry, RegistryError, VersionFiles
+from learners.scoring import ScoringModel
 from service.metrics import ServerMetrics
 from streams import kafka as kio
 
@@ -103,7 +103,7 @@ class Follower(threading.Thread):
         while not self._stopping.is_set():
             try:
                 self.store.refresh()
-            except Exception:  # noqa: BLE001 - the follower must survive anything the registry does
+            except Exception:  # the follower must survive anything the registry does
                 log.exception("refresh failed")
             self.wake.wait(self.poll_s)
             self.wake.clear()
@@ -123,7 +123,7 @@ class Announcements(threading.Thread):
         self.wake, self.kafka_config, self.topic = wake, kafka_config, topic
         self._stopping = threading.Event()
 
-    def _connect(self):  # noqa: ANN202
+    def _connect(self):
         """A group-less consumer at the end of the topic (every replica sees every announcement)."""
         try:
             kio.ensure_topics(self.kafka_config, [self.topic])

@@ -43,8 +43,20 @@ def test_dockerfile_passes_hadolint():
     assert r.returncode == 0, r.stdout + r.stderr
     text = (ROOT / "Dockerfile").read_text()
     assert "download.pytorch.org/whl/cpu" in text and 'ENTRYPOINT ["perennial"]' in text
-    assert "HEALTHCHECK" in text and "USER 10001" in text and text.count("FROM ") == 2
-    assert "hadolint ignore" not in text
+    assert "HEALTHCHECK" in text and "USER 10001" in text and "hadolint ignore" not in text
+    stages = {line.split()[-1]: line for line in text.splitlines() if line.startswith("FROM ")}
+    assert list(stages) == ["build-server", "build", "runtime", "server", "full"]  # full, every command, is the default
+    server_stage = text[text.index("AS build-server"):text.index("AS build\n")]
+    assert "-c constraints.txt '.[serve]'" in server_stage and "torch" not in server_stage  # the server image: serving only
+    assert text.count("-c constraints.txt") == 3  # every install at the tested versions
+
+
+def test_the_chart_runs_the_server_from_its_slim_image_and_the_learner_from_the_full_one():
+    docs = render()
+    image = {d["metadata"]["name"]: [c["image"] for c in d["spec"]["template"]["spec"]["containers"]] for d in by_kind(docs, "Deployment")}
+    assert image["perennial-server"] == ["perennial-server:0.1.0"] and image["perennial-learner"] == ["perennial:0.1.0"]
+    one = {d["metadata"]["name"]: d for d in by_kind(render(overrides={"image": {"repository": "r/p", "tag": "t", "serverRepository": ""}}), "Deployment")}
+    assert one["perennial-server"]["spec"]["template"]["spec"]["containers"][0]["image"] == "r/p:t"
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -159,6 +171,8 @@ def test_prometheus_rule_is_the_repository_rules_and_passes_promtool(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     monitor = by_kind(render(CHART / "ci" / "servicemonitor-values.yaml"), "ServiceMonitor")[0]
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"http", "metrics"}
+    # the labels the dashboards and alert rules tell releases apart by: the operator sets namespace
+    assert all({"targetLabel": "release", "replacement": "perennial"} in e["relabelings"] for e in monitor["spec"]["endpoints"])
 
 
 def test_dashboard_configmaps_are_byte_identical_to_the_repository_files():

@@ -37,6 +37,11 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
+{{/* The server's image: the Dockerfile's slim `server` target, or the full image when unset. */}}
+{{- define "perennial.serverImage" -}}
+{{ .Values.image.serverRepository | default .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
 {{- define "perennial.secretName" -}}
 {{ include "perennial.fullname" . }}-secrets
 {{- end }}
