@@ -125,12 +125,12 @@ class DeadLetter:
     source: tuple[str, int, int]
 
     def to_json(self) -> dict:
-        enc = lambda b: None if b is None else base64.b64encode(b).decode()  # noqa: E731
+        enc = lambda b: None if b is None else base64.b64encode(b).decode()
         return {"raw": enc(self.raw), "key": enc(self.key), "reason": self.reason, "message": self.message, "source": list(self.source)}
 
     @classmethod
     def from_json(cls, doc: dict) -> DeadLetter:
-        dec = lambda s: None if s is None else base64.b64decode(s)  # noqa: E731
+        dec = lambda s: None if s is None else base64.b64decode(s)
         topic, partition, offset = doc["source"]
         return cls(dec(doc["raw"]), dec(doc["key"]), doc["reason"], doc["message"], (topic, int(partition), int(offset)))
 
@@ -179,4 +179,6 @@ _ENTRY = re.compile(r"(?P<topic>[^/@\s]+)/(?P<partition>\d+)/(?P<offset>\d+)@(\d
 
 def _ahead_of(entry: str, offsets: dict[str, int]) -> bool:
     m = _ENTRY.fullmatch(entry)
+    if m is None:  # not an entry (the constructor reads none in): nothing to keep
+        return False
     return int(m["offset"]) >= offsets.get(f"{m['topic']}:{m['partition']}", 0)

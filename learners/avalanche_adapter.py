@@ -43,7 +43,7 @@ from learners.model import TabularNet, state_numpy
 from perennial.settings import LearnSettings
 
 
-def _default(name: str) -> Any:  # noqa: ANN401
+def _default(name: str) -> Any:
     return LearnSettings.model_fields[name].default
 
 
@@ -60,7 +60,7 @@ class LearnerConfig:
     ewc_decay: float = _default("ewc_decay")
 
     @classmethod
-    def from_settings(cls, learn: Any) -> "LearnerConfig":
+    def from_settings(cls, learn: Any) -> LearnerConfig:
         """From the `learn` section of the settings (any object with these fields)."""
         return cls(**{f: getattr(learn, f) for f in cls.__dataclass_fields__})
 
@@ -71,7 +71,7 @@ class _Replay(ReplayPlugin):
     that replaces the deprecated ``update``, which warns on every round), and the loader fetches
     batches as tensors (``_TensorReplayDataLoader``)."""
 
-    def before_training_exp(self, strategy, num_workers=0, shuffle=True, drop_last=False, **kwargs):  # noqa: ANN001
+    def before_training_exp(self, strategy, num_workers=0, shuffle=True, drop_last=False, **kwargs):
         if len(self.storage_policy.buffer) == 0:
             return  # as ReplayPlugin: nothing to replay yet, the strategy's own loader
         strategy.dataloader = _TensorReplayDataLoader(
@@ -86,7 +86,7 @@ class _Replay(ReplayPlugin):
             drop_last=drop_last,
         )
 
-    def after_training_exp(self, strategy, **kwargs):  # noqa: ANN001 - Avalanche's signature
+    def after_training_exp(self, strategy, **kwargs):  # Avalanche's signature
         self.storage_policy.post_adapt(strategy, strategy.experience)
 
 
@@ -95,7 +95,7 @@ class _TensorReplayDataLoader(ReplayDataLoader):
     events make each batch) and a fetch of one tensor index per batch. It also skips the FFCV probe,
     which walks every dataset's tree on every epoch."""
 
-    def _get_loader(self):  # noqa: ANN202 - Avalanche's signature
+    def _get_loader(self):  # Avalanche's signature
         samplers = self._create_samplers(self.datasets, self.batch_sizes, self.distributed_sampling, self.loader_kwargs)
         batches = MultiDatasetSampler(
             self.datasets, samplers, termination_dataset_idx=self.termination_dataset,
@@ -110,7 +110,7 @@ class _EWC(EWCPlugin):
     """Avalanche's online EWCPlugin; its importances are computed by its own code over the
     experience's rows fetched a batch at a time."""
 
-    def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size, num_workers=0):  # noqa: ANN001
+    def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size, num_workers=0):
         return super().compute_importances(model, criterion, optimizer, _TensorBatches(*_gather(dataset)), device, batch_size, num_workers)
 
 
@@ -143,7 +143,7 @@ class _LossProbe(SupervisedPlugin):
         super().__init__()
         self.values: list[float] = []
 
-    def before_backward(self, strategy, **kwargs):  # noqa: ANN001 - Avalanche's signature
+    def before_backward(self, strategy, **kwargs):  # Avalanche's signature
         self.values.append(float(strategy.loss.detach()))
 
 
@@ -275,6 +275,8 @@ class ContinualLearner:
         # parameters; tell it, so the restored Adam moments survive.
         self.strategy.optimized_param_id = dict(self.net.named_parameters())
         for name, max_size in meta["replay_groups"].items():
+            if self.replay is None:
+                raise ValueError(f"checkpoint holds a replay memory, settings say replay_size {self.config.replay_size}")
             storage = self.replay.storage_policy
             buf = ReservoirSamplingBuffer(max_size) if isinstance(storage, ClassBalancedBuffer) else storage
             buf.max_size = max_size
@@ -336,7 +338,7 @@ class ContinualLearner:
             buf.buffer = tensor_dataset(x.clone(), y.clone())
 
 
-def _gather(dataset) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001 - an AvalancheDataset
+def _gather(dataset) -> tuple[torch.Tensor, torch.Tensor]:  # an AvalancheDataset
     """The (x, y) rows of an Avalanche dataset built from tensors, in its order, by tensor indexing.
 
     Avalanche flattens subsets and concatenations into leaf datasets plus one index list, which this
@@ -344,7 +346,7 @@ def _gather(dataset) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001 - an 
     """
     flat = getattr(dataset, "_flat_data", None)
     leaves = getattr(flat, "_datasets", None)
-    if not leaves or not all(isinstance(leaf, TensorDataset) for leaf in leaves):
+    if flat is None or not leaves or not all(isinstance(leaf, TensorDataset) for leaf in leaves):
         return _dataset_tensors(dataset)
     x = torch.cat([leaf.tensors[0] for leaf in leaves]) if len(leaves) > 1 else leaves[0].tensors[0]
     y = torch.cat([leaf.tensors[1] for leaf in leaves]) if len(leaves) > 1 else leaves[0].tensors[1]
@@ -358,7 +360,7 @@ def _gather(dataset) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001 - an 
     return x, y.long()
 
 
-def _dataset_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001 - an AvalancheDataset
+def _dataset_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:  # an AvalancheDataset
     if len(dataset) == 0:
         return torch.zeros(0), torch.zeros(0, dtype=torch.long)
     x, y, *_ = next(iter(DataLoader(dataset, batch_size=len(dataset), shuffle=False)))

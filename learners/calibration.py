@@ -40,8 +40,9 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ class Calibration:
         return out
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Calibration":
+    def from_dict(cls, d: Any) -> Calibration:
         """The calibration ``to_dict`` wrote. Raises ValueError naming the field that is wrong."""
         if not isinstance(d, dict):
             raise ValueError(f"it is {type(d).__name__}, not an object")
@@ -136,7 +137,7 @@ def fit_platt(scores: np.ndarray, y: np.ndarray, weights: np.ndarray | None = No
         slope, intercept = _newton(f, target, w, slope=MIN_SLOPE)
     cal = Calibration(slope, intercept)
     figures = {
-        "events": int(len(y)), "frauds": int((y == 1).sum()), "weighted_fraud_rate": frauds / (frauds + legit),
+        "events": len(y), "frauds": int((y == 1).sum()), "weighted_fraud_rate": frauds / (frauds + legit),
         "ece_before": expected_calibration_error(y, p, w), "ece_after": expected_calibration_error(y, cal.apply(p), w),
         "log_loss_before": log_loss(y, p, w), "log_loss_after": log_loss(y, cal.apply(p), w), "bins": BINS,
         "slope_at_minimum": slope == MIN_SLOPE,

@@ -29,7 +29,7 @@ def command(action: str, **fields: Any) -> dict[str, Any]:
     return {"id": uuid.uuid4().hex, "action": action, **fields}
 
 
-def send(producer, topic: str, cmd: dict[str, Any], timeout: float = 10.0) -> None:  # noqa: ANN001 - KafkaProducer
+def send(producer, topic: str, cmd: dict[str, Any], timeout: float = 10.0) -> None:  # KafkaProducer
     producer.send(topic, value=orjson.dumps(cmd), key=cmd["action"].encode()).get(timeout=timeout)
 
 

@@ -44,7 +44,6 @@ from learners.quality import roc_auc
 from learners.stats import Comparison, average_precision, paired_ap_difference
 from perennial.settings import GateSettings
 
-
 CHECKS = ("finite", "score_spread", "latency", "evidence", "recent", "retention", "alert_volume", "negative_flips")
 OUTCOMES = ("passed", "failed", "inconclusive")
 DEFAULT_ALERT_RATE = 0.005
@@ -91,7 +90,7 @@ class OperatingPoint:
     p_flips: float  # probability that the candidate drops more than the limit of the incumbent's alerted frauds
 
     @classmethod
-    def measure(cls, y: np.ndarray, incumbent: np.ndarray, candidate: np.ndarray, t: GateThresholds, seed: int = 0) -> "OperatingPoint":
+    def measure(cls, y: np.ndarray, incumbent: np.ndarray, candidate: np.ndarray, t: GateThresholds, seed: int = 0) -> OperatingPoint:
         threshold = t.operating_threshold
         if threshold is None:  # by default where the alerts are as many as the frauds (at least 0.5% of events)
             rate = t.operating_alert_rate if t.operating_alert_rate is not None else max(DEFAULT_ALERT_RATE, float(np.mean(y)))
@@ -182,7 +181,7 @@ def decide(
     candidate_retention: np.ndarray,
     incumbent_retention: np.ndarray,
     candidate_latency_ms: float,
-    thresholds: GateThresholds = GateThresholds(),
+    thresholds: GateThresholds | None = None,
     baseline_retention_ap: float | None = None,
     retention_weights: np.ndarray | None = None,
     reference_fraud_rate: float | None = None,
@@ -190,7 +189,7 @@ def decide(
 ) -> GateDecision:
     """Compare candidate and incumbent scores on recent events neither trained on and on the retention
     set (whose legitimate events may carry ``retention_weights``: sampled, weighted to the real rate)."""
-    t = thresholds
+    t = thresholds or GateThresholds()
     checks: list[Check] = []
     all_scores = np.concatenate([candidate_recent, candidate_retention])
 
@@ -219,11 +218,11 @@ def decide(
         )
     )
 
-    safe = lambda s: np.nan_to_num(s, nan=0.5, posinf=1.0, neginf=0.0)  # noqa: E731 - figures even for a broken candidate
+    safe = lambda s: np.nan_to_num(s, nan=0.5, posinf=1.0, neginf=0.0)  # figures even for a broken candidate
     m: dict[str, Any] = {
-        "recent_events": int(len(recent_y)),
+        "recent_events": len(recent_y),
         "recent_positives": positives,
-        "retention_events": int(len(retention_y)),
+        "retention_events": len(retention_y),
         "retention_positives": int(np.sum(retention_y)),
         "candidate_recent_auc": roc_auc(recent_y, safe(candidate_recent)),
         "incumbent_recent_auc": roc_auc(recent_y, incumbent_recent),

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -196,8 +196,8 @@ class JoinState:
     def _mature(self, step: Step) -> None:
         due = self.db.execute("SELECT id, time, features FROM predictions WHERE label IS NULL AND time < ? ORDER BY time LIMIT ?",
                               (self.clock - self.settings.maturity_s, SWEEP_ROWS)).fetchall()
-        for event_id, time, features in due:
-            self._emit(event_id, time, features, 0)
+        for event_id, event_time, features in due:
+            self._emit(event_id, event_time, features, 0)
         self.db.executemany("UPDATE predictions SET label = 0, source = ? WHERE id = ?", [(MATURED, r[0]) for r in due])
         self.pending -= len(due)
         step.matured += len(due)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -111,7 +111,7 @@ class Joiner:
             try:
                 self._run_connected(stop)
                 return
-            except Exception as exc:  # noqa: BLE001 - the join must not stop the learner: start again from the state
+            except Exception as exc:  # the join must not stop the learner: start again from the state
                 if self.connected:  # it had connected: a new outage starts from the first, short wait
                     delays = kio.backoff_delays(s.broker_retry_initial_s, s.broker_retry_max_s)
                 self.connected = False

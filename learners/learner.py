@@ -15,29 +15,30 @@ import logging
 import time
 import zlib
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from learners.accounting import Accounting, DeadLetter, DeadLetterJournal, EventBuffer, Undelivered
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
+from learners.calibration import fit_platt
+from learners.challenger import Challenger
 from learners.checkpoint import load_checkpoint, save_checkpoint
 from learners.contradiction import ContradictionGuard, Contradictions
 from learners.drift import DriftMonitor, log_loss
-from learners.calibration import fit_platt
-from learners.challenger import Challenger
 from learners.gates import GateDecision, GateThresholds, decide
 from learners.label_guard import LabelRateGuard
 from learners.metrics import LearnerMetrics
 from learners.model import ScoringModel, TabularNet
 from learners.probation import Probation
 from learners.quarantine import learnable
+from learners.registry import Registry, RegistryError
 from learners.retention import Keeper
 from perennial.cpus import limit_threads
-from learners.registry import Registry, RegistryError
 from perennial.settings import Settings
 from streams import kafka as kio
 from streams.events import EventError, LabeledEvent, parse_event
@@ -177,7 +178,9 @@ class Learner:
         for i, challenger in enumerate(self.challengers):
             ctensors, cmeta = challenger.state()
             meta["challengers"].append(cmeta)
-            tensors.update({f"challenger{i}.{k}": torch.from_numpy(np.array(v, order="C")) for k, v in ctensors.items()})  # copies: torch refuses read-only arrays
+            tensors.update(
+                {f"challenger{i}.{k}": torch.from_numpy(np.array(v, order="C")) for k, v in ctensors.items()}
+            )  # copies: torch refuses read-only arrays
         self.metrics.dead_letters_undelivered.set(len(self.undelivered))
         self.undelivered.checkpointed()  # first: a crash before the checkpoint may send one twice, never lose it
         save_checkpoint(self.settings.learn.checkpoint_path, tensors, meta)
@@ -186,7 +189,7 @@ class Learner:
 
     # -- events -----------------------------------------------------------------------------
 
-    def handle(self, raw: bytes | None, key: bytes | None, source: tuple[str, int, int], dead_letters: kio.DeadLetters) -> None:
+    def handle(self, raw: bytes | None, key: bytes | None, source: tuple[str, int, int], dead_letters: kio.DeadLetterSink) -> None:
         """Account for one consumed record: it waits for a round, or it is dead-lettered with a
         reason. No record stops the learner: an unforeseen failure costs that record alone."""
         self.acct.consumed += 1
@@ -216,7 +219,7 @@ class Learner:
 
     def _dead_letter(
         self, raw: bytes | None, key: bytes | None, source: tuple[str, int, int], reason: str, message: str,
-        dead_letters: kio.DeadLetters,
+        dead_letters: kio.DeadLetterSink,
     ) -> None:
         self.acct.dead_lettered[reason] = self.acct.dead_lettered.get(reason, 0) + 1
         self.metrics.dead_lettered.labels(reason).inc()
@@ -225,12 +228,12 @@ class Learner:
             return
         self._send(letter, dead_letters)
 
-    def resend_dead_letters(self, dead_letters: kio.DeadLetters) -> None:
+    def resend_dead_letters(self, dead_letters: kio.DeadLetterSink) -> None:
         """Send again the dead letters refused so far (each comes back if refused once more)."""
         for letter in self.undelivered.take():
             self._send(letter, dead_letters)
 
-    def _send(self, letter: DeadLetter, dead_letters: kio.DeadLetters) -> None:
+    def _send(self, letter: DeadLetter, dead_letters: kio.DeadLetterSink) -> None:
         dead_letters.send(
             letter.raw, letter.key, letter.reason, letter.message, letter.source, partial(self._delivered, letter),
         )
@@ -326,7 +329,7 @@ class Learner:
             )
         for challenger in self.challengers:  # neither it nor the served version has seen these events
             challenger.observe(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]))
-        report = {"round": self.acct.rounds, "trained_events": len(y)}
+        report: dict[str, Any] = {"round": self.acct.rounds, "trained_events": len(y)}
         if contradictions.flagged:
             report["contradiction"] = contradictions.figures()
         decision, version = self._judge_challengers(report, announce)  # before training: a reset then trains on this round
@@ -522,7 +525,7 @@ class Learner:
         announce(model.manifest)
         self.emit("rollback", trigger=trigger, from_version=previous, to_version=target, reason=reason)
 
-    def apply(self, cmd: dict[str, Any], consumer, announce: Callable[[dict[str, Any]], None]) -> None:  # noqa: ANN001
+    def apply(self, cmd: dict[str, Any], consumer, announce: Callable[[dict[str, Any]], None]) -> None:
         """Apply an operator command from the control topic."""
         action = cmd["action"]
         if action == "release_quarantine":
@@ -561,10 +564,10 @@ class Learner:
             self.pending_since = time.monotonic()
         self.acct.quarantined -= len(y)
         self.metrics.quarantine_released.labels("operator").inc(len(y))
-        self.emit("command", id=cmd.get("id"), action=cmd["action"], applied=True, released=int(len(y)), frauds=int(y.sum()),
+        self.emit("command", id=cmd.get("id"), action=cmd["action"], applied=True, released=len(y), frauds=int(y.sum()),
                   reason=cmd.get("reason"))
 
-    def _observe_round(self, stats, decision, version, seconds) -> None:  # noqa: ANN001
+    def _observe_round(self, stats, decision, version, seconds) -> None:
         m = self.metrics
         m.trained.inc(stats.events)
         m.rounds.inc()

@@ -9,14 +9,14 @@ broker no longer has are reset by ``learners/partitions.py``.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
@@ -55,7 +55,9 @@ def connect(learner: Learner, stop: threading.Event) -> Clients | None:
     is set first. /metrics is served meanwhile, with ``perennial_learner_broker_up`` 0."""
     s = learner.settings.learn
     delays = kio.backoff_delays(s.broker_retry_initial_s, s.broker_retry_max_s)
-    for attempt in itertools.count(1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             clients = _open(learner)
         except (KafkaError, OSError) as exc:
@@ -158,12 +160,12 @@ class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, learner: Learner, consumer: KafkaConsumer, partitions: Partitions, dead_letters: kio.DeadLetters):
         self.learner, self.consumer, self.partitions, self.dead_letters = learner, consumer, partitions, dead_letters
 
-    def on_partitions_revoked(self, revoked):  # noqa: ANN001
+    def on_partitions_revoked(self, revoked):
         if revoked:
             self.dead_letters.flush()
             self.learner.checkpoint()
 
-    def on_partitions_assigned(self, assigned):  # noqa: ANN001
+    def on_partitions_assigned(self, assigned):
         self.partitions.assigned(assigned)
         if self.learner.paused:
             self.consumer.pause(*assigned)

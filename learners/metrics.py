@@ -35,7 +35,8 @@ class LearnerMetrics:
             registry=r,
         )
         self.contradiction_usual_rate = Gauge(
-            "perennial_learner_contradiction_usual_rate", "The usual share of events the served model calls fraud labeled legitimate, which rounds are tested against.",
+            "perennial_learner_contradiction_usual_rate",
+            "The usual share of events the served model calls fraud labeled legitimate, which rounds are tested against.",
             registry=r,
         )
         self.dead_lettered = Counter(
@@ -43,7 +44,10 @@ class LearnerMetrics:
             "Events sent to the dead-letter topic by reason: malformed, a duplicate id, or an internal error.", ["reason"], registry=r,
         )
         self.dead_letter_failures = Counter(
-            "perennial_learner_dead_letter_failures_total", "Dead letters the producer or the broker refused: sent again when the refusal is retriable (a lost topic, a long cut), else logged (the record stays in its topic).", registry=r,
+            "perennial_learner_dead_letter_failures_total",
+            "Dead letters the producer or the broker refused: sent again when the refusal is retriable "
+            "(a lost topic, a long cut), else logged (the record stays in its topic).",
+            registry=r,
         )
         self.dead_letters_undelivered = Gauge(
             "perennial_learner_dead_letters_undelivered", "Dead letters refused for now, kept and sent again at each checkpoint.", registry=r,
@@ -115,8 +119,10 @@ class LearnerMetrics:
             ["model"], registry=r,
         )
         self.alerts = Gauge(
-            "perennial_learner_alerts", "Held-out events scored at or above the operating threshold at the last gate, by model: the count behind the alert rate.",
-            ["model"], registry=r,
+            "perennial_learner_alerts",
+            "Held-out events scored at or above the operating threshold at the last gate, by model: the count behind the alert rate.",
+            ["model"],
+            registry=r,
         )
         for model in ("candidate", "incumbent"):
             self.alert_rate.labels(model).set(float("nan"))
@@ -163,7 +169,9 @@ class LearnerMetrics:
         self.last_publish = Gauge(
             "perennial_learner_last_publish_timestamp_seconds", "When the served version was created (Unix time).", registry=r,
         )
-        self.version_number = Gauge("perennial_learner_published_version_number", "Number of the newest version the learner published or started from.", registry=r)
+        self.version_number = Gauge(
+            "perennial_learner_published_version_number", "Number of the newest version the learner published or started from.", registry=r
+        )
         self.drift_detected = Counter("perennial_learner_drift_detected_total", "Drifts found by ADWIN in the served model's loss on new events.", registry=r)
         self.drift_estimation = Gauge("perennial_learner_drift_loss_estimation", "ADWIN's mean of the served model's log-loss on new events.", registry=r)
         self.drift_reacting = Gauge(

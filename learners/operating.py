@@ -76,7 +76,7 @@ def alert_rate(scores: np.ndarray, threshold: float, weights: np.ndarray | None 
     s, w = _scores_weights(scores, weights)
     alerted = s >= threshold
     rate = float(w[alerted].sum() / w.sum()) if len(s) else 0.0
-    return AlertRate(rate=rate, alerts=int(alerted.sum()), events=int(len(s)))
+    return AlertRate(rate=rate, alerts=int(alerted.sum()), events=len(s))
 
 
 def negative_flip_rate(y: np.ndarray, incumbent: np.ndarray, candidate: np.ndarray, threshold: float) -> FlipRate:

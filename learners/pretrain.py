@@ -205,7 +205,7 @@ def pretrain(
         "validation_ap": average_precision(y[cut:], val_scores),
         "validation_auc": roc_auc(y[cut:], val_scores),
         "retention_ap": average_precision(y[cut:][retention], val_scores[retention], retention_w),
-        "retention_events": int(len(retention)),
+        "retention_events": len(retention),
         "retention_frauds": int(y[cut:][retention].sum()),
         "contradiction_score": contradiction_score,
         "validation_called_fraud": int(called_fraud.sum()),

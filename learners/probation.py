@@ -44,7 +44,7 @@ class Verdict:
 
 
 class Probation:
-    def __init__(self, version, parent, min_positives: int, margin: float, confidence: float = 0.9):  # noqa: ANN001 - ScoringModel-like
+    def __init__(self, version, parent, min_positives: int, margin: float, confidence: float = 0.9):  # ScoringModel-like
         self.version, self.parent = version, parent
         self.min_positives, self.margin, self.confidence = min_positives, margin, confidence
         self._x: list[np.ndarray] = []
@@ -61,7 +61,7 @@ class Probation:
         c = paired_ap_difference(ys, self.version.score(xs), self.parent.score(xs), confidence=self.confidence)
         p_worse = c.p_below(-self.margin)
         figures = {
-            "version": self.version.version, "parent": self.parent.version, "events": int(len(ys)),
+            "version": self.version.version, "parent": self.parent.version, "events": len(ys),
             "positives": int(ys.sum()), "version_ap": c.a, "parent_ap": c.b, "margin": self.margin,
             "difference": c.diff, "low": c.low, "high": c.high, "p_worse": p_worse,
         }

@@ -37,6 +37,6 @@ def recall_at_budget(y: np.ndarray, scores: np.ndarray, budget: float = 0.01) ->
     y = np.asarray(y)
     if y.sum() == 0:
         return None
-    k = max(1, int(round(budget * len(y))))
+    k = max(1, round(budget * len(y)))
     top = np.argsort(-np.asarray(scores), kind="stable")[:k]
     return float(y[top].sum() / y.sum())

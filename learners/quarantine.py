@@ -56,7 +56,7 @@ def learnable(served: ScoringModel, x: np.ndarray, y: np.ndarray, *, confidence:
     """Cross-fit the round on two halves and compare the out-of-fold scores with the served version's."""
     frauds = int(y.sum())
     if frauds < 4 or frauds == len(y):
-        return Learnability(False, {"frauds": frauds, "events": int(len(y)), "reason": "too few frauds to tell"})
+        return Learnability(False, {"frauds": frauds, "events": len(y), "reason": "too few frauds to tell"})
     rng = np.random.default_rng(seed)
     half = rng.random(len(y)) < 0.5
     z = served.schema.transform(x)
@@ -69,6 +69,6 @@ def learnable(served: ScoringModel, x: np.ndarray, y: np.ndarray, *, confidence:
         with torch.inference_mode():
             out_of_fold[fold] = torch.softmax(net(torch.from_numpy(z[fold])), 1)[:, 1].numpy()
     c = paired_ap_difference(y, out_of_fold, served.score(x), confidence=confidence, seed=seed)
-    figures = {"frauds": frauds, "events": int(len(y)), "cross_fitted_ap": c.a, "served_ap": c.b, "difference": c.diff,
+    figures = {"frauds": frauds, "events": len(y), "cross_fitted_ap": c.a, "served_ap": c.b, "difference": c.diff,
                "low": c.low, "high": c.high, "p_gain": c.p_above(min_gain), "min_gain": min_gain}
     return Learnability(c.p_above(min_gain) >= confidence, figures)

@@ -123,7 +123,7 @@ class Keeper:
     publication, at most once every ``prune_every_s``; exports the registry's size. A failure is
     logged and counted, never stopping a round."""
 
-    def __init__(self, registry: Registry, settings: Any, metrics: Any, clock: Any = None):  # noqa: ANN401
+    def __init__(self, registry: Registry, settings: Any, metrics: Any, clock: Any = None):
         import time
 
         self.registry, self.settings, self.metrics = registry, settings, metrics

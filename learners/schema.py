@@ -34,7 +34,7 @@ class FeatureSchema:
     std: tuple[float, ...]
 
     @classmethod
-    def fit(cls, names: tuple[str, ...] | list[str], x: np.ndarray) -> "FeatureSchema":
+    def fit(cls, names: tuple[str, ...] | list[str], x: np.ndarray) -> FeatureSchema:
         names = tuple(names)
         if x.ndim != 2 or x.shape[1] != len(names):
             raise ValueError(f"data has {x.shape[-1]} columns but the schema names {len(names)} features")
@@ -61,7 +61,7 @@ class FeatureSchema:
         return {"names": list(self.names), "log1p": list(self.log1p), "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_dict(cls, d: Any) -> "FeatureSchema":
+    def from_dict(cls, d: Any) -> FeatureSchema:
         """The schema as ``to_dict`` wrote it; ValueError naming what is malformed."""
         if not isinstance(d, dict) or not all(isinstance(d.get(k), list) for k in ("names", "log1p", "mean", "std")):
             raise ValueError("a feature schema is an object of four lists: names, log1p, mean, std")

@@ -160,5 +160,6 @@ def paired_ap_difference(
     diff, reps = paired_ap_replicates(y, a, b, weights=weights, resamples=resamples, seed=seed)
     low, high = interval(reps, confidence)
     ap_a, ap_b = average_precision(y, a, weights), average_precision(y, b, weights)
+    assert ap_a is not None and ap_b is not None  # both classes are present (checked above)
     p_better = float(np.mean(reps > 0) + 0.5 * np.mean(reps == 0))
     return Comparison(diff, float(ap_a), float(ap_b), low, high, confidence, p_better, frauds, len(y), resamples, reps)

@@ -54,7 +54,7 @@ class Client:
 
     # -- predictions ---------------------------------------------------------------------------
 
-    def predict(self, features: Mapping[str, float], *, id: Any = None, time: float | str | None = None) -> Prediction:  # noqa: A002
+    def predict(self, features: Mapping[str, float], *, id: Any = None, time: float | str | None = None) -> Prediction:
         """Score one event; ``id`` (and ``time``) make it joinable to a late label when the server
         logs its predictions."""
         doc = self._post("/v1/predict", _event(features, id, time))
@@ -113,7 +113,7 @@ class Client:
         return doc
 
 
-def _event(features: Mapping[str, float], id: Any, time: float | str | None) -> dict[str, Any]:  # noqa: A002
+def _event(features: Mapping[str, float], id: Any, time: float | str | None) -> dict[str, Any]:
     return _drop_none({"id": id, "time": time, "features": dict(features)})
 
 

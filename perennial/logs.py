@@ -71,7 +71,7 @@ def emit(kind: str, fields: dict[str, Any], *, stream: TextIO | None = None, jso
     out.flush()
 
 
-def _short(value: Any) -> str:  # noqa: ANN401
+def _short(value: Any) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode() \
         if isinstance(value, (dict, list, tuple)) else str(value)
     return text if len(text) <= 200 else text[:197] + "..."

@@ -128,7 +128,7 @@ def guarded_route(token: SecretStr | None) -> type[APIRoute]:
     expected = token.get_secret_value().encode() if token else None
 
     class GuardedRoute(APIRoute):
-        async def handle(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI interface
+        async def handle(self, scope, receive, send) -> None:  # the ASGI interface
             try:
                 check_token(expected, header(scope, b"authorization"))
                 body = await join_limited(receive_chunks(receive), header(scope, b"content-length"), ADMIN_MAX_BODY_BYTES)

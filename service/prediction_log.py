@@ -36,9 +36,12 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
+from kafka import KafkaProducer
+
 from service.metrics import PredictionLogMetrics
 from streams import kafka as kio
 from streams.predictions import encode_batch
@@ -79,7 +82,7 @@ class PredictionLog:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._producer = None
+        self._producer: KafkaProducer | None = None
         self.metrics.queue.set_function(lambda: self._queued)
         self._queued_total, self._dropped = metrics.events.labels("queued"), metrics.events.labels("dropped")
         self._thread = threading.Thread(target=self._work, name="perennial-prediction-log", daemon=True)
@@ -180,6 +183,9 @@ class PredictionLog:
         self._produce_within(ids, times, rows, scores, version, names, middle, end)
 
     def _produce(self, value: bytes, n: int) -> None:
+        if self._producer is None:  # _work sends only once connected; without a producer these events are not logged
+            self.metrics.events.labels("failed").inc(n)
+            return
         try:
             future = self._producer.send(self.topic, value=value)
         except Exception:  # noqa: BLE001 - a full buffer or lost metadata: these events are not logged

@@ -24,16 +24,17 @@ streams.events.EventError: missing_feature: feature 'x' is missing; the model ex
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import orjson
 
 MAX_EVENT_BYTES = 64 * 1024
 _FLOAT, _NUMBER = {float}, {float, int}
 MAX_ID_CHARS = 256
-_FIRST_SECOND = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
-_LAST_SECOND = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+_FIRST_SECOND = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+_LAST_SECOND = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 REASONS = (
     "too_large",
@@ -87,7 +88,7 @@ def parse_time(value: Any) -> float:
         except ValueError:
             raise EventError("bad_time", f"'time' {value[:40]!r} is not an ISO-8601 timestamp") from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         seconds = parsed.timestamp()
     else:
         raise EventError("bad_time", "'time' is missing or not epoch seconds / an ISO-8601 string")

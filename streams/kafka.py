@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import random
 import socket
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -145,6 +146,15 @@ def _host_port(server: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class DeadLetterSink(Protocol):
+    """Where the learner sends the records it cannot use: ``DeadLetters``, or a stand-in off Kafka."""
+
+    def send(
+        self, raw: bytes | None, key: bytes | None, reason: str, message: str, source: tuple[str, int, int],
+        on_delivery: Callable[[Exception | None], None],
+    ) -> None: ...
+
+
 class DeadLetters:
     """Sends events that cannot be used to ``<topic>.dlq``: see ``dead_letter`` for the record.
     Never raises for a record: whether it was delivered is told to the sender's callback."""
@@ -163,7 +173,7 @@ class DeadLetters:
         try:
             dlq_key, value, headers = dead_letter(raw, key, reason, message, source, self.max_value_bytes)
             future = self.producer.send(self.topic, value=value, key=dlq_key, headers=headers)
-        except Exception as exc:  # one record the producer refuses must not stop the learner
+        except Exception as exc:  # noqa: BLE001 - one record the producer refuses must not stop the learner
             on_delivery(exc)
             return
         future.add_callback(lambda _metadata: on_delivery(None))

@@ -33,7 +33,8 @@ streams.events.EventError: bad_label: 'label' must be 0 or 1
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -77,6 +78,7 @@ def parse_predictions(raw: bytes | None, names: Sequence[str]) -> list[Predictio
     """The predictions in one record of the prediction log: a batch or one unlabeled event. A batch
     written for other feature names, or any malformed part, refuses the whole record (EventError)."""
     doc = json_object(raw, MAX_BATCH_BYTES, "a prediction record")
+    assert raw is not None  # json_object refuses a null value
     if "ids" not in doc:
         if len(raw) > MAX_EVENT_BYTES:
             raise EventError("too_large", f"the event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
@@ -85,7 +87,8 @@ def parse_predictions(raw: bytes | None, names: Sequence[str]) -> list[Predictio
     if doc.get("names") != list(names):
         raise EventError("bad_features", f"the batch was scored on features {doc.get('names')!r}; the model expects {', '.join(names)}")
     ids, times, scores, rows = doc.get("ids"), doc.get("times"), doc.get("scores"), doc.get("rows")
-    if not all(isinstance(v, list) for v in (ids, times, scores, rows)) or not len(ids) == len(times) == len(scores) == len(rows):
+    if not (isinstance(ids, list) and isinstance(times, list) and isinstance(scores, list) and isinstance(rows, list)) \
+            or not len(ids) == len(times) == len(scores) == len(rows):
         raise EventError("bad_features", "a prediction batch needs lists 'ids', 'times', 'scores' and 'rows' of one length")
     try:
         matrix = np.asarray(rows, dtype=np.float64)

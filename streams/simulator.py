@@ -29,8 +29,8 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -110,11 +110,11 @@ class Transactions:
     def __len__(self) -> int:
         return len(self.id)
 
-    def take(self, idx: np.ndarray) -> "Transactions":
+    def take(self, idx: np.ndarray) -> Transactions:
         return Transactions(**{k: v[idx] for k, v in self.__dict__.items()})
 
     @staticmethod
-    def concat(parts: list["Transactions"]) -> "Transactions":
+    def concat(parts: list[Transactions]) -> Transactions:
         return Transactions(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in Transactions.__annotations__})
 
 
@@ -149,12 +149,12 @@ class Simulator:
         self._cust_terms = np.argpartition(d2, k - 1, axis=1)[:, :k]
 
     @classmethod
-    def from_settings(cls, s, schedule: str = DEFAULT_SCHEDULE) -> "Simulator":  # noqa: ANN001 - the settings' simulate section
+    def from_settings(cls, s, schedule: str = DEFAULT_SCHEDULE) -> Simulator:
         """The simulator of the settings' ``simulate`` section (seed, population, label delay, fraud kept)."""
         return cls(seed=s.seed, customers=s.customers, terminals=s.terminals, label_delay_days=s.label_delay_days,
                    schedule=schedule, fraud_keep=s.fraud_keep)
 
-    def with_stream(self, stream: int, schedule: str | None = None) -> "Simulator":
+    def with_stream(self, stream: int, schedule: str | None = None) -> Simulator:
         """The same population with other daily draws (an independent sample, e.g. for evaluation)."""
         spec = schedule if schedule is not None else ";".join(
             f"{p}:" + ",".join(f"{lo:g}-{'' if math.isinf(hi) else f'{hi:g}'}" for lo, hi in spans)
@@ -183,18 +183,26 @@ class Simulator:
         pattern = np.zeros(n, np.int8)
 
         # card compromise: cards drawn on each of the last _CARD_DAYS days (while the pattern was active)
-        stolen = [self._rng(d, 2).choice(self.customers, 3, replace=False) for d in range(day - _CARD_DAYS + 1, day + 1) if d >= 0 and self._active("card_compromise", d)]
+        stolen = [
+            self._rng(d, 2).choice(self.customers, 3, replace=False)
+            for d in range(day - _CARD_DAYS + 1, day + 1)
+            if d >= 0 and self._active("card_compromise", d)
+        ]
         if stolen:
             hit = np.isin(card, np.concatenate(stolen)) & (rng.random(n) < 1 / 3) & (pattern == 0)
             amount[hit] *= 5
             pattern[hit] = 2
 
         # compromised terminals: every transaction on them is fraud
-        bad_terms = [self._rng(d, 3).choice(self.terminals, 1, replace=False) for d in range(day - _TERMINAL_DAYS + 1, day + 1) if d >= 0 and self._active("compromised_terminal", d)]
+        bad_terms = [
+            self._rng(d, 3).choice(self.terminals, 1, replace=False)
+            for d in range(day - _TERMINAL_DAYS + 1, day + 1)
+            if d >= 0 and self._active("compromised_terminal", d)
+        ]
         if bad_terms:
             pattern[np.isin(terminal, np.concatenate(bad_terms)) & (pattern == 0)] = 1
 
-        parts = {"card": card, "secs": secs, "amount": amount, "terminal": terminal, "pattern": pattern}
+        parts: dict[str, np.ndarray] = {"card": card, "secs": secs, "amount": amount, "terminal": terminal, "pattern": pattern}
         if self._active("card_testing", day):
             parts = _concat_dicts(parts, self._card_testing_bursts(day))
         if self.fraud_keep < 1:  # a rarer fraud: the same patterns, fewer of their transactions
@@ -223,7 +231,7 @@ class Simulator:
 
     def generate(self, start_day: int, n_days: int) -> Transactions:
         """Transactions of days [start_day, start_day + n_days) with their features."""
-        warm = _WINDOW_MAX_DAYS + int(math.ceil(self.label_delay_days)) + 1
+        warm = _WINDOW_MAX_DAYS + math.ceil(self.label_delay_days) + 1
         first = max(0, start_day - warm)
         days = [self._raw_day(d) for d in range(first, start_day + n_days)]
         day = np.concatenate([np.full(len(d["card"]), first + i, np.int64) for i, d in enumerate(days)])

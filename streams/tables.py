@@ -8,9 +8,10 @@ exist; without one (``time_column=None``, asked for explicitly) row order is tim
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

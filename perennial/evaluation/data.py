@@ -12,9 +12,9 @@ Gaussian concepts, ``streams.concepts``) and ``table_scenario`` (any CSV/Parquet
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -125,10 +125,12 @@ def _probe_mask(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 0x9E0BE]).random(n) < PROBE_SHARE
 
 
-def _split(scn_rows: dict[str, np.ndarray], edges: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]], dict[str, np.ndarray]]:
+def _split(
+    scn_rows: dict[str, np.ndarray], edges: np.ndarray, seed: int
+) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, np.ndarray]], dict[str, np.ndarray]]:
     probe = _probe_mask(len(scn_rows["y"]), seed)
-    held = {k: (v[probe] if v is not None else None) for k, v in scn_rows.items()}
-    kept = {k: (v[~probe] if v is not None else None) for k, v in scn_rows.items()}
+    held = {k: v[probe] for k, v in scn_rows.items()}
+    kept = {k: v[~probe] for k, v in scn_rows.items()}
     per = np.searchsorted(edges, held["time"], side="right") - 1
     periods = [(held["x"][per == i], held["y"][per == i]) for i in range(len(edges) - 1)]
     return kept, periods, held
@@ -209,7 +211,7 @@ def concept_scenario(
         raise ValueError(f"scenario {title!r}: label times before event times")
     end = EPOCH + sum(p.days for p in stream) * DAY
     edges = np.append(np.arange(EPOCH, end - 1e-6, period_days * DAY), end)
-    rows = {"x": x, "y": (code > 0).astype(np.int64), "time": time, "label_time": label_time, "pattern": code, "entity": None}
+    rows = {"x": x, "y": (code > 0).astype(np.int64), "time": time, "label_time": label_time, "pattern": code}
     kept, periods, _ = _split(rows, edges, seed)
     spans = _spans(stream)
     return Scenario(
@@ -284,7 +286,9 @@ def table_scenario(
     cut = int(n * history_fraction)
     if cut < 100 or n - cut < 100:
         raise ValueError(f"{path} has {n} rows: too few to keep {history_fraction:.0%} as history and stream the rest")
-    pattern, names, owner = None, (), None
+    pattern: np.ndarray | None = None
+    names: tuple[str, ...] = ()
+    owner: np.ndarray | None = None
     if pattern_column:
         raw = table.extra[pattern_column].astype(str).to_numpy()
         names = tuple(sorted(set(raw[table.y == 1])))
@@ -294,9 +298,10 @@ def table_scenario(
     entity = table.extra[entity_column].astype(str).to_numpy() if entity_column else None
     t0, t1 = time[cut], time[-1] + 1e-6
     edges = np.linspace(t0, t1, periods + 1)
-    rows = {"x": table.x[cut:], "y": table.y[cut:], "time": time[cut:], "label_time": label_time[cut:],
-            "pattern": None if pattern is None else pattern[cut:], "entity": None if entity is None else entity[cut:],
-            "owner": None if owner is None else owner[cut:]}
+    rows = {"x": table.x[cut:], "y": table.y[cut:], "time": time[cut:], "label_time": label_time[cut:]}
+    for key, column in (("pattern", pattern), ("entity", entity), ("owner", owner)):
+        if column is not None:  # an absent column is left out of both halves
+            rows[key] = column[cut:]
     kept, period_probes, held = _split(rows, edges, seed)
     pattern_probes = {}
     if owner is not None:
@@ -313,8 +318,8 @@ def table_scenario(
         names=table.features, history_x=table.x[:cut], history_y=table.y[:cut],
         x=kept["x"], y=kept["y"], time=kept["time"], label_time=kept["label_time"],
         period_edges=edges, step_s=span / (periods * steps_per_period), period_probes=period_probes,
-        pattern=kept["pattern"], pattern_names=names, pattern_probes=pattern_probes,
+        pattern=kept.get("pattern"), pattern_names=names, pattern_probes=pattern_probes,
         history_patterns=frozenset(n_ for c, n_ in enumerate(names, start=1) if pattern is not None and (pattern[:cut] == c).any()),
-        entity=kept["entity"], day_s=DAY if unit[1] == "day" else span / (periods * 4), time_unit=unit, origin=t0,
+        entity=kept.get("entity"), day_s=DAY if unit[1] == "day" else span / (periods * 4), time_unit=unit, origin=t0,
     )
 

@@ -27,11 +27,21 @@ from typing import Any
 import numpy as np
 
 from learners.quality import average_precision
-from learners.registry import Registry
+from learners.registry import Registry, RegistryError
 from perennial.evaluation import data, scenarios
 from perennial.evaluation.scores import (
-    ALERT_BUDGET, ALERT_SAMPLE_SIZE, RESAMPLES, alert_threshold, alerts, ap_interval, ap_replicates, assert_spread,
-    card_precision_at_k, paired_difference, quality, served_quality,
+    ALERT_BUDGET,
+    ALERT_SAMPLE_SIZE,
+    RESAMPLES,
+    alert_threshold,
+    alerts,
+    ap_interval,
+    ap_replicates,
+    assert_spread,
+    card_precision_at_k,
+    paired_difference,
+    quality,
+    served_quality,
 )
 from perennial.evaluation.strategies import Strategy, build
 from perennial.settings import Settings
@@ -121,6 +131,8 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     scn = spec.scenario(seed)
     registry = pretrained(scn, settings, workdir / f"seed-{seed}" / "registry", seed)
     model = registry.load_current()
+    if model is None:
+        raise RegistryError(f"the registry at {registry.root} has no current version after pretraining")
     period_s = float(np.diff(scn.period_edges).mean())
     history_t = np.full(len(scn.history_y), scn.period_edges[0] - 1.0)
     strategy = build(
@@ -259,7 +271,7 @@ def _daily(scn: data.Scenario, scores: np.ndarray) -> list[tuple[float, float | 
 
 
 def run_all(spec: Spec, strategies: list[str], seeds: list[int], settings: Settings, workdir: Path, workers: int = 2,
-            progress=print, built: dict[int, data.Scenario] | None = None) -> list[dict[str, Any]]:  # noqa: ANN001
+            progress=print, built: dict[int, data.Scenario] | None = None) -> list[dict[str, Any]]:
     """Every (seed, strategy), on ``workers`` processes; pretraining first, once per seed (on the
     scenarios ``built`` already, when given)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -362,11 +374,11 @@ def label_delay(sections: list[dict[str, Any]], confidence: float) -> None:
 
 
 def _counts(y: np.ndarray) -> dict[str, int]:
-    return {"events": int(len(y)), "frauds": int(np.sum(y))}
+    return {"events": len(y), "frauds": int(np.sum(y))}
 
 
 def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], settings: Settings, workdir: Path, out_md: Path,
-             workers: int, command: str, emit, confidence: float) -> dict[str, Any]:  # noqa: ANN001
+             workers: int, command: str, emit, confidence: float) -> dict[str, Any]:
     """Run every scenario, keep the raw results next to the report (``workdir/results.json``), write
     the report; return its summary. ``emit(kind, **fields)`` reports progress and the data used."""
     import orjson

@@ -12,8 +12,17 @@ from typing import Any
 import numpy as np
 
 from perennial.evaluation.scores import (
-    ACCURACY_MIN_FRAUD_RATE, ECE_BINS, MIN_CELL_FRAUDS, absence, acc, adaptation_events, bwt, enough_frauds, forgetting,
-    largest_alert_change, recurrence,
+    ACCURACY_MIN_FRAUD_RATE,
+    ECE_BINS,
+    MIN_CELL_FRAUDS,
+    absence,
+    acc,
+    adaptation_events,
+    bwt,
+    enough_frauds,
+    forgetting,
+    largest_alert_change,
+    recurrence,
 )
 from perennial.evaluation.strategies import DESCRIPTIONS, EXTRA, STRATEGIES
 
@@ -74,10 +83,10 @@ def _agg(values: list[float | None]) -> tuple[float, float | None] | None:
 def _fmt(a: tuple[float, float | None] | None, digits: int = 3, pct: bool = False, spread: bool = True) -> str:
     if a is None:
         return "n/a"
-    spread = spread and a[1] is not None
+    std = a[1] if spread else None
     if pct:
-        return f"{a[0] * 100:.1f}%" + (f" ± {a[1] * 100:.1f}" if spread else "")
-    return f"{a[0]:.{digits}f}" + (f" ± {a[1]:.{digits}f}" if spread else "")
+        return f"{a[0] * 100:.1f}%" + (f" ± {std * 100:.1f}" if std is not None else "")
+    return f"{a[0]:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
 def cell(value: float | None, frauds: int, digits: int = 3) -> str:
@@ -111,7 +120,7 @@ def summarise(results: list[dict[str, Any]], scn_meta: dict[str, Any], intervals
 
 def targets(agg: dict[str, dict[str, Any]], intervals: dict[str, Any], scn_meta: dict[str, Any]) -> list[dict[str, Any]]:
     """The promotion-decisions issue's targets that one scenario can show, met or not."""
-    out = []
+    out: list[dict[str, Any]] = []
     prod, naive, diff = agg.get("product"), agg.get("naive"), intervals["difference"]
     for base in ("frozen", "naive", "replay"):
         if base not in diff:
@@ -159,7 +168,7 @@ def _ap_interval(a: dict[str, Any]) -> str:
     return f"{a['ap']:.3f} [{a['low']:.3f}, {a['high']:.3f}]"
 
 
-def _order(names) -> list[str]:  # noqa: ANN001
+def _order(names) -> list[str]:
     return [s for s in ORDER if s in names] + sorted(set(names) - set(ORDER))
 
 
@@ -173,7 +182,7 @@ def write(sections: list[dict[str, Any]], out_md: Path, command: str, notes: str
     meta0 = sections[0]["meta"]
     L = [
         "# Continual-learning quality: `perennial evaluate`", "",
-        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node() or 'this machine'} "
+        f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.node() or 'this machine'} "
         f"({platform.processor() or platform.machine()}, Python {platform.python_version()}) by `{command}`.", "",
         f"Scenarios: {', '.join(sec['name'] for sec in sections)}. Strategies: {', '.join(order)} ({len(order)} of the "
         f"{len(STRATEGIES) + len(EXTRA)} available; `--strategies all` runs every one). Seeds: {', '.join(map(str, seeds))}; "
@@ -268,23 +277,29 @@ def _section(sec: dict[str, Any], summary: dict[str, Any], img_dir: Path, root: 
     budget = meta["alert_budget"]
     L = [f"## Scenario `{sec['name']}`", "", f"{sec['description'][:1].upper()}{sec['description'][1:]}.", "",
          f"{meta['scenario']}.", "", *_data_lines(meta["data"])]
-    L += ["### Served quality", "",
-          f"Over every stream event, scored by the version served at its moment. Recall at budget: frauds among the top "
-          f"{budget:.1%} of each day's events (the alerts a team reviews). Accuracy at a 0.5 threshold, only where frauds are "
-          f"at least {ACCURACY_MIN_FRAUD_RATE:.0%} of events. ECE: expected calibration error over {ECE_BINS} equal-width "
-          f"score bins. Alerts: each served version's alerts on {results[0]['alert_sample_events']:,} held-out events at the "
-          f"learner's default operating point, the threshold where the pretrained version alerts on as many of them as there "
-          f"are frauds among them, at least {budget:.1%} ({results[0]['alert_rate']:.2%} here); the largest change between "
-          "consecutive versions, relative to the earlier one.", "",
-          "| strategy | AP [interval] | ROC-AUC | log-loss | Brier | recall at budget | accuracy | ECE | versions | alerts per version | largest alert change |",
-          "|---" * 11 + "|"]
+    L += [
+        "### Served quality",
+        "",
+        f"Over every stream event, scored by the version served at its moment. Recall at budget: frauds among the top "
+        f"{budget:.1%} of each day's events (the alerts a team reviews). Accuracy at a 0.5 threshold, only where frauds are "
+        f"at least {ACCURACY_MIN_FRAUD_RATE:.0%} of events. ECE: expected calibration error over {ECE_BINS} equal-width "
+        f"score bins. Alerts: each served version's alerts on {results[0]['alert_sample_events']:,} held-out events at the "
+        f"learner's default operating point, the threshold where the pretrained version alerts on as many of them as there "
+        f"are frauds among them, at least {budget:.1%} ({results[0]['alert_rate']:.2%} here); the largest change between "
+        "consecutive versions, relative to the earlier one.",
+        "",
+        "| strategy | AP [interval] | ROC-AUC | log-loss | Brier | recall at budget | accuracy | ECE | versions | alerts per version | largest alert change |",
+        "|---" * 11 + "|",
+    ]
     frauds = min(a["frauds"] for a in intervals["ap"].values())
     for s in order:
         a = agg[s]
         acc_cell = "n/a (rare)" if a["accuracy"] is None else _fmt(a["accuracy"], spread=False)
         change = "none (one version)" if a["alert_change"] is None else \
             f"{_fmt(a['alert_change'], pct=True, spread=False)} ({a['alert_change_alerts'][0]:.0f} alerts)"
-        figs = [cell(a[k][0] if a[k] else None, frauds, 4 if k in ("log_loss", "brier", "ece") else 3) for k in ("auc", "log_loss", "brier", "recall_at_budget")]
+        figs = [
+            cell(a[k][0] if a[k] else None, frauds, 4 if k in ("log_loss", "brier", "ece") else 3) for k in ("auc", "log_loss", "brier", "recall_at_budget")
+        ]
         L.append(f"| {s} | {_ap_interval(intervals['ap'][s])} | " + " | ".join(figs) + f" | {acc_cell} | "
                  f"{cell(a['ece'][0] if a['ece'] else None, frauds, 4)} | {a['versions'][0]:.0f} | "
                  f"{a['alerts_min'][0]:.0f} to {a['alerts_max'][0]:.0f} | {change} |")
@@ -374,18 +389,23 @@ def _memory(meta: dict[str, Any], agg: dict[str, Any], order: list[str], results
         drifts = [len(r["summary"].get("drifts", [])) for r in results if r["strategy"] == "product"]
         parts = [f"served AP {_fmt(a['ap'])} with the reaction, {_fmt(b['ap'])} without"]
         parts += [f"adaptation to {p}: {_fmt(a['adaptation'].get(p), 0)} vs {_fmt(b['adaptation'].get(p), 0)} events" for p in meta["new_patterns"]]
-        parts += [f"recurrence drop of {p}: {_fmt(a['recurrence_drop'].get(p), pct=True)} vs {_fmt(b['recurrence_drop'].get(p), pct=True)}" for p in meta["recurring"]]
+        parts += [
+            f"recurrence drop of {p}: {_fmt(a['recurrence_drop'].get(p), pct=True)} vs {_fmt(b['recurrence_drop'].get(p), pct=True)}" for p in meta["recurring"]
+        ]
         L += ["", "### Does reacting to drift help?", "",
               f"river's ADWIN found {np.mean(drifts):.1f} drifts per run in the served model's loss. With the reaction (rounds "
               "shortened and the learning rate raised for a few rounds) and without it: " + "; ".join(parts) + "."]
     prod_runs = [r for r in results if r["strategy"] == "product"]
     if prod_runs:
         keys = ("rounds", "published", "gate_failures", "resets", "rollbacks", "quarantines")
-        L += ["", "Product learner, per run: " + ", ".join(f"{k.replace('_', ' ')} {np.mean([r['summary'].get(k, 0) for r in prod_runs]):.1f}" for k in keys) + "."]
+        L += [
+            "",
+            "Product learner, per run: " + ", ".join(f"{k.replace('_', ' ')} {np.mean([r['summary'].get(k, 0) for r in prod_runs]):.1f}" for k in keys) + ".",
+        ]
     return L
 
 
-def _plots(results, scn_meta, img_dir: Path, order) -> list[tuple[str, Path]]:  # noqa: ANN001
+def _plots(results, scn_meta, img_dir: Path, order) -> list[tuple[str, Path]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -393,7 +413,7 @@ def _plots(results, scn_meta, img_dir: Path, order) -> list[tuple[str, Path]]:  
 
     scale, unit = scn_meta["time_unit"]
     origin = scn_meta["origin"]
-    colors = dict(zip(order, plt.get_cmap("tab10").colors))
+    colors = dict(zip(order, matplotlib.color_sequences["tab10"]))
     out = []
     fig, ax = plt.subplots(figsize=(11, 5))
     for s in order:
@@ -437,7 +457,7 @@ def _plots(results, scn_meta, img_dir: Path, order) -> list[tuple[str, Path]]:  
     return out
 
 
-def _marks(ax, scn_meta, results, origin, scale) -> None:  # noqa: ANN001
+def _marks(ax, scn_meta, results, origin, scale) -> None:
     for t, what in scn_meta["drift_points"]:
         ax.axvline((t - origin) / scale, color="grey", ls="--", lw=0.8)
         ax.text((t - origin) / scale, 0.02, what, rotation=90, fontsize=7, color="grey", va="bottom", transform=ax.get_xaxis_transform())
@@ -447,7 +467,7 @@ def _marks(ax, scn_meta, results, origin, scale) -> None:  # noqa: ANN001
                 transform=ax.get_xaxis_transform(), label="ADWIN drift (product)")
 
 
-def _save(fig, path: Path, tight: bool = True) -> Path:  # noqa: ANN001
+def _save(fig, path: Path, tight: bool = True) -> Path:
     if tight:
         fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -457,7 +477,7 @@ def _save(fig, path: Path, tight: bool = True) -> Path:  # noqa: ANN001
     return path
 
 
-def scenario_meta(built: list, card_k: int) -> dict[str, Any]:  # noqa: ANN001
+def scenario_meta(built: list, card_k: int) -> dict[str, Any]:
     """What the report needs of a scenario, from its first seed's build; fraud counts are the fewest
     over the seeds' builds (``built``)."""
     scn = built[0]

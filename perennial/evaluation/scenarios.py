@@ -36,13 +36,13 @@ Pattern probes hold 20,000 fresh legitimate events and 200 frauds of the pattern
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from perennial.evaluation import data
 from perennial.evaluation.data import Phase
-from streams.concepts import Concept, Cluster
+from streams.concepts import Cluster, Concept
 from streams.simulator import DAY, EPOCH, HOUR
 
 CATALOGUE: dict[str, str] = {

@@ -42,13 +42,14 @@ is reviewed, and the alerts a fixed threshold raises.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, overload
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from learners.quality import average_precision, roc_auc
 from learners.stats import interval, paired_ap_replicates
-
 
 MIN_CELL_FRAUDS = 30
 """Fewest frauds a figure (an R-matrix cell, a period, a pattern) may rest on: below it the AP of a
@@ -158,14 +159,14 @@ def recall_at_daily_budget(day: np.ndarray, y: np.ndarray, scores: np.ndarray, b
     caught = 0
     for d in np.unique(day):
         m = np.flatnonzero(day == d)
-        k = max(1, int(round(budget * len(m))))
+        k = max(1, round(budget * len(m)))
         caught += int(y[m[np.argsort(-scores[m], kind="stable")[:k]]].sum())
     return caught / int(y.sum())
 
 
 def alert_threshold(scores: np.ndarray, rate: float = ALERT_BUDGET) -> float:
     """The score at which ``rate`` of ``scores`` alert (score >= threshold)."""
-    k = max(1, int(round(rate * len(scores))))
+    k = max(1, round(rate * len(scores)))
     return float(np.sort(scores)[::-1][k - 1])
 
 
@@ -186,7 +187,7 @@ def largest_alert_change(counts: Sequence[int]) -> dict[str, float | int] | None
 
 def served_quality(day: np.ndarray, y: np.ndarray, scores: np.ndarray, budget: float = ALERT_BUDGET) -> dict[str, float | int | None]:
     """The figures of what was served: every event scored by the version served at its moment."""
-    out: dict[str, float | int | None] = {"events": int(len(y)), "frauds": int(np.sum(y))}
+    out: dict[str, float | int | None] = {"events": len(y), "frauds": int(np.sum(y))}
     if not len(y):
         return out
     return {**out, "ap": average_precision(y, scores), "auc": roc_auc(y, scores), "log_loss": log_loss(y, scores),
@@ -225,13 +226,17 @@ def paired_difference(a: Sequence[tuple[float, np.ndarray]], b: Sequence[tuple[f
             "verdict": verdict(low, high)}
 
 
-def enough_frauds(frauds: int | np.ndarray) -> bool | np.ndarray:
+@overload
+def enough_frauds(frauds: int) -> np.bool_: ...
+@overload
+def enough_frauds(frauds: np.ndarray | Sequence[int]) -> np.ndarray: ...
+def enough_frauds(frauds: int | np.ndarray | Sequence[int]) -> np.bool_ | np.ndarray:
     """Whether a figure resting on ``frauds`` frauds is shown as a number (see ``MIN_CELL_FRAUDS``)."""
     return np.asarray(frauds) >= MIN_CELL_FRAUDS
 
 
 def quality(y: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
-    return {"ap": average_precision(y, scores), "auc": roc_auc(y, scores), "events": int(len(y)), "frauds": int(np.sum(y))}
+    return {"ap": average_precision(y, scores), "auc": roc_auc(y, scores), "events": len(y), "frauds": int(np.sum(y))}
 
 
 def forgetting(R: np.ndarray) -> list[float]:
@@ -239,13 +244,13 @@ def forgetting(R: np.ndarray) -> list[float]:
     return [float(np.nanmax(R[:-1, j]) - R[-1, j]) if np.isfinite(R[:-1, j]).any() and np.isfinite(R[-1, j]) else float("nan") for j in range(R.shape[1])]
 
 
-def acc(R: np.ndarray, usable: np.ndarray | None = None) -> float:
+def acc(R: np.ndarray, usable: ArrayLike | None = None) -> float:
     """Mean quality over the tasks at the end (the ``usable`` ones: enough frauds in their probe)."""
     final = R[-1] if usable is None else R[-1, np.asarray(usable, bool)]
     return float(np.nanmean(final)) if np.isfinite(final).any() else float("nan")
 
 
-def bwt(R: np.ndarray, usable: np.ndarray | None = None) -> float:
+def bwt(R: np.ndarray, usable: ArrayLike | None = None) -> float:
     """Backward transfer for tasks that are periods: rows 1..P are after periods 0..P-1 and column j
     is period j; mean over j < P-1 (``usable`` ones) of (final quality on j) - (quality on j right
     after period j)."""

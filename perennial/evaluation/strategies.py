@@ -13,9 +13,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -58,7 +59,7 @@ class Strategy(ABC):
 
     name = ""
 
-    def learn(self, x: np.ndarray, y: np.ndarray, label_time: np.ndarray, now: float) -> None:
+    def learn(self, x: np.ndarray, y: np.ndarray, label_time: np.ndarray, now: float) -> None:  # noqa: B027 - a default
         """Labels that arrived since the last call (in arrival order); ``now`` is the stream time.
         A strategy that never updates (frozen) keeps this default."""
 
@@ -168,7 +169,10 @@ class Product(Strategy):
 
 
 class _NoDeadLetters:
-    def send(self, raw, key, reason, message, source, on_delivery) -> None:  # noqa: ANN001
+    def send(
+        self, raw: bytes | None, key: bytes | None, reason: str, message: str, source: tuple[str, int, int],
+        on_delivery: Callable[[Exception | None], None],
+    ) -> None:
         raise ValueError(f"the evaluation produced a malformed event ({reason}): {message}")
 
 
@@ -204,7 +208,7 @@ class Retraining(Strategy):
         X, Y, T = (np.concatenate(a) for a in (self.xs, self.ys, self.ts))
         self.xs, self.ys, self.ts = [X], [Y], [T]
         if self.window_s is not None:
-            keep = T >= now - self.window_s
+            keep = now - self.window_s <= T
             X, Y = X[keep], Y[keep]
         cut = int(len(Y) * (1 - VALIDATION_SHARE))
         if Y[:cut].sum() < MIN_FRAUDS or not Y[cut:].any():
@@ -285,7 +289,9 @@ class RiverOnline(Strategy):
         if not len(x):
             return np.zeros(0)
         proba = self.model.predict_proba_many(self._frame(x))
-        return proba[True].to_numpy() if True in proba.columns else np.zeros(len(x))
+        if True not in proba.columns:
+            return np.zeros(len(x))
+        return proba[True].to_numpy()  # type: ignore[index]  # river types it as any narwhals frame; pandas in, pandas out
 
 
 def build(name: str, *, model: ScoringModel, registry: Path, settings: Settings, history: tuple[np.ndarray, np.ndarray, np.ndarray],

@@ -53,7 +53,7 @@ class Stack:
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "PERENNIAL_LOG__FORMAT": "text",
-            "PERENNIAL_LEARN__NUMERIC_THREADS": "1",  # server, learner, broker and the tests share two cores  # the tests read messages in the logs (tests/unit/test_cli.py reads JSON ones)
+            "PERENNIAL_LEARN__NUMERIC_THREADS": "1",  # server, learner, broker and the tests share two cores
             "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "PERENNIAL_KAFKA__TOPIC": self.topic,
             "PERENNIAL_KAFKA__ANNOUNCE_TOPIC": f"{self.topic}.announce",
@@ -79,7 +79,7 @@ class Stack:
         return f"http://127.0.0.1:{self.serve_port}"
 
     def start(self, command: str) -> subprocess.Popen:
-        log = open(self.root / f"{command}.log", "ab")
+        log = open(self.root / f"{command}.log", "ab")  # noqa: SIM115 - the child process writes to it
         proc = subprocess.Popen([sys.executable, "-m", "perennial.cli", command], env=self.env, stdout=log, stderr=log)
         self.procs[command] = proc
         return proc

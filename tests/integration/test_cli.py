@@ -152,6 +152,9 @@ def test_demo_with_joined_labels_learns_from_fraud_labels_alone(tmp_path):
     assert s["labels"] == "join" and "labels joined: transactions posted to the server" in r.stdout
     assert join["predictions_total"] > 10_000 and join["matured_total"] > 5_000 and join["labels_total"] > 50
     # the learner consumed only what the join sent: fraud labels joined (a label parked at the end is not sent yet) and matured negatives
-    assert 0 < s["events_consumed"] <= join["events_sent_total"] and join["matured_total"] < join["events_sent_total"] <= join["labels_total"] + join["matured_total"]
+    assert (
+        0 < s["events_consumed"] <= join["events_sent_total"]
+        and join["matured_total"] < join["events_sent_total"] <= join["labels_total"] + join["matured_total"]
+    )
     assert s["versions_promoted"] >= 1 and s["new_pattern_ap_end"] > s["new_pattern_ap_start"] + 0.3
     assert s["prediction_requests_failed"] == 0 and s["events_dead_lettered"] == 0

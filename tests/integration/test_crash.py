@@ -13,9 +13,9 @@ import pytest
 
 from learners.checkpoint import load_checkpoint
 from learners.registry import Registry
+from streams.simulate import encode_rows
 
 from .conftest import SIM, producer, read_to_end, wait_for
-from streams.simulate import encode_rows
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def test_sigkilled_learner_loses_no_event(stack):
     released.release()
     for kill in range(5):
         # consuming: the partition assigned to this incarnation (up is not enough on a busy machine)
-        wait_for(lambda: stack.log("learn").count('"event":"assigned"') > kill, 180, "learner to be assigned its partition")
+        wait_for(lambda kill=kill: stack.log("learn").count('"event":"assigned"') > kill, 180, "learner to be assigned its partition")
         time.sleep(rng.uniform(0.3, 2.5))  # lands in consuming, training, gating, publishing or checkpointing
         stack.stop("learn", signal.SIGKILL)
         stack.start("learn")

@@ -112,7 +112,7 @@ def test_corrupt_registry_entries_are_refused_once_and_the_model_kept(stack):
         assert r.status_code == 200 and r.json()["version"] == good.version
         assert httpx.get(f"{stack.url}/readyz").status_code == 200
 
-    def bad_version(corrupt) -> str:  # noqa: ANN001
+    def bad_version(corrupt) -> str:
         """A complete version, damaged by ``corrupt`` before CURRENT names it (no server can see it sound)."""
         version = reg.add_version(good.weights, good.schema, parent=good.version)["version"]
         corrupt(stack.registry / "versions" / version)
@@ -122,7 +122,7 @@ def test_corrupt_registry_entries_are_refused_once_and_the_model_kept(stack):
     def truncate_weights(v: Path) -> None:
         (v / "model.safetensors").write_bytes((v / "model.safetensors").read_bytes()[:100])
 
-    def edit_manifest(change):  # noqa: ANN001, ANN202
+    def edit_manifest(change):
         def corrupt(v: Path) -> None:
             doc = orjson.loads((v / "manifest.json").read_bytes())
             change(doc)
@@ -207,7 +207,7 @@ def test_broker_outage_of_20_seconds_loses_nothing(tmp_path, base_registry):
         load = Load(stack.url)
         load.start()
         first = produce_stream(stack.bootstrap, stack.topic, 45, 47)
-        consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")  # noqa: E731
+        consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")
         wait_for(lambda: consumed() >= len(first), 90, "learner to consume before the outage")
         before_outage = len(load.results)
         outage.cut()
@@ -247,7 +247,7 @@ def test_learner_started_before_the_broker_waits_for_it_then_learns(tmp_path, ba
         assert stack.learner_metric("perennial_learner_broker_up") == 0
         broker.start()
         produced = produce_stream(broker.bootstrap, stack.topic, 45, 46)
-        consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")  # noqa: E731
+        consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")
         wait_for(lambda: consumed() == len(produced), 120, "the learner to consume once the broker is up")
         wait_for(lambda: stack.learner_metric("perennial_learner_rounds_total") >= 1, 60, "a training round")
         assert learner.poll() is None, "the same process, never restarted"
@@ -300,7 +300,7 @@ def test_learner_reads_on_after_the_broker_lost_its_data(tmp_path, base_registry
         stack.start("learn")
         first = produce_stream(broker.bootstrap, stack.topic, 45, 47)
         wait_for(lambda: checkpoint_positions(stack) == len(first), 120, "a checkpoint after the first events")
-        lag = lambda: stack.learner_metric('perennial_learner_consumer_lag{partition="0"}')  # noqa: E731
+        lag = lambda: stack.learner_metric('perennial_learner_consumer_lag{partition="0"}')
         assert lag() == 0
         lag_series.start()
         broker.stop()
@@ -311,7 +311,7 @@ def test_learner_reads_on_after_the_broker_lost_its_data(tmp_path, base_registry
             malformed.send(stack.topic, value=b"not json %d" % i)
         malformed.close(10)
         assert len(second) + 5 < len(first)
-        consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")  # noqa: E731
+        consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")
         wait_for(lambda: consumed() == len(first) + len(second) + 5, 120, "the learner to read the new events")
         wait_for(lambda: checkpoint_positions(stack) == len(second) + 5, 60, "a checkpoint at the new positions")
         assert stack.learner_metric('perennial_learner_offset_resets_total{partition="0"}') == 1

@@ -29,8 +29,8 @@ def hostile_records(good: dict) -> list[tuple[str, bytes | None, bytes | None]]:
     misnamed = dict(features)
     misnamed["zzz"] = misnamed.pop(FEATURES[0])  # the right count of features, one misnamed
     unicode_named = {("ämount" if k == FEATURES[0] else k): v for k, v in features.items()}
-    event = lambda **over: orjson.dumps({**good, **over})  # noqa: E731
-    bare = lambda token: event(id="h-token")[:-1] + b', "features": {"%s": %s}}' % (FEATURES[0].encode(), token)  # noqa: E731
+    event = lambda **over: orjson.dumps({**good, **over})
+    bare = lambda token: event(id="h-token")[:-1] + b', "features": {"%s": %s}}' % (FEATURES[0].encode(), token)
     return [
         ("missing_feature", None, event(id="h-misnamed", features=misnamed)),
         ("missing_feature", None, event(id="h-unicode", features=unicode_named)),
@@ -142,7 +142,7 @@ def _balance(stack) -> tuple[float, float] | None:
     buffers and not yet counted them)."""
     text = httpx.get(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).text
     samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-    value = lambda name: float(samples[f"perennial_learner_{name}"])  # noqa: E731
+    value = lambda name: float(samples[f"perennial_learner_{name}"])
     by_reason = ("perennial_learner_events_quarantined_total{", "perennial_learner_events_dead_lettered_total{")
     accounted = value("events_trained_total") + value("events_held_out_total")
     accounted += value("pending_events") + value("pending_holdout_events")

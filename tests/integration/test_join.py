@@ -17,10 +17,10 @@ import pytest
 
 from learners.checkpoint import load_checkpoint
 from learners.join import CORRECTION_SUFFIX
+from streams.simulator import FEATURES
 
 from .conftest import SIM, Stack, producer, read_to_end, wait_for
 from .test_crash import _pending
-from streams.simulator import FEATURES
 
 pytestmark = pytest.mark.integration
 

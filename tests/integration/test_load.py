@@ -32,7 +32,10 @@ class Client(threading.Thread):
         self.ok = self.failed = self.predictions = 0
         self.versions: set[str] = set()
         rows = SIM.pattern_sets(46, 1)["compromised_terminal"][0][:1024].tolist()
-        self.bodies = [orjson.dumps([{"features": dict(zip(FEATURES, r))} for r in rows[i : i + batch]] if batch > 1 else {"features": dict(zip(FEATURES, rows[i]))}) for i in range(0, 1024 - batch, max(batch, 7))]
+        self.bodies = [
+            orjson.dumps([{"features": dict(zip(FEATURES, r))} for r in rows[i : i + batch]] if batch > 1 else {"features": dict(zip(FEATURES, rows[i]))})
+            for i in range(0, 1024 - batch, max(batch, 7))
+        ]
 
     def run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=10) as c:

@@ -30,7 +30,7 @@ def test_rollback_pause_resume_over_http(stack):
     stack.wait_ready()
     reg = Registry(stack.registry)
     produced = produce_stream(stack.bootstrap, stack.topic, 45, 48)
-    consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")  # noqa: E731
+    consumed = lambda: stack.learner_metric("perennial_learner_events_consumed_total")
     wait_for(lambda: consumed() >= len(produced), 120, "learner to consume")
     wait_for(lambda: len(reg.versions()) >= 2, 60, "a published version")  # a candidate is judged on the events after it
     # the learner is idle (its last, time-triggered round done), so nothing is published under the rollback

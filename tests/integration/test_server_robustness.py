@@ -212,7 +212,7 @@ def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(serve):
     for headers in ({"content-length": str(len(chunk) * total)}, {}):  # declared, then chunked
         sent = {"chunks": 0}
 
-        def upload():
+        def upload(sent: dict[str, int] = sent):
             for _ in range(total):
                 sent["chunks"] += 1
                 yield chunk

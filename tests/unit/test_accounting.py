@@ -52,7 +52,7 @@ class DeadLetters:
         self.sent: list[tuple[tuple[str, int, int], str]] = []
         self.refuse = refuse
 
-    def send(self, raw, key, reason, message, source, on_delivery) -> None:  # noqa: ANN001
+    def send(self, raw, key, reason, message, source, on_delivery) -> None:
         self.sent.append((source, reason))
         on_delivery(self.refuse)
 
@@ -94,7 +94,7 @@ def test_a_misnamed_feature_is_dead_lettered_and_rounds_and_checkpoints_go_on(le
 def test_an_unforeseen_failure_dead_letters_that_record_as_internal_error_and_learning_goes_on(learner, monkeypatch, caplog):
     real = learner_module.parse_event
 
-    def parse(raw, names):  # noqa: ANN001
+    def parse(raw, names):
         if raw == VALID[5]:
             raise ZeroDivisionError("a fault of the learner")
         return real(raw, names)

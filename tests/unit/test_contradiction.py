@@ -67,6 +67,6 @@ def test_a_slow_genuine_change_moves_the_usual_rate_so_it_is_never_flagged():
     g = guard()
     for step in range(60):  # the usual 10% creeps up to 60% over 60 rounds
         rate = 0.10 + 0.50 * step / 59
-        assert not g.check(*round_of(80, int(round(80 * rate)))).flagged, step
+        assert not g.check(*round_of(80, round(80 * rate))).flagged, step
     assert 0.45 < g.usual_rate < 0.6
     assert guard().check(*round_of(80, 48)).flagged  # the same last round, against the old usual rate

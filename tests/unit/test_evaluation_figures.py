@@ -7,12 +7,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perennial.evaluation.report import cell
 from learners.quality import average_precision
 from learners.stats import paired_ap_replicates
+from perennial.evaluation.report import cell
 from perennial.evaluation.scores import (
-    BOOTSTRAP_SEED, MIN_CELL_FRAUDS, acc, accuracy, alert_threshold, alerts, ap_interval, ap_replicates, brier, bwt,
-    calibration_error, largest_alert_change, log_loss, paired_difference, recall_at_daily_budget, served_quality, verdict,
+    BOOTSTRAP_SEED,
+    MIN_CELL_FRAUDS,
+    acc,
+    accuracy,
+    alert_threshold,
+    alerts,
+    ap_interval,
+    ap_replicates,
+    brier,
+    bwt,
+    calibration_error,
+    largest_alert_change,
+    log_loss,
+    paired_difference,
+    recall_at_daily_budget,
+    served_quality,
+    verdict,
 )
 
 

@@ -24,7 +24,9 @@ def reason(data: bytes, **kw) -> str:
 
 
 def test_valid_event_in_schema_order():
-    e = parse_event(orjson.dumps({"id": 7, "time": "2026-01-01T00:00:00Z", "features": {"hour": 3, "amount": 1}, "label": True, "entities": {"card": "c1"}}), NAMES)
+    e = parse_event(
+        orjson.dumps({"id": 7, "time": "2026-01-01T00:00:00Z", "features": {"hour": 3, "amount": 1}, "label": True, "entities": {"card": "c1"}}), NAMES
+    )
     assert (e.id, e.time, e.features, e.label, e.entities) == ("7", 1767225600.0, (1.0, 3.0), 1, {"card": "c1"})
 
 

@@ -50,10 +50,8 @@ class NoDeadLetters:
 def feed(learner: Learner, tx, labels=None) -> None:
     labels = tx.label if labels is None else labels
     for i in range(len(tx)):
-        raw = (
-            '{"id": "%d", "time": %d, "label": %d, "features": {%s}}'
-            % (tx.id[i], tx.time[i], labels[i], ", ".join(f'"{n}": {v!r}' for n, v in zip(FEATURES, tx.features[i].tolist())))
-        ).encode()
+        features = ", ".join(f'"{n}": {v!r}' for n, v in zip(FEATURES, tx.features[i].tolist()))
+        raw = f'{{"id": "{int(tx.id[i])}", "time": {int(tx.time[i])}, "label": {int(labels[i])}, "features": {{{features}}}}}'.encode()
         learner.handle(raw, None, ("t", 0, i), NoDeadLetters())
 
 

@@ -64,10 +64,17 @@ def test_malformed_labels_are_refused_with_a_reason(doc, reason):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200) | st.recursive(st.none() | st.booleans() | st.floats() | st.integers(-2**63, 2**64 - 1) | st.text(max_size=5),
-                                              lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(
-                                                  ["id", "label", "time", "source", "ids", "names", "rows", "times", "scores", "features"]), c, max_size=6),
-                                              max_leaves=12).map(lambda d: orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS) if not isinstance(d, float) else b"1"))
+@given(
+    st.binary(max_size=200)
+    | st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5),
+        lambda c: (
+            st.lists(c, max_size=3)
+            | st.dictionaries(st.sampled_from(["id", "label", "time", "source", "ids", "names", "rows", "times", "scores", "features"]), c, max_size=6)
+        ),
+        max_leaves=12,
+    ).map(lambda d: orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS) if not isinstance(d, float) else b"1")
+)
 def test_any_bytes_give_predictions_and_labels_or_a_known_reason(raw):
     for parse in (lambda r: parse_predictions(r, NAMES), parse_label):
         try:

@@ -277,7 +277,10 @@ VERSION_CORRUPTIONS = {
     "manifest is {}": (_write("manifest.json", b"{}"), "the manifest of v000002 has no 'version'"),
     "manifest is not JSON": (_write("manifest.json", b"\xff\xfe{"), "is not valid JSON"),
     "manifest is truncated": (lambda v: (v / "manifest.json").write_bytes((v / "manifest.json").read_bytes()[:40]), "is not valid JSON"),
-    "manifest edited": (lambda v: (v / "manifest.json").write_bytes((v / "manifest.json").read_bytes().replace(b'"v000001"', b'"v000000"')), "does not match its checksum"),
+    "manifest edited": (
+        lambda v: (v / "manifest.json").write_bytes((v / "manifest.json").read_bytes().replace(b'"v000001"', b'"v000000"')),
+        "does not match its checksum",
+    ),
     "manifest is a directory": (_replace_with_dir("manifest.json"), "the manifest of v000002 is a directory, not a file"),
     "manifest is missing": (lambda v: (v / "manifest.json").unlink(), "the manifest of v000002 is missing"),
     "manifest of another version": (_manifest_of_v000001, "the manifest in v000002's directory is the manifest of 'v000001'"),
@@ -350,9 +353,9 @@ def test_unreadable_files_are_refused(two_versions, monkeypatch):
         return real(self)
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
-    with pytest.raises(RegistryError, match="cannot read CURRENT .*: Permission denied"):
+    with pytest.raises(RegistryError, match=r"cannot read CURRENT .*: Permission denied"):
         two_versions.current_version()
-    with pytest.raises(RegistryError, match="cannot read the manifest of v000001 .*: Permission denied"):
+    with pytest.raises(RegistryError, match=r"cannot read the manifest of v000001 .*: Permission denied"):
         two_versions.load("v000001")
 
 
@@ -362,7 +365,7 @@ def test_odd_retention_and_replay_seed_are_refused(two_versions):
     with pytest.raises(RegistryError, match="the retention set is a directory"):
         two_versions.load_retention()
     two_versions.replay_seed_path.write_bytes(b"garbage")
-    with pytest.raises(RegistryError, match="the replay seed at .* is not a safetensors file with x and y"):
+    with pytest.raises(RegistryError, match=r"the replay seed at .* is not a safetensors file with x and y"):
         two_versions.load_replay_seed()
     two_versions.replay_seed_path.write_bytes(save_safetensors({"x": np.zeros((3, 2), np.float32), "y": np.zeros(2, np.int64)}))
     with pytest.raises(RegistryError, match=r"has x of shape \(3, 2\) and y of shape \(2,\)"):

@@ -22,7 +22,7 @@ N = 3000
 NOW = 1_800_000_000.0
 
 
-def clone_versions(reg: Registry, n: int, created) -> None:  # noqa: ANN001
+def clone_versions(reg: Registry, n: int, created) -> None:
     """``n`` versions in a few seconds: the first written by the registry, the rest copies of it with
     their own id, parent and creation time (checksums recomputed, so every one is sound)."""
     import torch

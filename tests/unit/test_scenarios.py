@@ -94,7 +94,7 @@ def test_recurrence_flips_the_boundary_and_returns(built):
 def test_concept_probes_are_fresh_draws_of_one_concept(built):
     s = built["recurrence"]
     stream_rows = {r.tobytes() for r in s.x}
-    for name, (x, y) in s.pattern_probes.items():
+    for x, y in s.pattern_probes.values():
         assert 0.04 < y.mean() < 0.06
         assert not any(r.tobytes() in stream_rows for r in x[:500])
     # A's probe negatives come from A only: none lies in A's fraud region (B's honest segment)
@@ -105,7 +105,7 @@ def test_concept_probes_are_fresh_draws_of_one_concept(built):
 
 def test_threshold_moves_every_event_along_the_fraud_direction_keeping_the_rate(built):
     s = built["threshold"]
-    (t0, t1, before), (_, _, after) = s.concept_spans
+    (_, t1, before), (_, _, after) = s.concept_spans
     assert (before, after) == ("before_shift", "after_shift")
     early, late = s.time < t1, s.time >= t1
     assert abs(s.y[early].mean() - s.y[late].mean()) < 0.01
