@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from common import ROOT, rss_mib
 
-from common import ROOT, rss_mib  # noqa: I001
 from perennial.settings import JoinSettings, Settings
 from streams.broker import LocalBroker
 from streams.predictions import Label, Prediction, encode_batch

@@ -20,15 +20,14 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
 import torch
-
-from common import SIM, registry, rss_mib, start, stop, wait_http  # noqa: I001
-import warnings
+from common import SIM, registry, rss_mib, start, stop, wait_http
 
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.model import TabularNet

@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 
 import httpx
-
-from common import ROOT, registry, serve_env, start, stop, wait_http, wrk  # noqa: I001
+from common import ROOT, registry, serve_env, start, stop, wait_http, wrk
 from serving import bodies
+
 from streams.broker import LocalBroker, free_port
 
 SECONDS = 10
@@ -58,7 +58,7 @@ def main() -> list[tuple[str, str, str, str]]:
     failed = sum(r["non_2xx"] for v in runs.values() for r in v) + sum(r["non_2xx"] for r in batches.values())
     queued = counts.get("queued", 0.0)
     share = counts.get("sent", 0.0) / queued if queued else 0.0
-    fmt = lambda m: f"{m['rps']:,.0f} ({m['p50_ms']:.2f} ms, {m['p99_ms']:.2f} ms)"  # noqa: E731
+    fmt = lambda m: f"{m['rps']:,.0f} ({m['p50_ms']:.2f} ms, {m['p99_ms']:.2f} ms)"
     return [
         ("single event, prediction log off: requests/s (p50, p99)", fmt(mean["off"]), "", ""),
         ("single event, prediction log on: requests/s (p50, p99)", fmt(mean["on"]), "", ""),

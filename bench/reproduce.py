@@ -18,7 +18,7 @@ import orjson
 TIMINGS = {"learn_s", "score_s", "wall_s", "seconds", "labels_per_s"}
 
 
-def differences(a, b, path: str = "", tolerance: float = 0.005):  # noqa: ANN001 - any JSON
+def differences(a, b, path: str = "", tolerance: float = 0.005):  # any JSON
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if key in TIMINGS:
@@ -56,7 +56,7 @@ def main() -> int:
     return 1 if found else 0
 
 
-def _numbers(x):  # noqa: ANN001
+def _numbers(x):
     if isinstance(x, dict):
         for k, v in x.items():
             if k not in TIMINGS:

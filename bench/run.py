@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import sys
 
+import join
 import learning
 import peers
-import join
 import prediction_log
-import serving
 import server_memory
+import serving
 import swaps
 from common import ROOT, report
 
@@ -44,11 +44,20 @@ SECTIONS = {
     "peers": (
         "Peers", peers.main,
         [f"wrk -t1 -c32 -d{peers.SECONDS}s per figure, one worker each, every peer in its own virtual environment under {peers.VENVS}",
+         "ours is measured again before each peer, and each ratio divides by that measurement (the machine's load may change "
+         "in the minutes a run takes)",
          "each peer's first answer is checked against ours (same score to 1e-5) before it is measured",
          "LitServe gets the same JSON bodies as /v1/predict, BentoML the same events under {\"events\": [...]}, "
          "MLServer a V2-protocol FP32 tensor of the same rows (cheaper to parse than JSON objects)",
-         "peers run with their default settings, so their adaptive batching (which waits on a timer to fill a batch) is off; "
-         "ours shares forward passes among requests parsed in the same turn of the event loop, with no timer"],
+         f"each peer twice: adaptive batching off (its default) and on, at most {peers.MAX_BATCH} requests a pass and a wait of at most "
+         f"{peers.MAX_WAIT_MS:g} ms to fill it: LitServe max_batch_size / batch_timeout (batch and unbatch join and split the events), "
+         "MLServer max_batch_size / max_batch_time in model-settings.json, BentoML @bentoml.api(batchable=True, "
+         f"max_batch_size={peers.MAX_BATCH * peers.BATCH:,} events) with its own wait (max_latency_ms, a deadline past which it "
+         "answers 503, left at its default)",
+         "ours has no such settings (ServeSettings has none): a forward pass takes every request parsed in the same turn of the "
+         "event loop, with no timer and no cap; under wrk's 32 connections no cap above is reached",
+         "requests a pass: each server's forward passes counted while wrk ran (ours from /metrics, each peer's model counts its own); "
+         "a peer whose batching did not do what it was set to (a shared pass when off, none when on) is reported as not measured"],
         ROOT / "docs" / "benchmarks" / "peers.md",
     ),
     "swaps": (
@@ -66,7 +75,8 @@ SECTIONS = {
          "(c) is stock Avalanche (its own data loaders); our trainer keeps Avalanche's sampler, ReplayPlugin storage and EWCPlugin "
          "and fetches each batch with one tensor index: the same batches and weights (tests/unit/test_avalanche_adapter.py)",
          "the serial bound: a learner that reads and decodes (a) and trains like (b) on one thread cannot beat 1/(1/a + 1/b); "
-         "0.8 of (a) and 0.5 of (b) both lie at or above it on this machine (training on a second thread while the first decodes was measured slower than one thread: the GIL)",
+         "0.8 of (a) and 0.5 of (b) both lie at or above it on this machine (training on a second thread while the first "
+         "decodes was measured slower than one thread: the GIL)",
          "freshness: a producer at 2,000 events/s for 30 s, a server polled every 50 ms for its version; an event counts as served "
          "once a served version's manifest records offsets past it",
          "memory: resident set of the learner process, read from /proc"],
@@ -91,4 +101,6 @@ if __name__ == "__main__":
         title, measure, notes, path = SECTIONS[name]
         report(title, measure(), notes, path)
     parts = [path.read_text() for _, _, _, path in SECTIONS.values() if path.exists()]
-    (ROOT / "docs" / "benchmarks.md").write_text("# Benchmarks\n\nWritten by `make bench` (`python bench/run.py SECTION...` reruns some).\n\n" + "\n".join(parts))
+    (ROOT / "docs" / "benchmarks.md").write_text(
+        "# Benchmarks\n\nWritten by `make bench` (`python bench/run.py SECTION...` reruns some).\n\n" + "\n".join(parts)
+    )

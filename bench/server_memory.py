@@ -8,9 +8,9 @@ import tempfile
 from pathlib import Path
 
 import httpx
-
-from common import registry, rss_mib, serve_env, start, stop, wait_http  # noqa: I001
+from common import registry, rss_mib, serve_env, start, stop, wait_http
 from serving import bodies
+
 from streams.broker import free_port
 
 MARKS = (100_000, 1_000_000)

@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 
 import orjson
+from common import ROOT, SIM, registry, serve_env, start, stop, wait_http, wrk
 
-from common import ROOT, SIM, registry, serve_env, start, stop, wait_http, wrk  # noqa: I001
 from streams.broker import free_port
 from streams.simulator import FEATURES
 
@@ -56,8 +56,18 @@ def main() -> list[tuple[str, str, str, str]]:
     ratio = mean["ours"]["rps"] / mean["bare"]["rps"]
     p64, p1024 = b64["rps"] * 64, b1024["rps"] * 1024
     return [
-        ("single event: /v1/predict requests/s (p50, p99)", f"{mean['ours']['rps']:,.0f} ({mean['ours']['p50_ms']:.2f} ms, {mean['ours']['p99_ms']:.2f} ms)", "", ""),
-        ("single event: bare FastAPI ceiling requests/s (p50, p99)", f"{mean['bare']['rps']:,.0f} ({mean['bare']['p50_ms']:.2f} ms, {mean['bare']['p99_ms']:.2f} ms)", "", ""),
+        (
+            "single event: /v1/predict requests/s (p50, p99)",
+            f"{mean['ours']['rps']:,.0f} ({mean['ours']['p50_ms']:.2f} ms, {mean['ours']['p99_ms']:.2f} ms)",
+            "",
+            "",
+        ),
+        (
+            "single event: bare FastAPI ceiling requests/s (p50, p99)",
+            f"{mean['bare']['rps']:,.0f} ({mean['bare']['p50_ms']:.2f} ms, {mean['bare']['p99_ms']:.2f} ms)",
+            "",
+            "",
+        ),
         ("single event: ratio to the ceiling", f"{ratio:.2f}", ">= 0.80", "yes" if ratio >= 0.8 else "no"),
         ("batches of 64: predictions/s", f"{p64:,.0f}", ">= 100,000", "yes" if p64 >= 100_000 else "no"),
         ("batches of 1,024: predictions/s", f"{p1024:,.0f}", ">= 100,000", "yes" if p1024 >= 100_000 else "no"),

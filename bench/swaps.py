@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
-from common import registry, serve_env, start, stop, wait_http, wrk  # noqa: I001
-from learners.registry import Registry
+from common import registry, serve_env, start, stop, wait_http, wrk
 from serving import bodies
+
+from learners.registry import Registry
 from streams.broker import free_port
 
 SECONDS = 30
@@ -70,7 +70,12 @@ def main() -> list[tuple[str, str, str, str]]:
     ratio = busy["p99_ms"] / calm["p99_ms"]
     failed = busy["non_2xx"] + calm["non_2xx"]
     return [
-        ("swap under load: versions published / swapped by the server", f"{len(published)} / {swapped} ({refused} refused)", "one per second", "yes" if swapped >= SECONDS - 5 and not refused else "no"),
+        (
+            "swap under load: versions published / swapped by the server",
+            f"{len(published)} / {swapped} ({refused} refused)",
+            "one per second",
+            "yes" if swapped >= SECONDS - 5 and not refused else "no",
+        ),
         ("swap under load: requests/s, p50, p99 (no swaps)", f"{calm['rps']:,.0f}, {calm['p50_ms']:.2f} ms, {calm['p99_ms']:.2f} ms", "", ""),
         ("swap under load: requests/s, p50, p99 (a swap per second)", f"{busy['rps']:,.0f}, {busy['p50_ms']:.2f} ms, {busy['p99_ms']:.2f} ms", "", ""),
         ("swap under load: p99 ratio, swaps / no swaps", f"{ratio:.2f}", "<= 1.5", "yes" if ratio <= 1.5 else "no"),
