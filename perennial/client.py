@@ -16,20 +16,14 @@ status, the server's ``reason`` code (``missing_feature``, ``too_many_events``..
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 
+from service.schemas import Prediction, Predictions
 
-@dataclass(frozen=True)
-class Prediction:
-    id: Any
-    score: float
-    """Fraud probability (calibrated on held-out events)."""
-    version: str
-    """The model version that scored it."""
+__all__ = ["Client", "PerennialError", "Prediction"]
 
 
 class PerennialError(Exception):
@@ -58,14 +52,14 @@ class Client:
         """Score one event; ``id`` (and ``time``) make it joinable to a late label when the server
         logs its predictions."""
         doc = self._post("/v1/predict", _event(features, id, time))
-        return Prediction(doc.get("id"), float(doc["score"]), doc["version"])
+        return Prediction.model_validate(doc)
 
     def predict_many(self, events: Iterable[Mapping[str, Any]]) -> list[Prediction]:
         """Score events ``{"features": {...}, "id"?, "time"?}`` (or plain feature mappings) in one
         request; the predictions come in the same order."""
         body = [e if "features" in e else {"features": e} for e in events]
         doc = self._post("/v1/predict", body)
-        return [Prediction(p.get("id"), float(p["score"]), p["version"]) for p in doc["predictions"]]
+        return list(Predictions.model_validate(doc).predictions)
 
     # -- the served model ----------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic.json_schema import models_json_schema
 
 from learners.registry import Registry, RegistryError
 from perennial import package_version
@@ -39,13 +40,11 @@ from service.metrics import ServerMetrics
 from service.model_store import Announcements, Follower, ModelStore
 from service.prediction_log import PredictionLog
 from service.predictor import Predictor
+from service.schemas import PredictError, Prediction, Predictions
 from service.v2 import v2_router
 from streams import kafka as kio
 from streams.events import EventError, feature_vector
 
-PREDICT_REASONS = ("too_large", "not_json", "not_object", "empty_batch", "too_many_events", "bad_features", "missing_feature",
-                   "unknown_feature", "bad_value", "no_model")
-"""The ``reason`` codes of /v1/predict's refusals (a 4xx or a 503 body: ``{"error": ..., "reason": ...}``)."""
 
 def _schema(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -56,7 +55,7 @@ def _predict_operation(max_batch: int, max_body_bytes: int) -> dict[str, Any]:
     event = _schema("Event")
 
     def error(description: str) -> dict[str, Any]:
-        return {"description": description, "content": {"application/json": {"schema": _schema("Error")}}}
+        return {"description": description, "content": {"application/json": {"schema": _schema("PredictError")}}}
 
     body = {"oneOf": [event, {"type": "array", "items": event, "minItems": 1, "maxItems": max_batch}]}
     scored = {"oneOf": [_schema("Prediction"), _schema("Predictions")]}
@@ -78,20 +77,12 @@ def _predict_schemas(names: tuple[str, ...] | None) -> dict[str, Any]:
     features: dict[str, Any] = {"type": "object", "additionalProperties": number}
     if names is not None:
         features = {"type": "object", "properties": {n: number for n in names}, "required": list(names), "additionalProperties": False}
-    version = {"type": "string", "pattern": r"^v\d{6}$"}
-    prediction = {"id": {"type": ["string", "null"]}, "score": {"type": "number", "minimum": 0, "maximum": 1}, "version": version}
+    _, answers = models_json_schema([(Prediction, "serialization"), (Predictions, "serialization"), (PredictError, "serialization")],
+                                    ref_template="#/components/schemas/{model}")
     return {
         "Features": features,
         "Event": {"type": "object", "required": ["features"], "properties": {"id": {"type": "string"}, "features": _schema("Features")}},
-        "Prediction": {"type": "object", "required": list(prediction), "properties": prediction},
-        "Predictions": {
-            "type": "object", "required": ["version", "predictions"],
-            "properties": {"version": version, "predictions": {"type": "array", "items": _schema("Prediction")}},
-        },
-        "Error": {"type": "object", "required": ["error"], "properties": {
-            "error": {"type": "string", "description": "what is wrong and what to fix"},
-            "reason": {"type": "string", "enum": list(PREDICT_REASONS), "description": "a code to branch on"},
-        }},
+        **answers["$defs"],
     }
 
 

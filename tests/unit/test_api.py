@@ -11,6 +11,7 @@ from learners.registry import Registry
 from learners.schema import FeatureSchema
 from perennial.settings import Settings
 from service.app import create_app
+from service.schemas import PREDICT_ANSWER, PREDICT_REASONS, PredictError, Prediction, Predictions
 
 NAMES = ("amount", "hour")
 
@@ -65,6 +66,17 @@ def test_batch_keeps_order_and_version_per_item(client):
 def test_bad_requests_are_4xx_naming_the_problem_with_a_reason_code(client, body, status, words, reason):
     r = post(client, body)
     assert r.status_code == status and words in r.json()["error"] and r.json()["reason"] == reason
+    PredictError.model_validate_json(r.content)  # the documented refusal
+
+
+def test_answers_are_the_documented_models_and_the_openapi_schemas_are_theirs(client):
+    one = PREDICT_ANSWER.validate_json(post(client, {"id": "tx-1", "features": {"amount": 1, "hour": 2}}).content)
+    many = PREDICT_ANSWER.validate_json(post(client, [{"features": {"amount": i, "hour": 1}} for i in range(3)]).content)
+    assert isinstance(one, Prediction) and one.id == "tx-1" and 0 <= one.score <= 1
+    assert isinstance(many, Predictions) and len(many.predictions) == 3 and many.predictions[0].id is None
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["Prediction"]["properties"]["score"] == {**Prediction.model_json_schema()["properties"]["score"]}
+    assert set(schemas["PredictError"]["properties"]["reason"]["anyOf"][0]["enum"]) == set(PREDICT_REASONS)
 
 
 def test_streamed_body_over_the_limit_is_refused(client):
