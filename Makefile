@@ -51,7 +51,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) system-deps lint
-	$(BIN)/python -m pytest -q -ra -n 2 --durations=20
+	$(BIN)/python -m pytest -q -ra -n 2 --dist worksteal --durations=20
 
 clean:
 	rm -rf $(VENV) var

@@ -39,8 +39,8 @@ def test_a_librdkafka_producer_feeds_the_learner_and_reads_the_dead_letter_topic
     wait_for(lambda: stack.learner_metric(consumed) == n + 1, 90, f"the learner to consume {n + 1} events")
 
     consumer = confluent_kafka.Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"{stack.topic}-reader",
-                                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([f"{stack.topic}.dlq"])
+                                         "enable.auto.commit": False})
+    consumer.assign([confluent_kafka.TopicPartition(f"{stack.topic}.dlq", 0, confluent_kafka.OFFSET_BEGINNING)])  # no group join
     record = wait_for(lambda: _valid(consumer.poll(1.0)), 60, "the dead letter through librdkafka")
     consumer.close()
     headers = dict(record.headers())
