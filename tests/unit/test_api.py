@@ -3,7 +3,6 @@
 import numpy as np
 import orjson
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from learners.model import TabularNet, state_numpy
@@ -12,17 +11,13 @@ from learners.schema import FeatureSchema
 from perennial.settings import Settings
 from service.app import create_app
 from service.schemas import PREDICT_ANSWER, PREDICT_REASONS, PredictError, Prediction, Predictions
-
-NAMES = ("amount", "hour")
+from tests.unit.conftest import TWO_FEATURES as NAMES
 
 
 @pytest.fixture
-def client(tmp_path):
-    reg = Registry(tmp_path / "reg")
-    torch.manual_seed(0)
-    schema = FeatureSchema.fit(NAMES, np.random.default_rng(0).uniform(0, 10, (50, 2)))
-    reg.publish(state_numpy(TabularNet(2, hidden=8).state_dict()), schema, parent=None, gate_report={"passed": True})
-    settings = Settings(registry={"path": tmp_path / "reg"}, kafka={"bootstrap_servers": "127.0.0.1:1"}, serve={"max_batch": 3, "max_body_bytes": 2000})
+def client(two_feature_registry):
+    settings = Settings(registry={"path": two_feature_registry}, kafka={"bootstrap_servers": "127.0.0.1:1"},
+                        serve={"max_batch": 3, "max_body_bytes": 2000})
     with TestClient(create_app(settings)) as c:
         yield c
 

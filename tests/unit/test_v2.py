@@ -4,17 +4,13 @@ tensors, and a 4xx naming each problem (tritonclient on a real port is in tests/
 import numpy as np
 import orjson
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
-from learners.model import TabularNet, state_numpy
-from learners.registry import Registry
-from learners.schema import FeatureSchema
 from perennial import package_version
 from perennial.settings import Settings
 from service.app import create_app
+from tests.unit.conftest import TWO_FEATURES as NAMES
 
-NAMES = ("amount", "hour")
 ROWS = [[3.0, 1.0], [250.5, 23.0], [0.0, 0.0]]
 INFER = "/v2/models/perennial/infer"
 
@@ -25,11 +21,7 @@ def settings_for(tmp_path, **serve):
 
 
 @pytest.fixture
-def client(tmp_path):
-    reg = Registry(tmp_path / "reg")
-    torch.manual_seed(0)
-    schema = FeatureSchema.fit(NAMES, np.random.default_rng(0).uniform(0, 10, (50, 2)))
-    reg.publish(state_numpy(TabularNet(2, hidden=8).state_dict()), schema, parent=None, gate_report={"passed": True})
+def client(tmp_path, two_feature_registry):
     with TestClient(create_app(settings_for(tmp_path))) as c:
         yield c
 
