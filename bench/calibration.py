@@ -17,11 +17,12 @@ import torch
 from sklearn.isotonic import IsotonicRegression
 
 from learners.calibration import expected_calibration_error, fit_platt, log_loss
-from learners.model import ScoringModel, TabularNet, state_numpy
+from learners.model import TabularNet, state_numpy
 from learners.operating import alert_rate, negative_flip_rate, relative_change, threshold_for_alert_rate
 from learners.pretrain import fit
 from learners.quality import average_precision
 from learners.schema import FeatureSchema
+from learners.scoring import ScoringModel
 from streams.simulator import FEATURES, Simulator
 
 

@@ -33,11 +33,12 @@ from learners.drift import DriftMonitor, log_loss
 from learners.gates import GateDecision, GateThresholds, decide
 from learners.label_guard import LabelRateGuard
 from learners.metrics import LearnerMetrics
-from learners.model import ScoringModel, TabularNet
+from learners.model import TabularNet
 from learners.probation import Probation
 from learners.quarantine import learnable
 from learners.registry import Registry, RegistryError
 from learners.retention import Keeper
+from learners.scoring import ScoringModel
 from perennial.cpus import limit_threads
 from perennial.settings import Settings
 from streams import kafka as kio

@@ -1,7 +1,6 @@
 """The tabular network that training updates (torch), and its weights as numpy.
 
-What is served is ``ScoringModel`` (learners/scoring.py, numpy only, so a server never imports torch);
-it is re-exported here for the learner's code.
+What is served is ``ScoringModel`` (learners/scoring.py, numpy only, so a server never imports torch).
 """
 
 from __future__ import annotations
@@ -9,10 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-
-from learners.scoring import ScoringModel
-
-__all__ = ["ScoringModel", "TabularNet", "state_numpy"]
 
 
 class TabularNet(nn.Module):

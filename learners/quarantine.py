@@ -14,7 +14,8 @@ released round still has to pass the gates, and its probation, on the events tha
 Examples
 --------
 >>> import numpy as np, torch
->>> from learners.model import ScoringModel, TabularNet, state_numpy
+>>> from learners.model import TabularNet, state_numpy
+>>> from learners.scoring import ScoringModel
 >>> from learners.schema import FeatureSchema
 >>> rng = np.random.default_rng(0); _ = torch.manual_seed(0)
 >>> x = rng.normal(size=(3000, 4)).astype(np.float32)
@@ -36,8 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from learners.model import ScoringModel, TabularNet
+from learners.model import TabularNet
 from learners.pretrain import fit
+from learners.scoring import ScoringModel
 from learners.stats import paired_ap_difference
 
 

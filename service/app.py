@@ -37,7 +37,7 @@ from service.admin import CommandSender, admin_router
 from service.errors import ApiError, json_response
 from service.front import PREDICT_ROUTE, Answer, PredictFront, RequestMetrics, join_limited
 from service.metrics import ServerMetrics
-from service.model_store import Announcements, Follower, ModelStore
+from service.model_store import NO_MODEL, Announcements, Follower, ModelStore
 from service.prediction_log import PredictionLog
 from service.predictor import Predictor
 from service.schemas import PredictError, Prediction, Predictions
@@ -213,7 +213,7 @@ def create_app(
     async def model_info() -> Response:
         model = store.model
         if model is None:
-            raise ApiError(503, "no model is loaded yet", reason="no_model")
+            raise ApiError(503, NO_MODEL, reason="no_model")
         try:
             decisions: Any = registry.decisions()
         except RegistryError as exc:
@@ -229,9 +229,7 @@ def create_app(
     async def readyz() -> Response:
         model = store.model
         if model is None:
-            refusal = store.refusal
-            reason = refusal.reason if refusal is not None else "no model loaded: the registry has no version yet"
-            return json_response({"status": "not ready", "reason": reason}, 503)
+            return json_response({"status": "not ready", "reason": store.why_not_ready()}, 503)
         return json_response({"status": "ready", "version": model.version})
 
     @app.get("/metrics")

@@ -36,6 +36,10 @@ class Refusal:
     reason: str
 
 
+NO_MODEL = "no model is loaded yet; the registry has no version"
+"""What a scoring request is told (503) while no version is loaded."""
+
+
 class ModelStore:
     def __init__(self, registry: Registry, metrics: ServerMetrics):
         self.registry = registry
@@ -43,6 +47,11 @@ class ModelStore:
         self.model: ScoringModel | None = None
         self.refusal: Refusal | None = None
         self._lock = threading.Lock()
+
+    def why_not_ready(self) -> str:
+        """Why no model is served (for the readiness routes): the last refusal, or an empty registry."""
+        refusal = self.refusal
+        return refusal.reason if refusal is not None else "no model loaded: the registry has no version yet"
 
     def refresh(self) -> bool:
         """Serve what CURRENT points to, if it is new and sound. True when a swap happened."""

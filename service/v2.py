@@ -37,7 +37,7 @@ from perennial import package_version
 from perennial.settings import ServeSettings
 from service.errors import ApiError, json_response
 from service.front import join_limited
-from service.model_store import ModelStore
+from service.model_store import NO_MODEL, ModelStore
 from service.predictor import Predictor
 
 SERVER_NAME = "perennial"
@@ -333,7 +333,7 @@ def v2_router(serve: ServeSettings, store: ModelStore, predictor: Predictor) -> 
         known(model_name)
         model = store.model
         if model is None:
-            raise ApiError(503, "no model is loaded yet; the registry has no version")
+            raise ApiError(503, NO_MODEL)
         serving(model, version)
         return model
 
@@ -376,9 +376,7 @@ def v2_router(serve: ServeSettings, store: ModelStore, predictor: Predictor) -> 
     @router.get("/health/ready", response_model=Ready, responses={503: _ERRORS[503]})
     async def ready() -> Response:
         if store.model is None:
-            refusal = store.refusal
-            reason = refusal.reason if refusal is not None else "no model loaded: the registry has no version yet"
-            return json_response({"error": reason}, 503)
+            return json_response({"error": store.why_not_ready()}, 503)
         return json_response(Ready(ready=True).model_dump())
 
     @router.get("/models/{model_name}", response_model=ModelMetadata, responses=_ERRORS)

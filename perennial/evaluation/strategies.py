@@ -23,9 +23,10 @@ import orjson
 import torch
 
 from learners.avalanche_adapter import ContinualLearner, LearnerConfig
-from learners.model import ScoringModel, TabularNet, state_numpy
+from learners.model import TabularNet, state_numpy
 from learners.pretrain import fit
 from learners.schema import FeatureSchema
+from learners.scoring import ScoringModel
 from perennial.evaluation.scores import assert_spread
 from perennial.settings import Settings
 

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from learners.model import ScoringModel, TabularNet, state_numpy
+from learners.model import TabularNet, state_numpy
 from learners.pretrain import pretrain
 from learners.registry import Registry
 from learners.schema import FeatureSchema
+from learners.scoring import ScoringModel
 from perennial import cli
 from perennial.evaluation import data, harness
 from perennial.evaluation.data import table_scenario

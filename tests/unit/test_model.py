@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from learners.calibration import Calibration
-from learners.model import ScoringModel, TabularNet, state_numpy
+from learners.model import TabularNet, state_numpy
 from learners.schema import FeatureSchema
+from learners.scoring import ScoringModel
 
 
 def test_numpy_scoring_matches_torch():

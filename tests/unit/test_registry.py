@@ -12,9 +12,10 @@ from hypothesis.extra import numpy as hnp
 from safetensors.numpy import save as save_safetensors
 
 from learners.calibration import IDENTITY, Calibration, fit_platt
-from learners.model import ScoringModel, TabularNet, state_numpy
+from learners.model import TabularNet, state_numpy
 from learners.registry import MANIFEST_FIELDS, VERSION_RE, Registry, RegistryError, checksum
 from learners.schema import FeatureSchema
+from learners.scoring import ScoringModel
 
 NAMES = ("a", "b", "c")
 
