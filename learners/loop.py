@@ -143,9 +143,10 @@ def _consume(learner: Learner, clients: Clients, stop: threading.Event) -> None:
             _durable(learner, consumer, dead_letters)
             last_durable, dirty = time.monotonic(), False
         elif learner.round_due():
-            dead_letters.flush()
-            learner.train_round(announce)
-            _durable(learner, consumer, dead_letters)
+            with learner.metrics.round_running.track_inprogress():
+                dead_letters.flush()
+                learner.train_round(announce)
+                _durable(learner, consumer, dead_letters)
             last_durable, dirty = time.monotonic(), False
         elif (dirty or len(learner.undelivered)) and time.monotonic() - last_durable > 5.0:
             _durable(learner, consumer, dead_letters)

@@ -189,6 +189,9 @@ class LearnerMetrics:
         for trigger in ("manual", "automatic"):
             self.rollbacks.labels(trigger)
         self.pending = Gauge("perennial_learner_pending_events", "Events waiting for the next round.", registry=r)
+        self.round_running = Gauge(
+            "perennial_learner_round_running", "1 while a round trains, gates and publishes (its events have left pending_events).", registry=r,
+        )
         self.pending_holdout = Gauge(
             "perennial_learner_pending_holdout_events", "Events held out from the next round, to join the held-out set when it is accepted.", registry=r,
         )

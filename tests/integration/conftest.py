@@ -102,6 +102,11 @@ class Stack:
                 return float(line.split()[1])
         return -1.0
 
+    def learner_idle(self, below: int = 1) -> bool:
+        """Fewer than ``below`` events pending and no round running. Read in that order: a round
+        empties pending_events when it starts, so pending 0 alone may be a round still training."""
+        return 0 <= self.learner_metric("perennial_learner_pending_events") < below and self.learner_metric("perennial_learner_round_running") == 0
+
     def log(self, command: str) -> str:
         return (self.root / f"{command}.log").read_text(errors="replace")
 
@@ -125,14 +130,16 @@ def _status(url: str) -> int:
         return 0
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.3):
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.3, detail=None):
+    """Poll ``predicate`` until it is truthy; on timeout fail naming ``what`` (and ``detail()``, what
+    the processes logged, when given)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\n{detail()}" if detail else ""))
 
 
 def producer(bootstrap: str, topic: str) -> KafkaProducer:

@@ -128,7 +128,7 @@ def test_the_learner_keeps_learning_through_a_stream_seeded_with_hostile_records
             assert record.value == value and "perennial.truncated" not in headers
 
     assert learner.poll() is None and stack.log("learn").count('"event":"learning"') == 1, stack.log("learn")[-3000:]
-    wait_for(lambda: 0 <= stack.learner_metric("perennial_learner_pending_events") < 64, 60, "the last round (round_min_events)")
+    wait_for(lambda: stack.learner_idle(below=64), 60, "the last round (round_min_events)")
     assert stack.learner_metric("perennial_learner_rounds_total") >= 5
     assert stack.learner_metric("perennial_learner_events_trained_total") >= 0.8 * len(valid)
     assert stack.learner_metric("perennial_learner_versions_published_total") >= 1, stack.log("learn")[-3000:]

@@ -58,15 +58,23 @@ def test_new_pattern_is_learned_gated_and_swapped_in_under_traffic(stack):
     client.start()
     produced = produce_stream(stack.bootstrap, stack.topic, 45, 57)  # card testing is new from day 45
 
-    wait_for(lambda: stack.learner_metric("perennial_learner_events_consumed_total") >= len(produced), 120, "learner to consume the stream")
-    wait_for(lambda: stack.learner_metric("perennial_learner_pending_events") == 0, 30, "last round")
+    running_seen = set()  # the round_running gauge, sampled while the stream is consumed: it must show rounds running
+
+    def consumed() -> bool:
+        running_seen.add(stack.learner_metric("perennial_learner_round_running"))
+        return stack.learner_metric("perennial_learner_events_consumed_total") >= len(produced)
+
+    wait_for(consumed, 120, "learner to consume the stream", interval=0.1)
+    wait_for(stack.learner_idle, 30, "last round")
     reg = Registry(stack.registry)
     current = reg.current_version()
-    wait_for(lambda: httpx.get(f"{stack.url}/v1/model").json()["version"] == current, 15, "server to serve CURRENT")
+    wait_for(lambda: httpx.get(f"{stack.url}/v1/model").json()["version"] == current, 15, f"server to serve CURRENT ({current})",
+             detail=lambda: f"now CURRENT is {reg.current_version()}\nserve:\n{stack.log('serve')[-3000:]}\nlearn:\n{stack.log('learn')[-4000:]}")
     client.stop.set()
     client.join(10)
 
     assert current != "v000001", stack.log("learn")[-3000:]
+    assert {0.0, 1.0} <= running_seen, running_seen  # (-1 is a scrape that timed out)
     assert client.statuses and set(client.statuses) == {200}, "a prediction request failed during swaps"
     assert len(set(client.versions)) >= 2 and client.versions[-1] == current
     manifest = reg.manifest(current)

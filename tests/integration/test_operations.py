@@ -34,7 +34,7 @@ def test_rollback_pause_resume_over_http(stack):
     wait_for(lambda: consumed() >= len(produced), 120, "learner to consume")
     wait_for(lambda: len(reg.versions()) >= 2, 60, "a published version")  # a candidate is judged on the events after it
     # the learner is idle (its last, time-triggered round done), so nothing is published under the rollback
-    wait_for(lambda: stack.learner_metric("perennial_learner_pending_events") == 0, 30, "learner idle")
+    wait_for(stack.learner_idle, 30, "learner idle")
     wait_for(lambda: served(stack) == reg.current_version(), 10, "announcement-driven swap")
     current = reg.current_version()
     parent = reg.manifest(current)["parent"]

@@ -72,7 +72,7 @@ def test_a_recurring_concept_is_relearned_through_the_real_broker(tmp_path, brok
                 sent += len(rows[start : start + ROUND])
                 wait_for(lambda sent=sent: stack.learner_metric("perennial_learner_events_consumed_total") >= sent, 120, f"phase {phase} consumed")
                 # trained, but for a remainder under round_min_events (64), which waits for more events
-                wait_for(lambda: 0 <= stack.learner_metric("perennial_learner_pending_events") < 64, 60, f"phase {phase} trained")
+                wait_for(lambda: stack.learner_idle(below=64), 60, f"phase {phase} trained")
             name = f"after phase {phase} ({concept})"
             ap[name] = {c: served_ap(stack, pr, scn.names) for c, pr in probes.items()}
             versions[name] = served(stack)
