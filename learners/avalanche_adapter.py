@@ -161,14 +161,8 @@ class ContinualLearner:
         self.config = config
         self.net = net
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-        if config.replay_policy == "class_balanced":
-            storage = ClassBalancedBuffer(max_size=max(config.replay_size, 1), adaptive_size=True)
-        elif config.replay_policy == "reservoir":
-            storage = ReservoirSamplingBuffer(max_size=max(config.replay_size, 1))
-        else:
-            raise ValueError(f"unknown replay policy {config.replay_policy!r}; use class_balanced or reservoir")
         # replay_size 0 or ewc_lambda 0 leave that plugin out (the ablations of `perennial evaluate`)
-        self.replay = _Replay(mem_size=config.replay_size, storage_policy=storage) if config.replay_size > 0 else None
+        self.replay = _Replay(mem_size=config.replay_size, storage_policy=self._storage()) if config.replay_size > 0 else None
         self.ewc = _EWC(ewc_lambda=config.ewc_lambda, mode="online", decay_factor=config.ewc_decay) if config.ewc_lambda > 0 else None
         self._before_ewc, self._after_ewc = _LossProbe(), _LossProbe()
         plugins = [p for p in (self.replay, self._before_ewc, self.ewc, self._after_ewc) if p is not None]
@@ -186,7 +180,26 @@ class ContinualLearner:
                 eval_every=-1,
             )
 
+    def _storage(self) -> ClassBalancedBuffer | ReservoirSamplingBuffer:
+        """An empty replay storage of the configured policy."""
+        size = max(self.config.replay_size, 1)
+        if self.config.replay_policy == "class_balanced":
+            return ClassBalancedBuffer(max_size=size, adaptive_size=True)
+        if self.config.replay_policy == "reservoir":
+            return ReservoirSamplingBuffer(max_size=size)
+        raise ValueError(f"unknown replay policy {self.config.replay_policy!r}; use class_balanced or reservoir")
+
     # -- the learner interface --------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Let go of the past (a concept change an operator confirmed): an empty replay memory and
+        zero EWC importances, so nothing pulls the weights back to the old concept; the weights stay."""
+        if self.replay is not None:
+            self.replay.storage_policy = self._storage()
+        counter = self.strategy.clock.train_exp_counter
+        if counter > 0 and self.ewc is not None:
+            for p in self.ewc.importances[counter - 1].values():
+                p.data.zero_()
 
     def learn(self, x: np.ndarray, y: np.ndarray) -> RoundStats:
         """Train one round (one Avalanche experience) on new events."""

@@ -81,16 +81,18 @@ class ContradictionGuard:
         called_fraud, contradicted = self.usual
         return (contradicted + 1) / (called_fraud + 2)
 
-    def check(self, scores: np.ndarray, y: np.ndarray) -> Contradictions:
-        """This round's contradictions; an unflagged round's counts join the usual rate."""
+    def check(self, scores: np.ndarray, y: np.ndarray, enforce: bool = True) -> Contradictions:
+        """This round's contradictions; an unflagged round's counts join the usual rate. Not
+        ``enforce``d (an operator confirmed a concept change): counted, never flagged, and kept out
+        of the usual rate."""
         called_fraud = scores >= self.score
         suspects = called_fraud & (y == 0)
         n, k = int(called_fraud.sum()), int(suspects.sum())
         usual_odds = self.usual_rate / (1 - self.usual_rate)
         tested = self.odds_ratio * usual_odds / (1 + self.odds_ratio * usual_odds)
         p_value = float(binom.sf(k - 1, n, tested)) if k else 1.0
-        found = Contradictions(n, k, self.usual_rate, tested, p_value, p_value < self.alpha, suspects)
-        if not found.flagged:
+        found = Contradictions(n, k, self.usual_rate, tested, p_value, enforce and p_value < self.alpha, suspects)
+        if enforce and not found.flagged:
             total, against = self.usual[0] + n, self.usual[1] + k
             keep = min(1.0, self.memory / total) if total else 1.0
             self.usual = (keep * total, keep * against)

@@ -19,7 +19,7 @@ from streams import kafka as kio
 
 log = logging.getLogger("perennial.learn")
 
-ACTIONS = ("rollback", "pause", "resume", "release_quarantine")
+ACTIONS = ("rollback", "pause", "resume", "release_quarantine", "concept_change")
 
 
 def command(action: str, **fields: Any) -> dict[str, Any]:

@@ -185,10 +185,15 @@ def decide(
     baseline_retention_ap: float | None = None,
     retention_weights: np.ndarray | None = None,
     reference_fraud_rate: float | None = None,
+    concept_change: str | None = None,
     seed: int = 0,
 ) -> GateDecision:
     """Compare candidate and incumbent scores on recent events neither trained on and on the retention
-    set (whose legitimate events may carry ``retention_weights``: sampled, weighted to the real rate)."""
+    set (whose legitimate events may carry ``retention_weights``: sampled, weighted to the real rate).
+    During a ``concept_change`` an operator confirmed (its description), the checks that hold the
+    candidate to the past (retention; alert volume and flips at the incumbent's operating threshold)
+    are reported but do not bind: the operator declared the past's labels, and with them the
+    incumbent's alerts, out of date."""
     t = thresholds or GateThresholds()
     checks: list[Check] = []
     all_scores = np.concatenate([candidate_recent, candidate_retention])
@@ -249,10 +254,12 @@ def decide(
     retention = paired_ap_difference(retention_y, safe(candidate_retention), incumbent_retention, weights=retention_weights,
                                      confidence=t.confidence, resamples=t.resamples, seed=seed)
     m.update(_figures("retention", retention))
-    checks.append(_retention_check(retention, t, baseline_retention_ap, m.get("recent_ap_difference_low", 0.0)))
+    past = [_retention_check(retention, t, baseline_retention_ap, m.get("recent_ap_difference_low", 0.0))]
     if operating is not None:
-        checks += operating.checks(t, np.asarray(recent_y), reference_fraud_rate)
-    return GateDecision(checks=tuple(checks), metrics=m, operating=operating)
+        past += operating.checks(t, np.asarray(recent_y), reference_fraud_rate)
+    if concept_change:  # reported, not binding
+        past = [c if c.passed else Check(c.name, True, f"{c.detail}; not binding: {concept_change}") for c in past]
+    return GateDecision(checks=(*checks, *past), metrics=m, operating=operating)
 
 
 def _fraud_rate_moved(y: np.ndarray, reference: float | None, t: GateThresholds) -> str | None:

@@ -39,6 +39,7 @@ from learners.quarantine import learnable
 from learners.registry import Registry, RegistryError
 from learners.retention import Keeper
 from learners.scoring import ScoringModel
+from learners.stats import average_precision
 from perennial.cpus import limit_threads
 from perennial.settings import Settings
 from streams import kafka as kio
@@ -95,6 +96,7 @@ class Learner:
         self.pending_since: float | None = None
         self.drift = DriftMonitor(cfg.drift_delta)
         self.reacting = 0  # rounds left of the reaction to a drift
+        self.changing = 0  # rounds left of a concept change an operator confirmed
         self.paused = False
         self.control_offsets: dict[str, int] = {}
         self.probation: Probation | None = None
@@ -106,6 +108,7 @@ class Learner:
             cfg.contradiction_score, cfg.contradiction_alpha, cfg.contradiction_odds_ratio,
             usual=_validation_contradictions(first, cfg.contradiction_score),
         )
+        self.baseline_retention_ap: float | None = first.get("metrics", {}).get("retention_ap")  # a confirmed concept change moves it
         if not self._restore() and cfg.replay_seed:
             seed = self.registry.load_replay_seed()
             if seed is not None:
@@ -113,7 +116,6 @@ class Learner:
         self._observe_served()
         self._observe_buffers()
         metrics.contradiction_usual_rate.set(self.contradictions.usual_rate)
-        self.baseline_retention_ap = first.get("metrics", {}).get("retention_ap")
         if self.baseline_retention_ap is not None:
             metrics.retention_baseline.set(self.baseline_retention_ap)
 
@@ -142,6 +144,9 @@ class Learner:
         self.paused = meta.get("paused", False)
         self.control_offsets = meta.get("control_offsets", {})
         self._react(meta.get("drift_reacting", 0))
+        self.changing = meta.get("concept_change_rounds", 0)
+        self.metrics.concept_change.set(self.changing)
+        self.baseline_retention_ap = meta.get("retention_baseline", self.baseline_retention_ap)
         self.metrics.paused.set(int(self.paused))
         if self.pending:
             self.pending_since = time.monotonic()
@@ -174,6 +179,8 @@ class Learner:
             "contradiction_usual": list(self.contradictions.usual),
             "control_offsets": self.control_offsets,
             "drift_reacting": self.reacting,
+            "concept_change_rounds": self.changing,
+            "retention_baseline": self.baseline_retention_ap,
         }
         meta["challengers"] = []
         for i, challenger in enumerate(self.challengers):
@@ -295,6 +302,8 @@ class Learner:
         self.pending_holdout.clear()
         self.pending_since = None
         self.acct.rounds += 1
+        if self.changing:  # an operator said the labels changed: a flood of one class is the change itself
+            quarantine = None
         if quarantine and not self._learnable_burst(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]), quarantine):
             return self._quarantine(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]), quarantine)
         if len(self.released):  # an operator vouched for them: past the label-rate guard, into training
@@ -331,12 +340,16 @@ class Learner:
         for challenger in self.challengers:  # neither it nor the served version has seen these events
             challenger.observe(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]))
         report: dict[str, Any] = {"round": self.acct.rounds, "trained_events": len(y)}
+        if self.changing:
+            report["concept_change_rounds"] = self.changing
         if contradictions.flagged:
             report["contradiction"] = contradictions.figures()
         decision, version = self._judge_challengers(report, announce)  # before training: a reset then trains on this round
         stats = self.adapter.learn(self.schema.transform(x), y)
         if self.reacting:
             self._react(self.reacting - 1)
+        if self.changing:
+            self._concept_change_round()
         self.acct.trained += len(y)
         self.challengers.append(Challenger(ScoringModel("candidate", self.schema, self.adapter.weights()), self.acct.rounds))
         thin(self.challengers, self.settings.learn.gates.candidates)
@@ -407,6 +420,7 @@ class Learner:
             thresholds=self.thresholds,
             baseline_retention_ap=self.baseline_retention_ap,
             reference_fraud_rate=self.incumbent.calibration.figures.get("weighted_fraud_rate"),
+            concept_change=f"an operator confirmed a concept change ({self.changing} rounds left)" if self.changing else None,
             seed=self.acct.rounds + challenger.cut_round,
         )
         outcome = decision.outcome
@@ -485,7 +499,7 @@ class Learner:
         calls it fraud too, so the labels that show a bad new version wrong reach its probation."""
         if self.probation is not None:
             scores = np.minimum(scores, self.probation.parent.score(x))
-        found = self.contradictions.check(scores, y)
+        found = self.contradictions.check(scores, y, enforce=not self.changing)
         if found.rate is not None:
             self.metrics.contradiction_rate.set(found.rate)
         self.metrics.contradiction_usual_rate.set(self.contradictions.usual_rate)
@@ -532,6 +546,9 @@ class Learner:
         if action == "release_quarantine":
             self.release_quarantine(cmd)
             return
+        if action == "concept_change":
+            self.confirm_concept_change(cmd)
+            return
         if action == "rollback":
             target = cmd.get("version") or self.incumbent.manifest.get("parent")
             if not target or target == self.incumbent.version:
@@ -553,7 +570,34 @@ class Learner:
         for row, label in zip(x, y.tolist()):
             self.quarantine.add(tuple(row), label)
 
-    def release_quarantine(self, cmd: dict[str, Any]) -> None:
+    def confirm_concept_change(self, cmd: dict[str, Any]) -> None:
+        """An operator confirmed that the labels changed meaning (not poisoning): for the next
+        ``rounds`` rounds nothing is quarantined (the kept events are released now), the retention
+        gate does not bind, the learner reacts as to a drift and, with ``concept_change_forget``,
+        forgets its replay memory and EWC importances."""
+        cfg = self.settings.learn
+        self.changing = int(cmd.get("rounds") or cfg.concept_change_rounds)
+        self.metrics.concept_change.set(self.changing)
+        if cfg.concept_change_forget:
+            self.adapter.forget()
+        self._react(max(self.reacting, self.changing))
+        self.failures = 0
+        self.release_quarantine({**cmd, "action": "concept_change"}, trigger="concept_change")
+        self.emit("concept_change", id=cmd.get("id"), rounds=self.changing, forgot=cfg.concept_change_forget, reason=cmd.get("reason"))
+
+    def _concept_change_round(self) -> None:
+        """Count down a confirmed concept change; at its end the retention floor starts from what the
+        served version keeps of the past (it moved on from the pretrained version by consent)."""
+        self.changing -= 1
+        self.metrics.concept_change.set(self.changing)
+        if self.changing:
+            return
+        self.baseline_retention_ap = average_precision(self.retention_y, self.incumbent.score(self.retention_x), self.retention_w)
+        if self.baseline_retention_ap is not None:
+            self.metrics.retention_baseline.set(self.baseline_retention_ap)
+        self.emit("concept_change_over", round=self.acct.rounds, served=self.incumbent.version, retention_baseline=self.baseline_retention_ap)
+
+    def release_quarantine(self, cmd: dict[str, Any], trigger: str = "operator") -> None:
         """Move the kept quarantined events to the next round's (through its contradiction check; they
         are not tested against the label rate again). Their events leave ``quarantined`` for
         ``pending`` (the released buffer counts there), so the accounting still balances."""
@@ -564,7 +608,7 @@ class Learner:
         if len(y) and self.pending_since is None:
             self.pending_since = time.monotonic()
         self.acct.quarantined -= len(y)
-        self.metrics.quarantine_released.labels("operator").inc(len(y))
+        self.metrics.quarantine_released.labels(trigger).inc(len(y))
         self.emit("command", id=cmd.get("id"), action=cmd["action"], applied=True, released=len(y), frauds=int(y.sum()),
                   reason=cmd.get("reason"))
 

@@ -89,10 +89,10 @@ class LearnerMetrics:
         )
         self.quarantine_released = Counter(
             "perennial_learner_quarantine_released_events_total",
-            "Quarantined events released for training, by trigger: automatic (their labels proved learnable), operator.",
+            "Quarantined events released for training, by trigger: automatic (their labels proved learnable), operator, concept_change.",
             ["trigger"], registry=r,
         )
-        for trigger in ("automatic", "operator"):
+        for trigger in ("automatic", "operator", "concept_change"):
             self.quarantine_released.labels(trigger)
         for name in ("recent", "retention"):  # NaN until a gate measures them: the series exist for the dashboards
             self.gate_frauds.labels(name).set(float("nan"))
@@ -174,6 +174,10 @@ class LearnerMetrics:
         )
         self.drift_detected = Counter("perennial_learner_drift_detected_total", "Drifts found by ADWIN in the served model's loss on new events.", registry=r)
         self.drift_estimation = Gauge("perennial_learner_drift_loss_estimation", "ADWIN's mean of the served model's log-loss on new events.", registry=r)
+        self.concept_change = Gauge(
+            "perennial_learner_concept_change_rounds",
+            "Rounds left of a concept change an operator confirmed (0: none): nothing quarantined, retention not binding.", registry=r,
+        )
         self.drift_reacting = Gauge(
             "perennial_learner_drift_reacting", "1 while the learner reacts to a drift (shorter rounds, higher learning rate).", registry=r,
         )

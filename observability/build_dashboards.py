@@ -203,6 +203,7 @@ LEARNING = [
         gauge("perennial_learner_drift_loss_estimation", "loss estimation"),
         q(agg("sum", increase("perennial_learner_drift_detected_total", "5m")), "drifts"),
         gauge("perennial_learner_drift_reacting", "reacting"),
+        gauge("perennial_learner_concept_change_rounds", "concept change confirmed: rounds left"),
     ]),
     ("ADWIN window", "short", "timeseries", [gauge("perennial_learner_drift_window_events", "events")]),
     ("Checkpoint write time", "s", "timeseries", [

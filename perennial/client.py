@@ -8,7 +8,7 @@
 
 ``predict`` scores one event, ``predict_many`` a list in one request (the server's limit is
 ``serve.max_batch`` events); ``model`` describes the served version and the learner's last gate
-decisions; ``rollback``, ``pause``, ``resume`` and ``release_quarantine`` are the admin commands
+decisions; ``rollback``, ``pause``, ``resume``, ``release_quarantine`` and ``concept_change`` are the admin commands
 (a bearer token: ``Client(url, token=...)``). Every refusal raises ``PerennialError`` with the
 status, the server's ``reason`` code (``missing_feature``, ``too_many_events``...) and its message.
 """
@@ -88,6 +88,10 @@ class Client:
 
     def release_quarantine(self, reason: str | None = None) -> dict[str, Any]:
         return self._post("/v1/learner/release-quarantine", _drop_none({"reason": reason}))
+
+    def concept_change(self, rounds: int | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Confirm that the labels changed meaning: see ``POST /v1/learner/concept-change``."""
+        return self._post("/v1/learner/concept-change", _drop_none({"rounds": rounds, "reason": reason}))
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -244,6 +244,16 @@ class LearnSettings(BaseModel):
     contradiction_odds_ratio: float = 3.0
     """The test's margin: a round is tested against the usual odds of a contradiction times this, so a
     genuine change of the rate (or an inexact usual rate) is not flagged, however large the round."""
+    concept_change_rounds: int = Field(12, ge=1)
+    """Rounds a concept change confirmed by an operator (``POST /v1/learner/concept-change``) lasts:
+    labels that contradict the served model are trained on instead of quarantined, the retention
+    gate reports but does not bind, and the learner learns as on a drift. Afterwards the retention
+    floor starts from what the served version then keeps of the past. A concept change and targeted
+    label poisoning look the same to the learner (labels that flip part of what it knows); only an
+    operator can tell them apart, so the learner never decides this alone."""
+    concept_change_forget: bool = True
+    """A confirmed concept change also empties the replay memory and the EWC importances (both hold
+    the old concept, which its new labels contradict)."""
     rollback_margin: float = 0.02
     """A newly served version whose average precision on the labeled events that arrive after its
     swap falls this far below its parent's on the same events is rolled back automatically."""

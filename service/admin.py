@@ -1,4 +1,5 @@
-"""Admin endpoints: roll back the served version, pause and resume learning.
+"""Admin endpoints: roll back the served version, pause and resume learning, release quarantined
+events, confirm a concept change.
 
 They change state, so they require ``Authorization: Bearer <serve.admin_token>`` (compared in
 constant time); without a configured token they are disabled (403), never open. The token is checked
@@ -45,6 +46,12 @@ class RollbackRequest(BaseModel):
 
 class ReasonRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=500, description="Why, for the learner's log.")
+
+
+class ConceptChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rounds: int | None = Field(None, ge=1, le=10_000, description="Rounds the change lasts; default: learn.concept_change_rounds.")
     reason: str | None = Field(None, max_length=500, description="Why, for the learner's log.")
 
 
@@ -175,6 +182,15 @@ def admin_router(token: SecretStr | None, store: ModelStore, registry: Registry,
         """Train on the rounds the label-rate guard kept aside (after an operator checked them: a genuine
         fraud burst, not poisoning). They join the next round, through the contradiction check."""
         return await accepted(control.command("release_quarantine", reason=(body.reason if body else None)))
+
+    @router.post("/learner/concept-change", status_code=202)
+    async def concept_change(body: ConceptChangeRequest | None = None) -> dict[str, Any]:
+        """Confirm that the labels changed meaning (a concept change, not poisoning: only an operator
+        can tell them apart). For the next rounds the learner trains on labels that contradict the
+        served model, releases what it quarantined, does not let the retention gate bind, and forgets
+        its replay memory and EWC importances; the other gates still decide what is served."""
+        body = body or ConceptChangeRequest()
+        return await accepted(control.command("concept_change", rounds=body.rounds, reason=body.reason))
 
     @router.post("/learner/resume", status_code=202)
     async def resume(body: ReasonRequest | None = None) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from learners import control
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -37,7 +39,7 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
         )
         self.admin = Counter("perennial_server_admin_commands_total", "Admin commands accepted and sent to the learner, by action.", ["action"], registry=r)
-        for action in ("rollback", "pause", "resume"):
+        for action in control.ACTIONS:
             self.admin.labels(action)
         self.in_flight = Gauge("perennial_server_requests_in_flight", "Predict requests being answered.", registry=r)
         self.predictions = Counter(

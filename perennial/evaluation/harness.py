@@ -49,6 +49,8 @@ from streams.simulator import DAY
 
 PROBE_EVERY_STEPS = 6
 HEADLINE_STRATEGY = "product"
+OPERATED_STRATEGY = "operated"
+"""The product with an operator confirming concept changes: its targets are reported beside the product's."""
 """The strategy every other one is compared with, paired on the same events."""
 
 
@@ -316,13 +318,15 @@ def served(spec: Spec, built: dict[int, data.Scenario], results: list[dict[str, 
     seeds = sorted(built)
     sample = {"frauds": min(int(built[seed].y.sum()) for seed in seeds), "events": min(len(built[seed].y) for seed in seeds)}
     runs = {name: [by[seed] for seed in seeds] for name, by in replicates.items()}
-    head = runs.get(HEADLINE_STRATEGY)
+    differences = {  # of one strategy from every other, paired
+        head: {name: {**paired_difference(runs[head], r, confidence), **sample} for name, r in runs.items() if name != head}
+        for head in (HEADLINE_STRATEGY, OPERATED_STRATEGY) if head in runs
+    }
     return {
         "replicates": runs,
         "ap": {name: {**ap_interval(r, confidence), **sample} for name, r in runs.items()},
-        "difference": {} if head is None else {
-            name: {**paired_difference(head, r, confidence), **sample} for name, r in runs.items() if name != HEADLINE_STRATEGY
-        },
+        "difference": differences.get(HEADLINE_STRATEGY, {}),
+        "operated_difference": differences.get(OPERATED_STRATEGY, {}),
     }
 
 

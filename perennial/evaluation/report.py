@@ -28,7 +28,7 @@ from perennial.evaluation.strategies import DESCRIPTIONS, EXTRA, STRATEGIES
 
 HEADLINE = ("product", "frozen", "naive", "replay", "cumulative")
 """The columns of the headline table across scenarios (those run), before any other strategy run."""
-ORDER = ("product", "frozen", "naive", "replay", "cumulative", "ewc", "product_no_drift_reaction", "sliding", "river")
+ORDER = ("product", "frozen", "naive", "replay", "cumulative", "operated", "ewc", "product_no_drift_reaction", "sliding", "river")
 
 
 def figures(result: dict[str, Any], scn_meta: dict[str, Any]) -> dict[str, Any]:
@@ -121,17 +121,18 @@ def summarise(results: list[dict[str, Any]], scn_meta: dict[str, Any], intervals
 def targets(agg: dict[str, dict[str, Any]], intervals: dict[str, Any], scn_meta: dict[str, Any]) -> list[dict[str, Any]]:
     """The promotion-decisions issue's targets that one scenario can show, met or not."""
     out: list[dict[str, Any]] = []
-    prod, naive, diff = agg.get("product"), agg.get("naive"), intervals["difference"]
-    for base in ("frozen", "naive", "replay"):
-        if base not in diff:
-            continue
-        d = diff[base]
-        margin = 0.005 if base == "replay" else 0.0
-        target = f"served AP: product at least {base}'s" + (f" − {margin}" if margin else "") + " (within the paired interval)"
-        if not enough_frauds(d["frauds"]):
-            out.append({"target": target, "figure": f"— ({d['frauds']} frauds)", "met": None})
-        else:
-            out.append({"target": target, "figure": f"product − {base} {_difference(d)}: {d['verdict']}", "met": d["high"] >= -margin})
+    prod, naive = agg.get("product"), agg.get("naive")
+    for head, diff in (("product", intervals["difference"]), ("operated", intervals.get("operated_difference", {}))):
+        for base in ("frozen", "naive", "replay"):
+            if base not in diff:
+                continue
+            d = diff[base]
+            margin = 0.005 if base == "replay" else 0.0
+            target = f"served AP: {head} at least {base}'s" + (f" − {margin}" if margin else "") + " (within the paired interval)"
+            if not enough_frauds(d["frauds"]):
+                out.append({"target": target, "figure": f"— ({d['frauds']} frauds)", "met": None})
+            else:
+                out.append({"target": target, "figure": f"{head} − {base} {_difference(d)}: {d['verdict']}", "met": d["high"] >= -margin})
     if prod and prod["alert_change"]:
         c, n = prod["alert_change"], prod["alert_change_alerts"]
         out.append({"target": "alert volume at the operating point changes by at most 20% between consecutive served versions",

@@ -41,7 +41,7 @@ MIN_FRAUDS = 10
 """Fewest frauds in the training part of a window for a retraining (pretraining needs as many)."""
 
 STRATEGIES = ("frozen", "naive", "replay", "ewc", "product", "sliding", "cumulative", "river")
-EXTRA = ("product_no_drift_reaction",)
+EXTRA = ("product_no_drift_reaction", "operated")
 DESCRIPTIONS = {
     "frozen": "the pretrained version, never updated",
     "naive": "fine-tuning in the same rounds, no replay, no EWC, no gates",
@@ -49,6 +49,8 @@ DESCRIPTIONS = {
     "ewc": "fine-tuning with online EWC only, no gates",
     "product": "Perennial's learner: replay + online EWC, gates, label guard, probation, drift reaction",
     "product_no_drift_reaction": "Perennial's learner with the drift reaction off",
+    "operated": "Perennial's learner with an operator who confirms a concept change (POST /v1/learner/concept-change) once the "
+                "contradiction guard has flagged 3 rounds in a row",
     "sliding": "periodic full retraining on a sliding window of recent labels",
     "cumulative": "periodic full retraining on everything labeled so far, history included",
     "river": "river online logistic regression, learning each label as it arrives",
@@ -149,6 +151,10 @@ class Product(Strategy):
                 before = len(self.log)
                 self.learner.train_round(lambda manifest: None)
                 self.drifts += [now for kind, _ in self.log[before:] if kind == "drift"]
+                self.after_round(self.log[before:], now)
+
+    def after_round(self, logged: list[tuple[str, dict[str, Any]]], now: float) -> None:
+        """What an operator does after a round (nothing, unless a subclass plays one)."""
 
     def score(self, x):
         return self.learner.incumbent.score(x)
@@ -167,6 +173,31 @@ class Product(Strategy):
         }
         shutil.rmtree(self.dir, ignore_errors=True)
         return out
+
+
+class Operated(Product):
+    """The product with an operator who reads the contradiction alert: once the guard has flagged
+    ``streak`` rounds in a row (labels keep contradicting the served model, round after round), the
+    operator checks, finds a concept change rather than poisoning, and confirms it, as
+    ``POST /v1/learner/concept-change`` does. The harness has no poisoning, so this operator is never
+    wrong; in production that judgement is the operator's."""
+
+    def __init__(self, *args, streak: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.streak, self.flagged = streak, 0
+        self.changes: list[float] = []
+
+    def after_round(self, logged, now) -> None:
+        flagged = any(kind == "quarantine" and fields.get("reason") == "contradiction" for kind, fields in logged)
+        self.flagged = self.flagged + 1 if flagged else 0
+        if self.flagged >= self.streak and not self.learner.changing:
+            self.learner.apply({"id": f"operator-{len(self.changes)}", "action": "concept_change", "reason": "contradiction alert"}, None,
+                               lambda manifest: None)
+            self.changes.append(now)
+            self.flagged = 0
+
+    def summary(self):
+        return {**super().summary(), "concept_changes": self.changes}
 
 
 class _NoDeadLetters:
@@ -310,6 +341,7 @@ def build(name: str, *, model: ScoringModel, registry: Path, settings: Settings,
         "product_no_drift_reaction": lambda: Product(
             registry, settings.model_copy(update={"learn": cfg.model_copy(update={"drift_reaction": False})}), model.schema.names
         ),
+        "operated": lambda: Operated(registry, settings, model.schema.names),
         "sliding": lambda: Retraining(model, *history, every_s=retrain_every_s, window_s=window_s, max_epochs=MAX_EPOCHS, seed=seed),
         "cumulative": lambda: Retraining(model, *history, every_s=retrain_every_s, window_s=None, max_epochs=MAX_EPOCHS, seed=seed),
         "river": lambda: RiverOnline(model, *history[:2]),

@@ -236,7 +236,7 @@ def admin_client(tmp_path, token):
 def test_admin_endpoints_are_disabled_without_a_token(tmp_path):
     client, sender = admin_client(tmp_path, None)
     with client:
-        for path in ("/v1/model/rollback", "/v1/learner/pause", "/v1/learner/resume"):
+        for path in ("/v1/model/rollback", "/v1/learner/pause", "/v1/learner/resume", "/v1/learner/release-quarantine", "/v1/learner/concept-change"):
             r = client.post(path, headers={"authorization": "Bearer anything"})
             assert r.status_code == 403 and "disabled" in r.json()["error"]
     assert sender.sent == []
@@ -273,5 +273,12 @@ def test_admin_commands_are_validated_then_sent(tmp_path):
         assert client.post("/v1/model/rollback", headers=auth, json={"version": "../x"}).status_code == 422
         assert client.post("/v1/learner/pause", headers=auth, json={"reason": "incident 42"}).status_code == 202
         assert client.post("/v1/learner/resume", headers=auth).status_code == 202
-    assert [c["action"] for c in sender.sent] == ["rollback", "pause", "resume"]
-    assert sender.sent[1]["reason"] == "incident 42" and len({c["id"] for c in sender.sent}) == 3
+        for bad in ({"rounds": 0}, {"rounds": "many"}, {"rounds": 5, "colour": "red"}):
+            r = client.post("/v1/learner/concept-change", headers=auth, json=bad)
+            assert r.status_code == 422, bad
+        r = client.post("/v1/learner/concept-change", headers=auth, json={"rounds": 8, "reason": "fraud moved to night-time terminals"})
+        assert r.status_code == 202 and r.json()["command"]["rounds"] == 8
+        assert client.post("/v1/learner/concept-change", headers=auth).status_code == 202  # the learner's default rounds
+    assert [c["action"] for c in sender.sent] == ["rollback", "pause", "resume", "concept_change", "concept_change"]
+    assert sender.sent[1]["reason"] == "incident 42" and len({c["id"] for c in sender.sent}) == 5
+    assert sender.sent[-1]["rounds"] is None and sender.sent[-2]["reason"] == "fraud moved to night-time terminals"

@@ -37,6 +37,17 @@ def test_ewc_penalty_applies_from_the_second_round():
     assert L.learn(*batch()).ewc_penalty > 0.0
 
 
+def test_forget_empties_replay_and_zeroes_ewc_but_keeps_the_weights():
+    L = learner()
+    L.learn(*batch())
+    assert L.learn(*batch()).ewc_penalty > 0.0
+    weights = L.weights()
+    L.forget()
+    assert len(L._replay_arrays()[1]) == 0 and all(np.array_equal(weights[k], v) for k, v in L.weights().items())
+    stats = L.learn(*batch())  # nothing pulls back: no penalty; the memory fills again with new events only
+    assert stats.ewc_penalty == 0.0 and 0 < stats.replay_size <= 200
+
+
 def test_class_balanced_replay_keeps_fraud_represented():
     L = learner()
     for _ in range(4):

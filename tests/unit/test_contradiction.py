@@ -70,3 +70,12 @@ def test_a_slow_genuine_change_moves_the_usual_rate_so_it_is_never_flagged():
         assert not g.check(*round_of(80, round(80 * rate))).flagged, step
     assert 0.45 < g.usual_rate < 0.6
     assert guard().check(*round_of(80, 48)).flagged  # the same last round, against the old usual rate
+
+
+def test_not_enforced_a_round_is_counted_never_flagged_and_leaves_the_usual_rate():
+    guard = ContradictionGuard(0.5, 1e-6, 3.0, usual=(1000.0, 50.0))
+    scores, y = np.r_[np.full(200, 0.9), np.full(800, 0.1)], np.zeros(1000, int)  # 200 called fraud, all labeled legitimate
+    found = guard.check(scores, y, enforce=False)
+    assert not found.flagged and found.contradicted == 200 and found.p_value < 1e-6
+    assert guard.usual == (1000.0, 50.0)
+    assert guard.check(scores, y).flagged

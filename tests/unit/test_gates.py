@@ -218,3 +218,20 @@ def test_a_candidate_may_forget_as_much_of_the_past_as_it_surely_gains_on_the_pr
     assert "sure gain on recent events" in next(c.detail for c in d.checks if c.name == "retention")
     assert decide(candidate_recent=learned, incumbent_recent=new, thresholds=GateThresholds(**t, forgetting_for_gain=0.0), **kw).outcome == "failed"
     assert decide(candidate_recent=new, incumbent_recent=new, thresholds=GateThresholds(**t), **kw).outcome == "failed"
+
+
+def test_during_a_confirmed_concept_change_only_the_checks_against_the_past_stop_binding():
+    """Forgetting, the alert volume and the flips at the incumbent's threshold are reported, not
+    binding; the present (recent AP, evidence, finiteness, latency) still decides."""
+    change = "an operator confirmed a concept change (3 rounds left)"
+    forgets = gate(GOOD, WEAK)
+    assert failed(forgets) == {"retention"}
+    waived = decide(recent_y=Y, candidate_recent=GOOD, incumbent_recent=WEAK, retention_y=Y, candidate_retention=WEAK,
+                    incumbent_retention=GOOD, candidate_latency_ms=0.05, concept_change=change,
+                    thresholds=GateThresholds(max_alert_volume_change=0.0, max_negative_flip_rate=0.0, forgetting_for_gain=0.0))
+    assert waived.passed
+    not_binding = [c for c in waived.checks if c.detail.endswith(f"; not binding: {change}")]
+    assert "retention" in {c.name for c in not_binding} and waived.metrics["retention_ap_difference"] < -0.1  # still measured
+    worse_now = decide(recent_y=Y, candidate_recent=WEAK, incumbent_recent=GOOD, retention_y=Y, candidate_retention=GOOD,
+                       incumbent_retention=GOOD, candidate_latency_ms=0.05, concept_change=change)
+    assert failed(worse_now) >= {"recent"}

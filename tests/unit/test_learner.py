@@ -375,3 +375,53 @@ def test_candidates_and_their_evidence_survive_a_restart(learner):
         assert np.array_equal(before.y, after.y) and np.array_equal(before.x, after.x)
         x = tx.features[:50]
         assert np.allclose(before.model.score(x), after.model.score(x))
+
+
+def test_a_concept_change_an_operator_confirms_is_learned_then_the_guards_return(learner):
+    """The relabeling of the test above, now a real change (the business decided compromised-terminal
+    transactions are legitimate): quarantined while unconfirmed; once an operator confirms a concept
+    change, the kept events are released, contradicting labels are trained on, the retention gate
+    reports without binding, replay and EWC forget, and the new meaning is served. When the change's
+    rounds are over, the guards bind again, from a retention floor re-based on what is then served;
+    a restart mid-change keeps its rounds."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    clean = next(SIM.labeled_stream(30, chunk_days=20, end_day=50))
+    poison = relabeled("compromised_terminal", 0, (5, 6), (30, 50))
+    poison = poison.take(rng.choice(len(poison), 4000, replace=False))
+    x, y = pattern_probe("compromised_terminal")
+    before = average_precision(y, learner.incumbent.score(x))
+    stream, size = interleave(clean, poison, 10, 2048, rng)
+    block = lambda r: stream.take(np.arange(r * size, (r + 1) * size))
+
+    for r in range(2):  # unconfirmed: the contradicting labels are kept out
+        feed(learner, block(r))
+        learner.train_round(lambda m: None)
+    kept = len(learner.quarantine)
+    assert kept > 300 and len(contradiction_flags(learner)) == 2 and learner.incumbent.version == "v000001"
+
+    learner.apply({"id": "cc1", "action": "concept_change", "rounds": 6, "reason": "terminal fraud reclassified"}, None, lambda m: None)
+    assert learner.changing == 6 and len(learner.quarantine) == 0 and len(learner.released) == kept
+    assert learner.metrics.quarantine_released.labels("concept_change")._value.get() == kept
+    assert learner.metrics.registry.get_sample_value("perennial_learner_concept_change_rounds") == 6
+    assert len(learner.adapter._replay_arrays()[1]) == 0  # the replay memory forgot the old concept
+
+    feed(learner, block(2))
+    learner.train_round(lambda m: None)
+    learner.checkpoint()
+    events: list = []
+    restarted = Learner(learner.settings, LearnerMetrics(), lambda kind, **f: events.append((kind, f)))
+    restarted.events = events
+    assert restarted.changing == 5
+    reports = rounds(restarted, stream.take(np.arange(3 * size, 7 * size)), size=size)
+    assert not contradiction_flags(restarted)  # trained on, not quarantined
+    assert any("; not binding: an operator confirmed a concept change" in r for rep in reports for r in rep["reasons"])
+    served = average_precision(y, restarted.incumbent.score(x))
+    assert restarted.incumbent.version != "v000001" and served < before - 0.2, (before, served)  # the new meaning is served (0.82 to 0.56)
+    assert restarted.changing == 1
+    rounds(restarted, block(7), size=size)
+    over = [f for kind, f in events if kind == "concept_change_over"]
+    assert restarted.changing == 0 and len(over) == 1
+    assert restarted.baseline_retention_ap == over[0]["retention_baseline"] < learner.baseline_retention_ap  # the floor moved with consent
+    a = restarted.acct
+    assert a.consumed == 8 * size == a.trained + a.held_out + a.quarantined
