@@ -123,7 +123,7 @@ def test_pretrain_if_empty_skips_a_sound_registry(tmp_path, pretrained):
 
 def test_demo_runs_the_loop_and_writes_its_summary(tmp_path):
     summary = tmp_path / "summary.json"
-    env = {**os.environ, "PERENNIAL_PRETRAIN__HISTORY_DAYS": "30"}
+    env = {**os.environ, "PERENNIAL_PRETRAIN__HISTORY_DAYS": "20"}
     r = perennial("demo", "--duration", "25", "--workdir", str(tmp_path / "demo"), "--summary-json", str(summary), env=env, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = orjson.loads(summary.read_bytes())
@@ -143,7 +143,7 @@ def test_demo_with_joined_labels_learns_from_fraud_labels_alone(tmp_path):
     logged), only fraud labels are sent, later, by id; the learner joins them to the features as
     scored, the rest mature into negatives, and what it learns is promoted and served."""
     summary = tmp_path / "summary.json"
-    env = {**os.environ, "PERENNIAL_PRETRAIN__HISTORY_DAYS": "30", "PERENNIAL_DEMO__JOIN_MATURITY_S": "86400"}
+    env = {**os.environ, "PERENNIAL_PRETRAIN__HISTORY_DAYS": "20", "PERENNIAL_DEMO__JOIN_MATURITY_S": "86400"}
     r = perennial("demo", "--labels", "join", "--duration", "30", "--workdir", str(tmp_path / "demo"), "--summary-json", str(summary),
                   env=env, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

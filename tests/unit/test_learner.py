@@ -122,6 +122,18 @@ def pattern_probe(pattern: str) -> tuple[np.ndarray, np.ndarray]:
     return SIM.pattern_sets(40, 6)[pattern]
 
 
+def terminal_fraud_relabeled_legitimate(n: int, n_rounds: int) -> tuple[Transactions, int, Transactions]:
+    """``n`` compromised-terminal frauds labeled legitimate, spread over ``n_rounds`` rounds of 2,048
+    clean events: the stream, its round size and the relabeled events (torch seeded for training)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    clean = next(SIM.labeled_stream(30, chunk_days=20, end_day=50))
+    relabeled_events = relabeled("compromised_terminal", 0, (5, 6), (30, 50))
+    relabeled_events = relabeled_events.take(rng.choice(len(relabeled_events), n, replace=False))
+    stream, size = interleave(clean, relabeled_events, n_rounds, 2048, rng)
+    return stream, size, relabeled_events
+
+
 def contradiction_flags(learner: Learner) -> list[dict]:
     return [f for kind, f in learner.events if kind == "quarantine" and f["reason"] == "contradiction"]
 
@@ -132,15 +144,10 @@ def test_relabeling_one_fraud_pattern_as_legitimate_is_not_served(learner):
     check, the versions served during the attack averaged an AP of 0.648 on the pattern (0.575 at
     the end) from 0.818. With it, the contradicting events are quarantined, the clean rest is trained,
     and the served versions keep the pattern (0.820 on average)."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    clean = next(SIM.labeled_stream(30, chunk_days=20, end_day=50))
-    poison = relabeled("compromised_terminal", 0, (5, 6), (30, 50))
-    poison = poison.take(rng.choice(len(poison), 3600, replace=False))
+    stream, size, poison = terminal_fraud_relabeled_legitimate(3600, 24)
     x, y = pattern_probe("compromised_terminal")
     before = average_precision(y, learner.incumbent.score(x))
     assert before > 0.75 and y.sum() > 300
-    stream, size = interleave(clean, poison, 24, 2048, rng)
     served, passed = [], 0
     for start in range(0, len(stream), size):
         feed(learner, stream.take(np.arange(start, start + size)))
@@ -384,14 +391,9 @@ def test_a_concept_change_an_operator_confirms_is_learned_then_the_guards_return
     reports without binding, replay and EWC forget, and the new meaning is served. When the change's
     rounds are over, the guards bind again, from a retention floor re-based on what is then served;
     a restart mid-change keeps its rounds."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    clean = next(SIM.labeled_stream(30, chunk_days=20, end_day=50))
-    poison = relabeled("compromised_terminal", 0, (5, 6), (30, 50))
-    poison = poison.take(rng.choice(len(poison), 4000, replace=False))
+    stream, size, _ = terminal_fraud_relabeled_legitimate(4000, 10)
     x, y = pattern_probe("compromised_terminal")
     before = average_precision(y, learner.incumbent.score(x))
-    stream, size = interleave(clean, poison, 10, 2048, rng)
     block = lambda r: stream.take(np.arange(r * size, (r + 1) * size))
 
     for r in range(2):  # unconfirmed: the contradicting labels are kept out
