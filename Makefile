@@ -37,7 +37,7 @@ bench: $(STAMP)
 # The continual-learning quality harness, writing the shipped report: every built-in scenario, the
 # product, the baselines of the headline and the product with an operator, one seed (about 16 min on 2 cores).
 evaluate: $(STAMP)
-	$(BIN)/perennial evaluate --scenario all --strategies product,frozen,naive,replay,cumulative,operated --seeds 0 --out docs/evaluation.md
+	$(BIN)/perennial evaluate --scenario all --strategies product,frozen,naive,replay,cumulative,operated --seeds 0 --notes docs/evaluation-targets.md --out docs/evaluation.md
 
 dashboards: $(STAMP)
 	$(BIN)/python observability/build_dashboards.py

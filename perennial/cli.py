@@ -282,12 +282,13 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if unknown:
         raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(known)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    notes = Path(args.notes).read_text() if args.notes else ""  # read first: a wrong path fails before the runs
     run_dir = Path("var/evaluate") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = Path(args.out) if args.out else run_dir / "report.md"
     workdir = Path(args.workdir) if args.workdir else run_dir / "work"
     command = "perennial " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "perennial evaluate"
     emit_json("evaluate_plan", scenarios=[spec.name for spec in specs], strategies=names, seeds=seeds, report=str(out), workdir=str(workdir))
-    summary = evaluate(specs, names, seeds, settings, workdir, out, args.workers, command, emit_json, confidence=CONFIDENCE)
+    summary = evaluate(specs, names, seeds, settings, workdir, out, args.workers, command, emit_json, confidence=CONFIDENCE, notes=notes)
     emit_json("evaluated", report=str(out), targets={name: s["targets"] for name, s in summary.items()})
     return 0
 
@@ -395,6 +396,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--resamples", type=int, help="bootstrap resamples per interval (default 200)")
     ev.add_argument("--workers", type=int, default=2, help="processes running strategies side by side (default 2)")
     ev.add_argument("--out", help="markdown report, plots in a folder beside it (default var/evaluate/<UTC time>/report.md)")
+    ev.add_argument("--notes", help="a markdown file appended to the report (e.g. what was tried where a target is missed)")
     ev.add_argument("--workdir", help="pretrained registries and raw results, results.json (default var/evaluate/<UTC time>/work)")
     return p
 

@@ -145,7 +145,7 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
     # the learner's default operating point: as many alerts as frauds, at least the budget (learners.gates)
     alert_rate = max(spec.alert_budget, float(np.mean(sample_y)))
     threshold = alert_threshold(model.score(sample), alert_rate)
-    versions = [_version_row(strategy, sample, threshold, float(scn.period_edges[0]), 0)]
+    versions = [_version_row(strategy, sample, sample_y, threshold, float(scn.period_edges[0]), 0)]
     n = len(scn.y)
     feed_rows, feed_y, feed_t = scn.labels()
     arrival = np.argsort(feed_t, kind="stable")
@@ -169,7 +169,7 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
             learn_s += time.perf_counter() - t0
             fed = upto
             if strategy.version != versions[-1]["version"]:
-                versions.append(_version_row(strategy, sample, threshold, float(t), fed))
+                versions.append(_version_row(strategy, sample, sample_y, threshold, float(t), fed))
         while next_period < len(scn.period_edges) and t >= scn.period_edges[next_period]:
             r_pattern.append(_probe_row(scn, strategy, t, probed))
             r_period.append(_period_row(scn, strategy, t, probed))
@@ -212,8 +212,11 @@ def alert_sample(scn: data.Scenario) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _version_row(strategy: Strategy, sample: np.ndarray, threshold: float, t: float, labels: int) -> dict[str, Any]:
-    return {"version": strategy.version, "time": t, "labels": labels, "alerts": alerts(strategy.score(sample), threshold)}
+def _version_row(strategy: Strategy, sample: np.ndarray, sample_y: np.ndarray, threshold: float, t: float, labels: int) -> dict[str, Any]:
+    """A served version's alerts on the fixed sample, and how many of them are on legitimate events."""
+    scores = strategy.score(sample)
+    return {"version": strategy.version, "time": t, "labels": labels, "alerts": alerts(scores, threshold),
+            "false_alerts": alerts(scores[sample_y == 0], threshold)}
 
 
 def _probe_row(scn: data.Scenario, strategy: Strategy, t: float, probed: dict) -> list[float]:
@@ -382,9 +385,9 @@ def _counts(y: np.ndarray) -> dict[str, int]:
 
 
 def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], settings: Settings, workdir: Path, out_md: Path,
-             workers: int, command: str, emit, confidence: float) -> dict[str, Any]:
+             workers: int, command: str, emit, confidence: float, notes: str = "") -> dict[str, Any]:
     """Run every scenario, keep the raw results next to the report (``workdir/results.json``), write
-    the report; return its summary. ``emit(kind, **fields)`` reports progress and the data used."""
+    the report (``notes``, markdown, at its end); return its summary. ``emit(kind, **fields)`` reports progress and the data used."""
     import orjson
 
     from perennial.evaluation.report import scenario_meta, write
@@ -413,6 +416,6 @@ def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], setting
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "results.json").write_bytes(orjson.dumps({"scenarios": sections}, option=orjson.OPT_SERIALIZE_NUMPY))
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    notes = (f"Wall time of the whole evaluation: {time.perf_counter() - started:.0f} s on {workers} worker process(es) "
-             f"({', '.join(walls)}).")
-    return write(sections, out_md, command, notes=notes)
+    wall = (f"Wall time of the whole evaluation: {time.perf_counter() - started:.0f} s on {workers} worker process(es) "
+            f"({', '.join(walls)}).")
+    return write(sections, out_md, command, notes="\n\n".join(n for n in (wall, notes.strip()) if n))
