@@ -26,14 +26,18 @@ class LabelRateGuard:
     def __init__(self, ratio: float, baseline: float | None, smoothing: float = 0.1):
         self.ratio, self.baseline, self.smoothing = ratio, baseline, smoothing
 
-    def check(self, y: np.ndarray) -> str | None:
-        """The reason to quarantine this round's labels, or None (and the usual rate is updated)."""
+    def check(self, y: np.ndarray, enforce: bool = True) -> str | None:
+        """The reason to quarantine this round's labels, or None (and the usual rate is updated). Not
+        ``enforce``d (an operator confirmed a concept change), a round only moves the usual rate."""
         n, frauds = len(y), float(np.sum(y))
         if n == 0:
             return None
         rate = frauds / n
         if self.baseline is not None:
             expected = self.baseline * n
+            if not enforce:
+                self.baseline += self.smoothing * (rate - self.baseline)
+                return None
             if frauds > self.ratio * expected + 5:
                 return f"fraud rate {rate:.2%} is over {self.ratio} times the usual {self.baseline:.2%}"
             if expected >= 20 and frauds < expected / self.ratio:

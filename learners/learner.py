@@ -28,6 +28,8 @@ from learners.avalanche_adapter import ContinualLearner, LearnerConfig
 from learners.calibration import fit_platt
 from learners.challenger import Challenger
 from learners.checkpoint import load_checkpoint, save_checkpoint
+from learners.concept_change import MAX_ROUNDS as MAX_CONCEPT_CHANGE_ROUNDS
+from learners.concept_change import ConceptChange
 from learners.contradiction import ContradictionGuard, Contradictions
 from learners.drift import DriftMonitor, log_loss
 from learners.gates import GateDecision, GateThresholds, decide
@@ -96,7 +98,7 @@ class Learner:
         self.pending_since: float | None = None
         self.drift = DriftMonitor(cfg.drift_delta)
         self.reacting = 0  # rounds left of the reaction to a drift
-        self.changing = 0  # rounds left of a concept change an operator confirmed
+        self.change = ConceptChange()  # a concept change an operator confirmed, while it lasts
         self.paused = False
         self.control_offsets: dict[str, int] = {}
         self.probation: Probation | None = None
@@ -144,8 +146,8 @@ class Learner:
         self.paused = meta.get("paused", False)
         self.control_offsets = meta.get("control_offsets", {})
         self._react(meta.get("drift_reacting", 0))
-        self.changing = meta.get("concept_change_rounds", 0)
-        self.metrics.concept_change.set(self.changing)
+        self.change = ConceptChange.restore(meta.get("concept_change"))
+        self.metrics.concept_change.set(self.change.rounds_left)
         self.baseline_retention_ap = meta.get("retention_baseline", self.baseline_retention_ap)
         self.metrics.paused.set(int(self.paused))
         if self.pending:
@@ -179,7 +181,7 @@ class Learner:
             "contradiction_usual": list(self.contradictions.usual),
             "control_offsets": self.control_offsets,
             "drift_reacting": self.reacting,
-            "concept_change_rounds": self.changing,
+            "concept_change": self.change.state(),
             "retention_baseline": self.baseline_retention_ap,
         }
         meta["challengers"] = []
@@ -297,13 +299,12 @@ class Learner:
         started = time.perf_counter()
         x, y = self.pending.arrays()
         hx_new, hy_new = self.pending_holdout.arrays()
-        quarantine = self.guard.check(np.concatenate([y, hy_new]))
+        # during a confirmed concept change the label rate is learned, not enforced: a flood of one class may be the change
+        quarantine = self.guard.check(np.concatenate([y, hy_new]), enforce=not self.change.active)
         self.pending.clear()
         self.pending_holdout.clear()
         self.pending_since = None
         self.acct.rounds += 1
-        if self.changing:  # an operator said the labels changed: a flood of one class is the change itself
-            quarantine = None
         if quarantine and not self._learnable_burst(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]), quarantine):
             return self._quarantine(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]), quarantine)
         if len(self.released):  # an operator vouched for them: past the label-rate guard, into training
@@ -331,8 +332,8 @@ class Learner:
         drifts = self.drift.update(log_loss(y, scores))  # prequential: before training
         if drifts:
             self.metrics.drift_detected.inc(drifts)
-            if self.settings.learn.drift_reaction:
-                self._react(self.settings.learn.drift_reaction_rounds)
+            if self.settings.learn.drift_reaction:  # a drift in a longer reaction (a concept change) does not shorten it
+                self._react(max(self.reacting, self.settings.learn.drift_reaction_rounds))
             self.emit(
                 "drift", round=self.acct.rounds, loss_estimation=self.drift.estimation, window_events=self.drift.width,
                 reacting_rounds=self.reacting,
@@ -340,16 +341,17 @@ class Learner:
         for challenger in self.challengers:  # neither it nor the served version has seen these events
             challenger.observe(np.concatenate([x, hx_new]), np.concatenate([y, hy_new]))
         report: dict[str, Any] = {"round": self.acct.rounds, "trained_events": len(y)}
-        if self.changing:
-            report["concept_change_rounds"] = self.changing
+        if self.change.active:
+            report["concept_change_rounds"] = self.change.rounds_left
         if contradictions.flagged:
             report["contradiction"] = contradictions.figures()
         decision, version = self._judge_challengers(report, announce)  # before training: a reset then trains on this round
         stats = self.adapter.learn(self.schema.transform(x), y)
         if self.reacting:
             self._react(self.reacting - 1)
-        if self.changing:
-            self._concept_change_round()
+        if self.change.round_done():
+            self._concept_change_over()
+        self.metrics.concept_change.set(self.change.rounds_left)
         self.acct.trained += len(y)
         self.challengers.append(Challenger(ScoringModel("candidate", self.schema, self.adapter.weights()), self.acct.rounds))
         thin(self.challengers, self.settings.learn.gates.candidates)
@@ -420,7 +422,7 @@ class Learner:
             thresholds=self.thresholds,
             baseline_retention_ap=self.baseline_retention_ap,
             reference_fraud_rate=self.incumbent.calibration.figures.get("weighted_fraud_rate"),
-            concept_change=f"an operator confirmed a concept change ({self.changing} rounds left)" if self.changing else None,
+            concept_change=f"an operator confirmed a concept change ({self.change.rounds_left} rounds left)" if self.change.active else None,
             seed=self.acct.rounds + challenger.cut_round,
         )
         outcome = decision.outcome
@@ -441,6 +443,7 @@ class Learner:
         s = self.settings.learn
         self.probation = Probation(self.incumbent, parent, s.gates.min_recent_positives, s.rollback_margin, s.gates.confidence)
         self.acct.published += 1
+        self.change.published += self.change.active
         self.failures = 0
         self.challengers = [c for c in self.challengers if c.cut_round > challenger.cut_round]
         announce(manifest)
@@ -499,7 +502,7 @@ class Learner:
         calls it fraud too, so the labels that show a bad new version wrong reach its probation."""
         if self.probation is not None:
             scores = np.minimum(scores, self.probation.parent.score(x))
-        found = self.contradictions.check(scores, y, enforce=not self.changing)
+        found = self.contradictions.check(scores, y, enforce=not self.change.active)
         if found.rate is not None:
             self.metrics.contradiction_rate.set(found.rate)
         self.metrics.contradiction_usual_rate.set(self.contradictions.usual_rate)
@@ -576,26 +579,30 @@ class Learner:
         gate does not bind, the learner reacts as to a drift and, with ``concept_change_forget``,
         forgets its replay memory and EWC importances."""
         cfg = self.settings.learn
-        self.changing = int(cmd.get("rounds") or cfg.concept_change_rounds)
-        self.metrics.concept_change.set(self.changing)
+        rounds = cmd.get("rounds") or cfg.concept_change_rounds
+        if not isinstance(rounds, int) or not 1 <= rounds <= MAX_CONCEPT_CHANGE_ROUNDS:  # the admin route checks; the topic may hold anything
+            self.emit("command", id=cmd.get("id"), action=cmd["action"], applied=False,
+                      reason=f"rounds must be a whole number from 1 to {MAX_CONCEPT_CHANGE_ROUNDS}, not {rounds!r}")
+            return
+        self.change.start(rounds)
+        self.metrics.concept_change.set(rounds)
         if cfg.concept_change_forget:
             self.adapter.forget()
-        self._react(max(self.reacting, self.changing))
+        if cfg.drift_reaction:
+            self._react(max(self.reacting, rounds))
         self.failures = 0
         self.release_quarantine({**cmd, "action": "concept_change"}, trigger="concept_change")
-        self.emit("concept_change", id=cmd.get("id"), rounds=self.changing, forgot=cfg.concept_change_forget, reason=cmd.get("reason"))
+        self.emit("concept_change", id=cmd.get("id"), rounds=rounds, forgot=cfg.concept_change_forget, reason=cmd.get("reason"))
 
-    def _concept_change_round(self) -> None:
-        """Count down a confirmed concept change; at its end the retention floor starts from what the
-        served version keeps of the past (it moved on from the pretrained version by consent)."""
-        self.changing -= 1
-        self.metrics.concept_change.set(self.changing)
-        if self.changing:
-            return
-        self.baseline_retention_ap = average_precision(self.retention_y, self.incumbent.score(self.retention_x), self.retention_w)
-        if self.baseline_retention_ap is not None:
-            self.metrics.retention_baseline.set(self.baseline_retention_ap)
-        self.emit("concept_change_over", round=self.acct.rounds, served=self.incumbent.version, retention_baseline=self.baseline_retention_ap)
+    def _concept_change_over(self) -> None:
+        """The retention floor starts from what the served version keeps of the past (it moved on from
+        the pretrained version by consent)."""
+        served = average_precision(self.retention_y, self.incumbent.score(self.retention_x), self.retention_w)
+        if served is not None:
+            self.baseline_retention_ap = served
+            self.metrics.retention_baseline.set(served)
+        self.emit("concept_change_over", round=self.acct.rounds, served=self.incumbent.version, published=self.change.published,
+                  retention_baseline=self.baseline_retention_ap)
 
     def release_quarantine(self, cmd: dict[str, Any], trigger: str = "operator") -> None:
         """Move the kept quarantined events to the next round's (through its contradiction check; they

@@ -27,7 +27,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from learners import control
+from learners import concept_change, control
 from learners.registry import Registry, RegistryError
 from service.errors import ApiError
 from service.front import ClientGone, header, join_limited, receive_chunks, replay
@@ -51,7 +51,7 @@ class ReasonRequest(BaseModel):
 
 class ConceptChangeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rounds: int | None = Field(None, ge=1, le=10_000, description="Rounds the change lasts; default: learn.concept_change_rounds.")
+    rounds: int | None = Field(None, ge=1, le=concept_change.MAX_ROUNDS, description="Rounds the change lasts; default: learn.concept_change_rounds.")
     reason: str | None = Field(None, max_length=500, description="Why, for the learner's log.")
 
 
@@ -187,8 +187,9 @@ def admin_router(token: SecretStr | None, store: ModelStore, registry: Registry,
     async def concept_change(body: ConceptChangeRequest | None = None) -> dict[str, Any]:
         """Confirm that the labels changed meaning (a concept change, not poisoning: only an operator
         can tell them apart). For the next rounds the learner trains on labels that contradict the
-        served model, releases what it quarantined, does not let the retention gate bind, and forgets
-        its replay memory and EWC importances; the other gates still decide what is served."""
+        served model, releases what it quarantined, does not let the checks that hold a candidate to
+        the past bind, and (with ``learn.concept_change_forget``) empties its replay memory and EWC
+        importances; the recent-AP gate still decides what is served."""
         body = body or ConceptChangeRequest()
         return await accepted(control.command("concept_change", rounds=body.rounds, reason=body.reason))
 

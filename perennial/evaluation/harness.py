@@ -49,9 +49,9 @@ from streams.simulator import DAY
 
 PROBE_EVERY_STEPS = 6
 HEADLINE_STRATEGY = "product"
+"""The strategy every other one is compared with, paired on the same events."""
 OPERATED_STRATEGY = "operated"
 """The product with an operator confirming concept changes: its targets are reported beside the product's."""
-"""The strategy every other one is compared with, paired on the same events."""
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,8 @@ DESCRIPTIONS = {
     "ewc": "fine-tuning with online EWC only, no gates",
     "product": "Perennial's learner: replay + online EWC, gates, label guard, probation, drift reaction",
     "product_no_drift_reaction": "Perennial's learner with the drift reaction off",
-    "operated": "Perennial's learner with an operator who confirms a concept change (POST /v1/learner/concept-change) once the "
-                "contradiction guard has flagged 3 rounds in a row",
+    "operated": "Perennial's learner with an operator who confirms a concept change (POST /v1/learner/concept-change) at the "
+                "first contradiction alert",
     "sliding": "periodic full retraining on a sliding window of recent labels",
     "cumulative": "periodic full retraining on everything labeled so far, history included",
     "river": "river online logistic regression, learning each label as it arrives",
@@ -177,10 +177,10 @@ class Product(Strategy):
 
 class Operated(Product):
     """The product with an operator who reads the contradiction alert: once the guard has flagged
-    ``streak`` rounds in a row (labels keep contradicting the served model, round after round), the
-    operator checks, finds a concept change rather than poisoning, and confirms it, as
-    ``POST /v1/learner/concept-change`` does. The harness has no poisoning, so this operator is never
-    wrong; in production that judgement is the operator's."""
+    ``streak`` rounds in a row (1: at the first alert; 3 confirmed two days late on the recurrence
+    scenario, 0.667 AP against 0.843), the operator checks, finds a concept change rather than
+    poisoning, and confirms it, as ``POST /v1/learner/concept-change`` does. The harness has no
+    poisoning, so this operator is never wrong; in production that judgement is the operator's."""
 
     def __init__(self, *args, streak: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
@@ -190,7 +190,7 @@ class Operated(Product):
     def after_round(self, logged, now) -> None:
         flagged = any(kind == "quarantine" and fields.get("reason") == "contradiction" for kind, fields in logged)
         self.flagged = self.flagged + 1 if flagged else 0
-        if self.flagged >= self.streak and not self.learner.changing:
+        if self.flagged >= self.streak and not self.learner.change.active:
             self.learner.apply({"id": f"operator-{len(self.changes)}", "action": "concept_change", "reason": "contradiction alert"}, None,
                                lambda manifest: None)
             self.changes.append(now)

@@ -35,11 +35,14 @@ def csv(tmp_path_factory):
 
 def test_evaluate_runs_strategies_prequentially_on_any_csv_and_writes_the_report(csv, tmp_path):
     out = tmp_path / "docs" / "evaluation.md"
+    notes = tmp_path / "notes.md"
+    notes.write_text("## What was tried\n\nA note the report must end with.\n")
     cmd = [
         sys.executable, "-m", "perennial.cli", "evaluate", "--input", str(csv), "--label-column", "is_fraud",
         "--time-column", "ts", "--label-delay", "86400", "--pattern-column", "fraud_type", "--entity-column", "account",
         "--history-fraction", "0.5", "--periods", "4", "--strategies", "frozen,naive,product,sliding,river",
         "--seeds", "0", "--workers", "2", "--workdir", str(tmp_path / "work"), "--out", str(out), "--card-k", "5",
+        "--notes", str(notes),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -51,6 +54,7 @@ def test_evaluate_runs_strategies_prequentially_on_any_csv_and_writes_the_report
     assert used["pretraining_train"]["frauds"] + used["pretraining_validation"]["frauds"] == used["history"]["frauds"] > 0
 
     report = out.read_text()
+    assert report.rstrip().endswith("## What was tried\n\nA note the report must end with.")
     for name in ("frozen", "naive", "product", "sliding", "river"):
         assert f"| {name} |" in report
     assert "adaptation card_testing" in report and "R matrix, product" in report
@@ -77,6 +81,9 @@ def test_evaluate_runs_strategies_prequentially_on_any_csv_and_writes_the_report
     assert naive["R_pattern"][-1][0] > frozen["R_pattern"][-1][0] + 0.3
     assert product["R_pattern"][-1][0] > frozen["R_pattern"][-1][0] + 0.3
     assert product["summary"]["rounds"] > 0 and product["summary"]["published"] > 0
+    # each served version's alerts on the fixed sample, and those on legitimate events, beside them in the target
+    assert all(0 <= v["false_alerts"] <= v["alerts"] for r in results.values() for v in r["versions"])
+    assert "; false alerts: largest change" in report
     # every strategy saw the same labels and scored the same events
     assert len({r["labels"] for r in results.values()}) == 1 and len({r["events"] for r in results.values()}) == 1
     assert all(p["card_precision"] is not None for p in naive["periods"])

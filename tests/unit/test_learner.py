@@ -384,6 +384,26 @@ def test_candidates_and_their_evidence_survive_a_restart(learner):
         assert np.allclose(before.model.score(x), after.model.score(x))
 
 
+def test_a_concept_change_command_the_learner_cannot_apply_changes_nothing(learner):
+    """The admin route validates rounds; the control topic may hold anything (another writer)."""
+    learner.events.clear()
+    for rounds in (-3, "many", 10**9, 2.5):
+        learner.apply({"id": "bad", "action": "concept_change", "rounds": rounds}, None, lambda m: None)
+    assert not learner.change.active and all(f["applied"] is False and "whole number" in f["reason"] for _, f in learner.events)
+
+
+def test_a_concept_change_lasts_until_a_version_of_it_is_served_at_most_four_times_its_rounds():
+    from learners.concept_change import ConceptChange
+
+    change = ConceptChange()
+    change.start(3)
+    ended = [change.round_done() for _ in range(12)]  # nothing published: it goes on, then gives up at 4 x 3
+    assert ended == [False] * 11 + [True] and not change.active
+    change.start(3)
+    change.published = 1
+    assert [change.round_done() for _ in range(3)] == [False, False, True]
+
+
 def test_a_concept_change_an_operator_confirms_is_learned_then_the_guards_return(learner):
     """The relabeling of the test above, now a real change (the business decided compromised-terminal
     transactions are legitimate): quarantined while unconfirmed; once an operator confirms a concept
@@ -403,7 +423,7 @@ def test_a_concept_change_an_operator_confirms_is_learned_then_the_guards_return
     assert kept > 300 and len(contradiction_flags(learner)) == 2 and learner.incumbent.version == "v000001"
 
     learner.apply({"id": "cc1", "action": "concept_change", "rounds": 6, "reason": "terminal fraud reclassified"}, None, lambda m: None)
-    assert learner.changing == 6 and len(learner.quarantine) == 0 and len(learner.released) == kept
+    assert learner.change.rounds_left == 6 and len(learner.quarantine) == 0 and len(learner.released) == kept
     assert learner.metrics.quarantine_released.labels("concept_change")._value.get() == kept
     assert learner.metrics.registry.get_sample_value("perennial_learner_concept_change_rounds") == 6
     assert len(learner.adapter._replay_arrays()[1]) == 0  # the replay memory forgot the old concept
@@ -414,16 +434,16 @@ def test_a_concept_change_an_operator_confirms_is_learned_then_the_guards_return
     events: list = []
     restarted = Learner(learner.settings, LearnerMetrics(), lambda kind, **f: events.append((kind, f)))
     restarted.events = events
-    assert restarted.changing == 5
+    assert restarted.change.rounds_left == 5
     reports = rounds(restarted, stream.take(np.arange(3 * size, 7 * size)), size=size)
     assert not contradiction_flags(restarted)  # trained on, not quarantined
     assert any("; not binding: an operator confirmed a concept change" in r for rep in reports for r in rep["reasons"])
     served = average_precision(y, restarted.incumbent.score(x))
     assert restarted.incumbent.version != "v000001" and served < before - 0.2, (before, served)  # the new meaning is served (0.82 to 0.56)
-    assert restarted.changing == 1
+    assert restarted.change.rounds_left == 1 and restarted.change.published >= 1
     rounds(restarted, block(7), size=size)
     over = [f for kind, f in events if kind == "concept_change_over"]
-    assert restarted.changing == 0 and len(over) == 1
+    assert not restarted.change.active and len(over) == 1 and over[0]["published"] >= 1
     assert restarted.baseline_retention_ap == over[0]["retention_baseline"] < learner.baseline_retention_ap  # the floor moved with consent
     a = restarted.acct
     assert a.consumed == 8 * size == a.trained + a.held_out + a.quarantined
