@@ -147,7 +147,6 @@ class Learner:
         self.control_offsets = meta.get("control_offsets", {})
         self._react(meta.get("drift_reacting", 0))
         self.change = ConceptChange.restore(meta.get("concept_change"))
-        self.metrics.concept_change.set(self.change.rounds_left)
         self.baseline_retention_ap = meta.get("retention_baseline", self.baseline_retention_ap)
         self.metrics.paused.set(int(self.paused))
         if self.pending:
@@ -332,8 +331,9 @@ class Learner:
         drifts = self.drift.update(log_loss(y, scores))  # prequential: before training
         if drifts:
             self.metrics.drift_detected.inc(drifts)
-            if self.settings.learn.drift_reaction:  # also in a concept change's longer reaction: keeping that one (lr x2 for
-                self._react(self.settings.learn.drift_reaction_rounds)  # all its rounds) took recurrence, operated, from 0.843 to 0.820
+            # also inside a concept change's longer reaction (keeping that one took operated recurrence from 0.843 to 0.820)
+            if self.settings.learn.drift_reaction:
+                self._react(self.settings.learn.drift_reaction_rounds)
             self.emit(
                 "drift", round=self.acct.rounds, loss_estimation=self.drift.estimation, window_events=self.drift.width,
                 reacting_rounds=self.reacting,
@@ -351,7 +351,6 @@ class Learner:
             self._react(self.reacting - 1)
         if self.change.round_done():
             self._concept_change_over()
-        self.metrics.concept_change.set(self.change.rounds_left)
         self.acct.trained += len(y)
         self.challengers.append(Challenger(ScoringModel("candidate", self.schema, self.adapter.weights()), self.acct.rounds))
         thin(self.challengers, self.settings.learn.gates.candidates)
@@ -574,10 +573,10 @@ class Learner:
             self.quarantine.add(tuple(row), label)
 
     def confirm_concept_change(self, cmd: dict[str, Any]) -> None:
-        """An operator confirmed that the labels changed meaning (not poisoning): for the next
-        ``rounds`` rounds nothing is quarantined (the kept events are released now), the retention
-        gate does not bind, the learner reacts as to a drift and, with ``concept_change_forget``,
-        forgets its replay memory and EWC importances."""
+        """An operator confirmed that the labels changed meaning (not poisoning): the kept events are
+        released now and, while the change lasts (``learners.concept_change``), neither guard
+        quarantines, the checks that hold a candidate to the past do not bind, the learner reacts as
+        to a drift and, with ``concept_change_forget``, it forgets its replay memory and EWC importances."""
         cfg = self.settings.learn
         rounds = cmd.get("rounds") or cfg.concept_change_rounds
         if not isinstance(rounds, int) or not 1 <= rounds <= MAX_CONCEPT_CHANGE_ROUNDS:  # the admin route checks; the topic may hold anything
@@ -585,7 +584,6 @@ class Learner:
                       reason=f"rounds must be a whole number from 1 to {MAX_CONCEPT_CHANGE_ROUNDS}, not {rounds!r}")
             return
         self.change.start(rounds)
-        self.metrics.concept_change.set(rounds)
         if cfg.concept_change_forget:
             self.adapter.forget()
         if cfg.drift_reaction:
@@ -658,6 +656,7 @@ class Learner:
         count as consumed by this process, so that its counters balance:
         consumed == trained + held_out + quarantined + pending + pending_holdout + dead_lettered."""
         self.metrics.pending.set_function(lambda: len(self.pending) + len(self.released))
+        self.metrics.concept_change.set_function(lambda: self.change.rounds_left)
         self.metrics.pending_holdout.set_function(lambda: len(self.pending_holdout))
         self.metrics.quarantine_kept.set_function(lambda: len(self.quarantine))
         self.metrics.consumed.inc(len(self.pending) + len(self.pending_holdout) + len(self.released))

@@ -245,7 +245,8 @@ class LearnSettings(BaseModel):
     """The test's margin: a round is tested against the usual odds of a contradiction times this, so a
     genuine change of the rate (or an inexact usual rate) is not flagged, however large the round."""
     concept_change_rounds: int = Field(12, ge=1)
-    """Rounds a concept change confirmed by an operator (``POST /v1/learner/concept-change``) lasts:
+    """Rounds a concept change confirmed by an operator (``POST /v1/learner/concept-change``) lasts,
+    and longer until a version was published during it (at most four times as many rounds):
     labels that contradict the served model are trained on instead of quarantined, the retention
     gate reports but does not bind, and the learner learns as on a drift. Afterwards the retention
     floor starts from what the served version then keeps of the past. A concept change and targeted
