@@ -29,7 +29,7 @@ import orjson
 import torch
 from common import SIM, registry, rss_mib, start, stop, wait_http
 
-from learners.avalanche_adapter import ContinualLearner, LearnerConfig
+from learners.avalanche_adapter import ContinualLearner
 from learners.model import TabularNet
 from learners.registry import Registry
 from perennial.settings import Settings
@@ -188,7 +188,7 @@ def naive_avalanche(x: np.ndarray, y: np.ndarray, settings: Settings, net: Tabul
 def trainer_alone(x: np.ndarray, y: np.ndarray, settings: Settings, net: TabularNet, round_events: int) -> float:
     """New events/s of our ContinualLearner (replay + online EWC, batched data path) in rounds of
     ``round_events``, memory seeded as after pretraining; no Kafka, no gates."""
-    learner = ContinualLearner(net, LearnerConfig.from_settings(settings.learn))
+    learner = ContinualLearner(net, settings.learn)
     learner.seed_replay(x[: settings.learn.replay_size], y[: settings.learn.replay_size])
     started = time.perf_counter()
     for i in range(0, len(y), round_events):

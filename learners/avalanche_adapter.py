@@ -43,28 +43,6 @@ from learners.model import TabularNet, state_numpy
 from perennial.settings import LearnSettings
 
 
-def _default(name: str) -> Any:
-    return LearnSettings.model_fields[name].default
-
-
-@dataclass(frozen=True)
-class LearnerConfig:
-    """The fine-tuning part of ``learn`` settings; every default is the setting's own (one definition)."""
-
-    learning_rate: float = _default("learning_rate")
-    batch_size: int = _default("batch_size")
-    epochs: int = _default("epochs")
-    replay_size: int = _default("replay_size")
-    replay_policy: str = _default("replay_policy")
-    ewc_lambda: float = _default("ewc_lambda")
-    ewc_decay: float = _default("ewc_decay")
-
-    @classmethod
-    def from_settings(cls, learn: Any) -> LearnerConfig:
-        """From the `learn` section of the settings (any object with these fields)."""
-        return cls(**{f: getattr(learn, f) for f in cls.__dataclass_fields__})
-
-
 class _Replay(ReplayPlugin):
     """Avalanche's ReplayPlugin: its storage policy keeps the memory, its loader mixes a memory batch
     into every batch of new events. Two changes: storage is updated through ``post_adapt`` (the API
@@ -157,7 +135,10 @@ class RoundStats:
 
 
 class ContinualLearner:
-    def __init__(self, net: TabularNet, config: LearnerConfig = LearnerConfig()):
+    def __init__(self, net: TabularNet, config: LearnSettings | None = None):
+        """``config`` is the `learn` settings (their fine-tuning fields: learning rate, batch size,
+        epochs, replay, EWC); the settings' defaults when none are given."""
+        config = config if config is not None else LearnSettings()
         self.config = config
         self.net = net
         self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)

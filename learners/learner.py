@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from learners.accounting import Accounting, DeadLetter, DeadLetterJournal, EventBuffer, Undelivered
-from learners.avalanche_adapter import ContinualLearner, LearnerConfig
+from learners.avalanche_adapter import ContinualLearner
 from learners.calibration import fit_platt
 from learners.challenger import Challenger
 from learners.checkpoint import load_checkpoint, save_checkpoint
@@ -78,7 +78,7 @@ class Learner:
         net = TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in incumbent.weights.items()})
         self.adapter = ContinualLearner(
             net,
-            LearnerConfig.from_settings(cfg),
+            cfg,
         )
         self.thresholds = GateThresholds(**cfg.gates.model_dump())
         n = len(self.schema.names)

@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,13 @@ import numpy as np
 import orjson
 import torch
 
-from learners.avalanche_adapter import ContinualLearner, LearnerConfig
+from learners.avalanche_adapter import ContinualLearner
 from learners.model import TabularNet, state_numpy
 from learners.pretrain import fit
 from learners.schema import FeatureSchema
 from learners.scoring import ScoringModel
 from perennial.evaluation.scores import assert_spread
-from perennial.settings import Settings
+from perennial.settings import LearnSettings, Settings
 
 VALIDATION_SHARE = 0.2
 """The latest share of a retraining window that validates (pretraining's split of its history)."""
@@ -91,7 +90,7 @@ class Frozen(Strategy):
 class FineTuning(Strategy):
     """Rounds of ``round_events`` labels through the Avalanche adapter; every round is served."""
 
-    def __init__(self, model: ScoringModel, config: LearnerConfig, round_events: int):
+    def __init__(self, model: ScoringModel, config: LearnSettings, round_events: int):
         self.schema = model.schema
         self.adapter = ContinualLearner(TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in model.weights.items()}), config)
         self.round_events = round_events
@@ -330,13 +329,12 @@ def build(name: str, *, model: ScoringModel, registry: Path, settings: Settings,
           retrain_every_s: float, window_s: float, seed: int) -> Strategy:
     """One strategy by name, from the pretrained ``model`` (published in ``registry``)."""
     cfg = settings.learn
-    base = LearnerConfig.from_settings(cfg)
     torch.manual_seed(seed)
     makers: dict[str, Callable[[], Strategy]] = {
         "frozen": lambda: Frozen(model),
-        "naive": lambda: FineTuning(model, replace(base, replay_size=0, ewc_lambda=0.0), cfg.round_events),
-        "replay": lambda: FineTuning(model, replace(base, ewc_lambda=0.0), cfg.round_events),
-        "ewc": lambda: FineTuning(model, replace(base, replay_size=0), cfg.round_events),
+        "naive": lambda: FineTuning(model, cfg.model_copy(update={"replay_size": 0, "ewc_lambda": 0.0}), cfg.round_events),
+        "replay": lambda: FineTuning(model, cfg.model_copy(update={"ewc_lambda": 0.0}), cfg.round_events),
+        "ewc": lambda: FineTuning(model, cfg.model_copy(update={"replay_size": 0}), cfg.round_events),
         "product": lambda: Product(registry, settings, model.schema.names),
         "product_no_drift_reaction": lambda: Product(
             registry, settings.model_copy(update={"learn": cfg.model_copy(update={"drift_reaction": False})}), model.schema.names

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from learners.avalanche_adapter import ContinualLearner, LearnerConfig
+from learners.avalanche_adapter import ContinualLearner
 from learners.checkpoint import load_checkpoint, save_checkpoint
 from learners.model import TabularNet
+from perennial.settings import LearnSettings
 
 rng = np.random.default_rng(0)
 
@@ -18,7 +19,7 @@ def batch(n=512, d=6, fraud=0.1):
 
 def learner(policy="class_balanced", seed=0):
     torch.manual_seed(seed)
-    return ContinualLearner(TabularNet(6, hidden=16), LearnerConfig(replay_size=200, replay_policy=policy, batch_size=64))
+    return ContinualLearner(TabularNet(6, hidden=16), LearnSettings(replay_size=200, replay_policy=policy, batch_size=64))
 
 
 def test_a_round_changes_the_weights_and_fills_replay():
@@ -93,13 +94,13 @@ def test_no_checkpoint_yet(tmp_path):
 
 def test_ablations_leave_their_plugin_out_and_still_checkpoint(tmp_path):
     torch.manual_seed(0)
-    naive = ContinualLearner(TabularNet(6, hidden=16), LearnerConfig(replay_size=0, ewc_lambda=0.0, batch_size=64))
+    naive = ContinualLearner(TabularNet(6, hidden=16), LearnSettings(replay_size=0, ewc_lambda=0.0, batch_size=64))
     assert naive.replay is None and naive.ewc is None
     for _ in range(2):
         stats = naive.learn(*batch())
     assert stats.replay_size == 0 and stats.ewc_penalty == 0.0
     tensors, meta = naive.state()
-    again = ContinualLearner(TabularNet(6, hidden=16), LearnerConfig(replay_size=0, ewc_lambda=0.0, batch_size=64))
+    again = ContinualLearner(TabularNet(6, hidden=16), LearnSettings(replay_size=0, ewc_lambda=0.0, batch_size=64))
     again.restore(tensors, meta)
     assert all(np.array_equal(naive.weights()[k], v) for k, v in again.weights().items())
 
@@ -166,10 +167,12 @@ def test_gather_reads_subsets_of_concatenations_in_order():
     assert y.tolist() == [5, 13, 11]
 
 
-def test_the_adapters_defaults_are_the_settings_own():
-    """One definition per default: LearnerConfig() is the learn settings' fine-tuning part."""
-    from dataclasses import asdict
-
-    from perennial.settings import LearnSettings
-
-    assert asdict(LearnerConfig()) == asdict(LearnerConfig.from_settings(LearnSettings()))
+def test_the_adapter_takes_the_learn_settings_and_their_defaults():
+    """One definition per default: the adapter reads the learn settings object itself."""
+    default = ContinualLearner(TabularNet(6, hidden=16))
+    assert default.config == LearnSettings()
+    assert default.optimizer.param_groups[0]["lr"] == LearnSettings().learning_rate
+    assert default.strategy.train_epochs == LearnSettings().epochs
+    assert default.replay is not None and default.replay.mem_size == LearnSettings().replay_size
+    tuned = ContinualLearner(TabularNet(6, hidden=16), LearnSettings(learning_rate=0.01, epochs=1, replay_size=0))
+    assert tuned.optimizer.param_groups[0]["lr"] == 0.01 and tuned.strategy.train_epochs == 1 and tuned.replay is None
