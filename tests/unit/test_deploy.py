@@ -230,6 +230,40 @@ def test_the_settings_configmap_is_read_by_perennial_as_the_values_say(path, mon
     assert s.learn.checkpoint_path.parent == Path("/var/lib/perennial/checkpoint")  # the join's state beside it, on the claim
 
 
+# What the chart sets differently from the settings' defaults on purpose: where a pod listens, its
+# volumes and its broker. Everything else the chart renders must be the settings' own default.
+DEPLOYMENT_CHOICES = {
+    "kafka.bootstrap_servers": "kafka:9092",
+    "registry.path": "/var/lib/perennial/registry",
+    "serve.host": "0.0.0.0",
+    "learn.checkpoint_path": "/var/lib/perennial/checkpoint/learner.safetensors",
+    "learn.metrics_host": "0.0.0.0",
+}
+
+
+def test_the_charts_default_values_are_the_settings_defaults(monkeypatch):
+    """One definition per default: values.yaml repeats settings (ports, rounds, gates, join...) for
+    discoverability; rendered with its defaults, every PERENNIAL_* variable must equal the setting's
+    default in perennial/settings.py, but for the deployment choices above."""
+    from perennial.settings import Settings
+
+    for key in [k for k in os.environ if k.startswith("PERENNIAL_")]:
+        monkeypatch.delenv(key)
+    defaults = Settings().model_dump(mode="json")
+    rendered = container_settings(render(), "learner", monkeypatch).model_dump(mode="json")
+
+    def differences(a: dict, b: dict, prefix: str = "") -> dict:
+        out: dict = {}
+        for key, value in a.items():
+            if isinstance(value, dict):
+                out |= differences(value, b[key], f"{prefix}{key}.")
+            elif value != b[key]:
+                out[f"{prefix}{key}"] = b[key]
+        return out
+
+    assert differences(defaults, rendered) == DEPLOYMENT_CHOICES
+
+
 def container_settings(docs: list[dict], component: str, monkeypatch, init: bool = False):
     """The Settings a container of the rendered chart starts with: the ConfigMap (envFrom), then its
     own literal env entries, which win, as in Kubernetes."""
