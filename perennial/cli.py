@@ -164,6 +164,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     limit_threads(serve.numeric_threads)
     uvicorn.run(
         create_app(settings), host=serve.host, port=serve.port, log_level="warning", access_log=False,
+        log_config=None,  # uvicorn's loggers reach the root handler of perennial/logs.py: JSON in a pod
         http=with_request_deadline(serve.request_timeout_s),
         # uvicorn annotates int but hands the value to asyncio's call_later, which takes fractional seconds
         timeout_keep_alive=serve.keep_alive_s,  # type: ignore[arg-type]
@@ -415,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(settings.log.format, settings.log.level)
         return COMMANDS[args.command](args, settings)
     except (ValueError, FileNotFoundError, RuntimeError, TimeoutError, RegistryError) as exc:
-        print(f"perennial {args.command}: {exc}", file=sys.stderr)
+        # a user's mistake (a setting, a file), not a bug: its message, no traceback, in the log's format
+        logging.getLogger(f"perennial.{args.command}").error("perennial %s: %s", args.command, exc)
         return 2
 
 

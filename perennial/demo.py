@@ -29,6 +29,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from learners.quality import average_precision
+from perennial import logs
 from perennial.client import Client, PerennialError
 from perennial.settings import Settings
 from streams.broker import LocalBroker, free_port
@@ -139,7 +140,11 @@ class Traffic(threading.Thread):
 
 
 def _say(t0: float, text: str) -> None:
-    print(f"[{time.monotonic() - t0:6.1f}s] {text}", flush=True)
+    """One line of the demo's story: readable at a terminal, a ``demo`` JSON event elsewhere."""
+    if logs.use_json("auto", sys.stdout):
+        logs.emit("demo", {"elapsed_s": round(time.monotonic() - t0, 1), "message": text})
+    else:
+        print(f"[{time.monotonic() - t0:6.1f}s] {text}", flush=True)
 
 
 def _fmt_ap(aps: dict[str, float | None]) -> str:
@@ -342,6 +347,12 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
     }
     if joined:
         summary["join"] = {key: int(final_metrics.get(f"perennial_join_{key}", 0)) for key in JOIN_FIGURES}
+    if summary_json:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    if logs.use_json("auto", sys.stdout):
+        logs.emit("summary", {**summary, "summary_json": str(summary_json) if summary_json else None})
+        return 0
     print()
     print("Summary")
     print(f"  events consumed {summary['events_consumed']:,}, trained {summary['events_trained']:,}, dead-lettered {summary['events_dead_lettered']}")
@@ -353,8 +364,6 @@ def _run(settings, work, registry, broker, children, stop, t0, summary_json, pro
     if joined:
         print("  join: " + _join_line(final_metrics))
     if summary_json:
-        summary_json.parent.mkdir(parents=True, exist_ok=True)
-        summary_json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
         print(f"  summary written to {summary_json}")
     return 0
 

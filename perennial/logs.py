@@ -4,7 +4,8 @@ readable text at a terminal; ``log.format`` forces either for the logs.
 Two streams, both set up here:
 
 - **logs** (``logging``, on stderr), every logger named ``perennial.<part>`` (``perennial.learn``,
-  ``perennial.serve``, ``perennial.join``, ``perennial.registry``, ``perennial.kafka``...). As JSON
+  ``perennial.serve``, ``perennial.join``, ``perennial.registry``, ``perennial.kafka``...; uvicorn's
+  as ``perennial.serve.http``, see ``RENAMED``). As JSON
   (python-json-logger) each line is ``{"time", "level", "logger", "message", ...}`` with the
   traceback in ``exc_info``.
 - **events** (``emit``, on stdout): what a command reports for programs to read (``pretrained``,
@@ -30,6 +31,19 @@ import orjson
 NOISY = ("httpx", "kafka", "matplotlib")
 """Libraries whose INFO lines are noise in a service's log."""
 
+RENAMED = {"uvicorn.access": "perennial.serve.access", "uvicorn": "perennial.serve.http"}
+"""Loggers of libraries that speak for a perennial command, under the command's name (the first
+matching prefix wins): uvicorn's ``uvicorn.error`` (invalid requests, "Exception in ASGI
+application") is the server's HTTP layer."""
+
+
+def _rename(record: logging.LogRecord) -> bool:
+    for prefix, name in RENAMED.items():
+        if record.name == prefix or record.name.startswith(prefix + "."):
+            record.name = name
+            break
+    return True
+
 def use_json(setting: str, stream: TextIO) -> bool:
     """JSON unless ``setting`` is "text", or "auto" and ``stream`` is a terminal."""
     if setting == "auto":
@@ -49,6 +63,7 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
                                            json_ensure_ascii=False))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_rename)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -136,6 +136,9 @@ def test_demo_runs_the_loop_and_writes_its_summary(tmp_path):
     assert s["new_pattern_ap_end"] > s["new_pattern_ap_start"]
     assert s["prediction_requests_failed"] == 0 and s["prediction_requests_ok"] > 100
     assert "stopped every process the demo started" in r.stdout
+    events = [orjson.loads(line) for line in r.stdout.splitlines()]  # in a pipe, the demo's story is JSON lines
+    (reported,) = [e for e in events if e["event"] == "summary"]
+    assert reported["served_version_end"] == s["served_version_end"] and reported["summary_json"] == str(summary)
 
 
 def test_demo_with_joined_labels_learns_from_fraud_labels_alone(tmp_path):
@@ -158,3 +161,83 @@ def test_demo_with_joined_labels_learns_from_fraud_labels_alone(tmp_path):
     )
     assert s["versions_promoted"] >= 1 and s["new_pattern_ap_end"] > s["new_pattern_ap_start"] + 0.3
     assert s["prediction_requests_failed"] == 0 and s["events_dead_lettered"] == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_servers_log_is_json_lines_in_a_pod_uvicorns_own_lines_included(tmp_path, pretrained):
+    """`perennial serve` with stderr not a terminal: every line a JSON object, uvicorn's included (an
+    invalid HTTP request is logged by uvicorn itself) under the server's name, perennial.serve.http.
+    (kafka-python's lines keep their own logger names, kafka.*: no broker runs here.)"""
+    import socket
+    import time
+
+    port = _free_port()
+    env = {**{k: v for k, v in os.environ.items() if k != "PERENNIAL_LOG__FORMAT"},
+           "PERENNIAL_REGISTRY__PATH": str(pretrained), "PERENNIAL_SERVE__PORT": str(port), "PERENNIAL_SERVE__NUMERIC_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "perennial.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                    sock.recv(1024)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    lines = [orjson.loads(line) for line in err.splitlines()]  # every line parses
+    assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert not [line for line in lines if line["logger"].startswith("uvicorn")], err  # the server's HTTP layer speaks as perennial.serve.*
+    assert any(line["logger"] == "perennial.serve.http" and "Invalid HTTP request" in line["message"] for line in lines), err
+
+
+def _at_a_terminal(args: list[str], env: dict) -> str:
+    """What `perennial ARGS` writes to stderr when stderr is a terminal (a pseudo-terminal)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "perennial.cli", *args], env=env, stderr=follower, stdout=subprocess.DEVNULL, timeout=60)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    assert done.returncode == 2
+    return b"".join(chunks).decode()
+
+
+@pytest.mark.parametrize("log_format", ["auto", "text", "json"])
+def test_a_user_mistake_is_logged_in_the_format_of_the_terminal_or_the_setting(tmp_path, log_format):
+    """At a terminal the log is readable text unless `log.format` forces JSON; away from one it is
+    JSON unless it forces text. A setting mistake goes through the same log, not a bare print."""
+    env = {**{k: v for k, v in os.environ.items() if k != "PERENNIAL_LOG__FORMAT"}, "PERENNIAL_REGISTRY__PATH": str(tmp_path / "empty")}
+    if log_format != "auto":
+        env["PERENNIAL_LOG__FORMAT"] = log_format
+    terminal = _at_a_terminal(["learn"], env).strip().splitlines()
+    piped = perennial("learn", env=env).stderr.strip().splitlines()
+    for lines, as_json in ((terminal, log_format == "json"), (piped, log_format != "text")):
+        (line,) = [ln for ln in lines if "run `perennial pretrain` first" in ln]
+        if as_json:
+            doc = orjson.loads(line)
+            assert doc["level"] == "ERROR" and doc["logger"] == "perennial.learn"
+        else:
+            assert " ERROR perennial.learn: perennial learn: " in line and not line.startswith("{")
