@@ -95,12 +95,13 @@ def test_the_learner_keeps_learning_through_a_stream_seeded_with_hostile_records
     wait_for(lambda: stack.learner_metric("perennial_learner_events_consumed_total") >= 0, 180, "learner up")
 
     producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024)
-    sent: dict[int, tuple[str, bytes | None, bytes | None]] = {}  # source offset -> hostile record
+    sent: dict[tuple[int, int], tuple[str, bytes | None, bytes | None]] = {}  # source partition, offset -> hostile record
     every = len(valid) // (len(hostile) + 1)
     for i, (reason, key, value) in enumerate(hostile):
         for v in valid[i * every : (i + 1) * every]:
             producer.send(stack.topic, value=v)
-        sent[producer.send(stack.topic, key=key, value=value).get(30).offset] = (reason, key, value)
+        meta = producer.send(stack.topic, key=key, value=value).get(30)  # the topic may have any number of partitions
+        sent[meta.partition, meta.offset] = (reason, key, value)
     for v in valid[len(hostile) * every :]:
         producer.send(stack.topic, value=v)
     producer.flush(30)
@@ -112,13 +113,13 @@ def test_the_learner_keeps_learning_through_a_stream_seeded_with_hostile_records
     assert consumed == total
 
     dlq = read_topic(stack.bootstrap, f"{stack.topic}.dlq", len(hostile), timeout=60)
-    offsets = [int(dict(r.headers)["perennial.source"].decode().rsplit("/", 1)[1]) for r in dlq]
-    assert sorted(offsets) == sorted(sent), "each hostile record in the dead-letter topic exactly once"
-    for offset, record in zip(offsets, dlq):
-        reason, key, value = sent[offset]
+    sources = [tuple(int(n) for n in dict(r.headers)["perennial.source"].decode().rsplit("/", 2)[1:]) for r in dlq]
+    assert sorted(sources) == sorted(sent), "each hostile record in the dead-letter topic exactly once"
+    for (partition, offset), record in zip(sources, dlq):
+        reason, key, value = sent[partition, offset]
         headers = dict(record.headers)
         assert headers["perennial.reason"].decode() == reason, (value[:200] if value else value, headers)
-        assert record.key == f"{stack.topic}/0/{offset}".encode() and headers.get("perennial.key") == (key[:1024] if key else None)
+        assert record.key == f"{stack.topic}/{partition}/{offset}".encode() and headers.get("perennial.key") == (key[:1024] if key else None)
         if value is None:
             assert record.value is None and headers["perennial.null_value"] == b"true"
         elif len(value) > BIG:
