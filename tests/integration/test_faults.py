@@ -19,6 +19,7 @@ import pytest
 from learners.checkpoint import load_checkpoint
 from learners.registry import Registry
 from learners.schema import FeatureSchema
+from perennial.client import Client, PerennialError
 from streams.broker import LocalBroker, free_port
 from streams.simulator import FEATURES
 
@@ -38,14 +39,15 @@ class Load(threading.Thread):
         self.rows = SIM.pattern_sets(46, 1)["card_testing"][0][:300]
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=5) as c:
+        with Client(self.url, timeout=5) as c:
             i = 0
             while not self.stop.is_set():
-                body = orjson.dumps({"features": dict(zip(FEATURES, self.rows[i % len(self.rows)].tolist()))})
+                features = dict(zip(FEATURES, self.rows[i % len(self.rows)].tolist()))
                 i += 1
                 try:
-                    r = c.post("/v1/predict", content=body)
-                    self.results.append((r.status_code, r.json().get("version") if r.status_code == 200 else None))
+                    self.results.append((200, c.predict(features).version))
+                except PerennialError as exc:
+                    self.results.append((exc.status, None))
                 except httpx.HTTPError:
                     self.results.append((0, None))
                     time.sleep(0.05)
@@ -67,7 +69,8 @@ def test_killed_server_comes_back_serving_the_current_version(stack):
     time.sleep(2)
     load.stop.set()
     load.join(10)
-    assert httpx.get(f"{stack.url}/v1/model").json()["version"] == "v000002"
+    with Client(stack.url) as c:
+        assert c.model()["version"] == "v000002"
     after = load.results[served_after:]
     assert after and all(status == 200 and version == "v000002" for status, version in after)
 
@@ -101,6 +104,7 @@ def test_corrupt_registry_entries_are_refused_once_and_the_model_kept(stack):
     reg = Registry(stack.registry)
     good = reg.load_current()
     expected = 0
+    client = Client(stack.url)
 
     def refused_once(what: str) -> None:
         """The server refuses the state just made, counts it once over several polls, serves on."""
@@ -108,9 +112,8 @@ def test_corrupt_registry_entries_are_refused_once_and_the_model_kept(stack):
         expected += 1
         wait_for(lambda: refusals(stack.url) >= expected, 15, f"{what} refused")
         holds(lambda: refusals(stack.url) == expected, 5 * POLL_S, f"{what} counted once")
-        r = httpx.post(f"{stack.url}/v1/predict", content=orjson.dumps({"features": dict.fromkeys(FEATURES, 1.0)}))
-        assert r.status_code == 200 and r.json()["version"] == good.version
-        assert httpx.get(f"{stack.url}/readyz").status_code == 200
+        assert client.predict(dict.fromkeys(FEATURES, 1.0)).version == good.version
+        assert client.ready()
 
     def bad_version(corrupt) -> str:
         """A complete version, damaged by ``corrupt`` before CURRENT names it (no server can see it sound)."""
@@ -161,7 +164,8 @@ def test_corrupt_registry_entries_are_refused_once_and_the_model_kept(stack):
     assert "Traceback" not in log
     # and a sound version afterwards is served again (publishing repairs CURRENT)
     m = reg.publish(good.weights, good.schema, parent=good.version)
-    wait_for(lambda: httpx.get(f"{stack.url}/v1/model").json()["version"] == m["version"], 15, "recovery")
+    wait_for(lambda: client.model()["version"] == m["version"], 15, "recovery")
+    client.close()
 
 
 def test_a_server_starting_on_a_bad_current_is_not_ready_until_a_sound_one_appears(stack):
@@ -171,15 +175,20 @@ def test_a_server_starting_on_a_bad_current_is_not_ready_until_a_sound_one_appea
     stack.start("serve")
     wait_for(lambda: refusals(stack.url) == 1, 60, "the server up, refusing CURRENT")
     holds(lambda: refusals(stack.url) == 1 and stack.procs["serve"].poll() is None, 5 * POLL_S, "one refusal, server running")
-    ready = httpx.get(f"{stack.url}/readyz")
+    ready = httpx.get(f"{stack.url}/readyz")  # raw: the body's reason is the point, Client.ready() is a bool
     assert ready.status_code == 503 and ready.json()["status"] == "not ready"
     assert "CURRENT is a directory" in ready.json()["reason"]
-    assert httpx.get(f"{stack.url}/v1/model").status_code == 503
-    assert httpx.post(f"{stack.url}/v1/predict", content=orjson.dumps({"features": dict.fromkeys(FEATURES, 1.0)})).status_code == 503
+    client = Client(stack.url)
+    assert not client.ready()
+    for call in (client.model, lambda: client.predict(dict.fromkeys(FEATURES, 1.0))):
+        with pytest.raises(PerennialError) as refused:
+            call()
+        assert refused.value.status == 503
     reg.current_path.rmdir()
     reg.set_current("v000001", reason="repaired")
     stack.wait_ready(15)
-    assert httpx.get(f"{stack.url}/v1/model").json()["version"] == "v000001"
+    assert client.ready() and client.model()["version"] == "v000001"
+    client.close()
     assert "refused the registry's CURRENT, keeping none: CURRENT is a directory" in stack.log("serve")
 
 

@@ -10,13 +10,13 @@ import random
 import signal
 import time
 
-import httpx
 import numpy as np
 import orjson
 import pytest
 
 from learners.checkpoint import load_checkpoint
 from learners.join import CORRECTION_SUFFIX
+from perennial.client import Client
 from streams.simulator import FEATURES
 
 from .conftest import SIM, Stack, producer, read_to_end, wait_for
@@ -44,10 +44,9 @@ def score_over_http(stack: Stack, n: int, days: float) -> tuple[list[dict], np.n
     start = float(tx.time[take[0]])
     events = [{"id": f"tx-{k}", "time": start + days * DAY * k / n, "features": dict(zip(FEATURES, map(float, tx.features[i])))}
               for k, i in enumerate(take)]
-    with httpx.Client(base_url=stack.url, timeout=10) as client:
+    with Client(stack.url) as client:
         for b in range(0, n, 100):
-            r = client.post("/v1/predict", content=orjson.dumps(events[b : b + 100]))
-            assert r.status_code == 200, r.text
+            assert [p.id for p in client.predict_many(events[b : b + 100])] == [e["id"] for e in events[b : b + 100]]
     return events, (tx.pattern[take] > 0).astype(int)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from learners.quality import average_precision
 from learners.registry import Registry
+from perennial.client import Client, PerennialError
 from streams.simulator import FEATURES
 
 from .conftest import SIM, produce_stream, producer, read_topic, wait_for
@@ -19,8 +20,9 @@ from .conftest import SIM, produce_stream, producer, read_topic, wait_for
 pytestmark = pytest.mark.integration
 
 
-class Client(threading.Thread):
-    """Posts single events over HTTP until stopped; records every status and served version."""
+class Traffic(threading.Thread):
+    """Posts single events through perennial.client until stopped; records every status (0 for a
+    connection error) and served version."""
 
     def __init__(self, url: str, rows: np.ndarray):
         super().__init__(daemon=True)
@@ -30,18 +32,20 @@ class Client(threading.Thread):
         self.versions: list[str] = []
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as c:
+        with Client(self.url, timeout=10) as c:
             i = 0
             while not self.stop.is_set():
                 row = self.rows[i % len(self.rows)].tolist()
                 i += 1
                 try:
-                    r = c.post("/v1/predict", content=orjson.dumps({"id": str(i), "features": dict(zip(FEATURES, row))}))
-                    self.statuses.append(r.status_code)
-                    if r.status_code == 200:
-                        self.versions.append(r.json()["version"])
+                    version = c.predict(dict(zip(FEATURES, row)), id=str(i)).version
+                except PerennialError as exc:
+                    self.statuses.append(exc.status)
                 except httpx.HTTPError:
                     self.statuses.append(0)
+                else:
+                    self.statuses.append(200)
+                    self.versions.append(version)
 
 
 def test_new_pattern_is_learned_gated_and_swapped_in_under_traffic(stack):
@@ -54,8 +58,8 @@ def test_new_pattern_is_learned_gated_and_swapped_in_under_traffic(stack):
     stack.start("serve")
     stack.start("learn")
     stack.wait_ready()
-    client = Client(stack.url, new_x[:500])
-    client.start()
+    traffic = Traffic(stack.url, new_x[:500])
+    traffic.start()
     produced = produce_stream(stack.bootstrap, stack.topic, 45, 57)  # card testing is new from day 45
 
     running_seen = set()  # the round_running gauge, sampled while the stream is consumed: it must show rounds running
@@ -68,15 +72,16 @@ def test_new_pattern_is_learned_gated_and_swapped_in_under_traffic(stack):
     wait_for(stack.learner_idle, 30, "last round")
     reg = Registry(stack.registry)
     current = reg.current_version()
-    wait_for(lambda: httpx.get(f"{stack.url}/v1/model").json()["version"] == current, 15, f"server to serve CURRENT ({current})",
-             detail=lambda: f"now CURRENT is {reg.current_version()}\nserve:\n{stack.log('serve')[-3000:]}\nlearn:\n{stack.log('learn')[-4000:]}")
-    client.stop.set()
-    client.join(10)
+    with Client(stack.url) as c:
+        wait_for(lambda: c.model()["version"] == current, 15, f"server to serve CURRENT ({current})",
+                 detail=lambda: f"now CURRENT is {reg.current_version()}\nserve:\n{stack.log('serve')[-3000:]}\nlearn:\n{stack.log('learn')[-4000:]}")
+    traffic.stop.set()
+    traffic.join(10)
 
     assert current != "v000001", stack.log("learn")[-3000:]
     assert {0.0, 1.0} <= running_seen, running_seen  # (-1 is a scrape that timed out)
-    assert client.statuses and set(client.statuses) == {200}, "a prediction request failed during swaps"
-    assert len(set(client.versions)) >= 2 and client.versions[-1] == current
+    assert traffic.statuses and set(traffic.statuses) == {200}, "a prediction request failed during swaps"
+    assert len(set(traffic.versions)) >= 2 and traffic.versions[-1] == current
     manifest = reg.manifest(current)
     assert manifest["gate_report"]["passed"] is True and manifest["parent"] is not None
     assert any(r.startswith("retention:") for r in manifest["gate_report"]["reasons"])

@@ -9,9 +9,9 @@ import time
 
 import httpx
 import numpy as np
-import orjson
 import pytest
 
+from perennial.client import Client
 from streams.predictions import parse_predictions
 from streams.simulator import FEATURES
 
@@ -43,14 +43,10 @@ def test_a_running_server_logs_what_it_scored_to_kafka(stack):
     stack.start("serve")
     stack.wait_ready()
     sent = events(40) + events(5, 100, with_ids=False)
-    answers = {}
-    with httpx.Client(base_url=stack.url, timeout=10) as client:
-        single = client.post("/v1/predict", content=orjson.dumps(sent[0]))
-        assert single.status_code == 200, single.text
-        answers[single.json()["id"]] = single.json()
-        batch = client.post("/v1/predict", content=orjson.dumps(sent[1:]))
-        assert batch.status_code == 200, batch.text
-        answers.update({p["id"]: p for p in batch.json()["predictions"] if p["id"] is not None})
+    with Client(stack.url) as client:
+        single = client.predict(sent[0]["features"], id=sent[0]["id"], time=sent[0]["time"])
+        answers = {single.id: single}
+        answers.update({p.id: p for p in client.predict_many(sent[1:]) if p.id is not None})
 
     wait_for(lambda: server_metric(stack, 'perennial_prediction_log_events_total{outcome="sent"}') == 40, 10, "40 sent")
     records = read_to_end(stack.bootstrap, f"{stack.topic}.predictions")  # every event confirmed: all there
@@ -59,8 +55,8 @@ def test_a_running_server_logs_what_it_scored_to_kafka(stack):
     assert sorted(logged) == sorted(f"tx-{i}" for i in range(40))  # each event with an id once; none without
     for event in sent[:40]:
         logged_event = logged[event["id"]]
-        assert logged_event.time == event["time"] and logged_event.version == answers[event["id"]]["version"] == "v000001"
-        assert logged_event.score == answers[event["id"]]["score"]
+        assert logged_event.time == event["time"] and logged_event.version == answers[event["id"]].version == "v000001"
+        assert logged_event.score == answers[event["id"]].score
         assert np.array_equal(np.float32(logged_event.features), np.float32([event["features"][n] for n in FEATURES]))
     assert server_metric(stack, 'perennial_prediction_log_events_total{outcome="no_id"}') == 5
     assert server_metric(stack, 'perennial_prediction_log_events_total{outcome="dropped"}') == 0
@@ -71,11 +67,10 @@ def test_with_kafka_unreachable_predictions_go_on_and_the_overflow_is_counted(st
                       "PERENNIAL_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"})
     stack.start("serve")
     stack.wait_ready()
-    with httpx.Client(base_url=stack.url, timeout=10) as client:
+    with Client(stack.url) as client:
         started = time.monotonic()
         for k in range(6):
-            r = client.post("/v1/predict", content=orjson.dumps(events(50, 1000 + 50 * k)))
-            assert r.status_code == 200 and len(r.json()["predictions"]) == 50, r.text
+            assert len(client.predict_many(events(50, 1000 + 50 * k))) == 50
         took = time.monotonic() - started
     assert took < 5, f"6 requests took {took:.1f} s with Kafka down"  # far from any Kafka timeout
     queued = server_metric(stack, "perennial_prediction_log_queued_events")

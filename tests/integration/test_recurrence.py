@@ -3,21 +3,20 @@
 back, labels arriving a round's worth at a time. To the learner a flipped boundary looks exactly like
 targeted relabeling, so it quarantines the contradicting labels and waits for a person: at each change
 the operator, seeing the contradiction alert (``perennial_learner_events_quarantined_total
-{reason="contradiction"}`` rising), confirms a concept change over HTTP (``POST
-/v1/learner/concept-change`` on the server, the command reaching the learner through the control
+{reason="contradiction"}`` rising), confirms a concept change over HTTP (``Client.concept_change``:
+``POST /v1/learner/concept-change`` on the server, the command reaching the learner through the control
 topic). Then B must be served while it lasts (naive fine-tuning reaches 0.92 on B's probe; the
 product without the operator 0.27), and A again once it returns, within 0.1 of the pretrained version."""
 
 from __future__ import annotations
 
-import httpx
 import numpy as np
-import orjson
 import pytest
 
 from learners.pretrain import pretrain
 from learners.quality import average_precision
 from learners.registry import Registry
+from perennial.client import Client
 from perennial.evaluation import scenarios
 from streams.events import encode_event
 
@@ -28,20 +27,12 @@ EVERY = 1  # the whole stream of the scenario: 72,000 events, 3,600 frauds
 ROUND = 2048
 
 
-def served(stack: Stack) -> str:
-    return httpx.get(f"{stack.url}/v1/model", timeout=10).json()["version"]
-
-
-def served_ap(stack: Stack, probe: tuple[np.ndarray, np.ndarray], names: tuple[str, ...]) -> float:
+def served_ap(client: Client, probe: tuple[np.ndarray, np.ndarray], names: tuple[str, ...]) -> float:
     """AP of the served model on a probe, scored over HTTP."""
     x, y = probe
     scores: list[float] = []
-    with httpx.Client(base_url=stack.url, timeout=30) as client:
-        for start in range(0, len(y), 2000):
-            rows = [{"features": dict(zip(names, row))} for row in x[start : start + 2000].tolist()]
-            r = client.post("/v1/predict", content=orjson.dumps(rows))
-            assert r.status_code == 200, r.text
-            scores += [p["score"] for p in r.json()["predictions"]]
+    for start in range(0, len(y), 2000):
+        scores += [p.score for p in client.predict_many(dict(zip(names, row)) for row in x[start : start + 2000].tolist())]
     return average_precision(y, np.array(scores))
 
 
@@ -51,14 +42,16 @@ def test_a_recurring_concept_is_relearned_through_the_real_broker(tmp_path, brok
     pretrain(scn.names, scn.history_x, scn.history_y, Registry(base), epochs=8, seed=0)
     stack = Stack(tmp_path, broker.bootstrap, base)
     stack.env["PERENNIAL_LEARN__ROUND_EVENTS"] = str(ROUND)
+    client = Client(stack.url, token=ADMIN_TOKEN, timeout=30)
+    served = lambda: client.model()["version"]
     try:
         stack.start("serve")
         stack.start("learn")
         stack.wait_ready()
         probes = {c: scn.pattern_probes[c] for c in ("concept_A", "concept_B")}
-        ap = {"start": {c: served_ap(stack, p, scn.names) for c, p in probes.items()}}
+        ap = {"start": {c: served_ap(client, p, scn.names) for c, p in probes.items()}}
         assert ap["start"]["concept_A"] > 0.8 > 0.3 > ap["start"]["concept_B"], ap  # pretrained on A: blind to B
-        versions = {"start": served(stack)}
+        versions = {"start": served()}
 
         contradicted = lambda: stack.learner_metric('perennial_learner_events_quarantined_total{reason="contradiction"}')
         confirmed: dict[int, float] = {}  # phase -> contradicting events quarantined before the operator confirmed
@@ -77,14 +70,13 @@ def test_a_recurring_concept_is_relearned_through_the_real_broker(tmp_path, brok
                 # trained, but for a remainder under round_min_events (64), which waits for more events
                 wait_for(lambda: stack.learner_idle(below=64), 60, f"phase {phase} trained")
                 if phase and phase not in confirmed and contradicted() > seen:  # the alert fired: the operator confirms
-                    r = httpx.post(f"{stack.url}/v1/learner/concept-change", headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
-                                   json={"reason": f"{concept} is back" if phase == 2 else f"{concept} replaced concept_A"}, timeout=30)
-                    assert r.status_code == 202, r.text
+                    cmd = client.concept_change(reason=f"{concept} is back" if phase == 2 else f"{concept} replaced concept_A")["command"]
+                    assert cmd["action"] == "concept_change", cmd
                     confirmed[phase] = contradicted() - seen
                     wait_for(lambda: stack.learner_metric("perennial_learner_concept_change_rounds") > 0, 30, "the learner to apply it")
             name = f"after phase {phase} ({concept})"
-            ap[name] = {c: served_ap(stack, pr, scn.names) for c, pr in probes.items()}
-            versions[name] = served(stack)
+            ap[name] = {c: served_ap(client, pr, scn.names) for c, pr in probes.items()}
+            versions[name] = served()
         p.close()
 
         during_b, back_to_a = ap["after phase 1 (concept_B)"], ap["after phase 2 (concept_A)"]
@@ -98,4 +90,5 @@ def test_a_recurring_concept_is_relearned_through_the_real_broker(tmp_path, brok
         decisions = Registry(stack.registry).decisions()
         assert decisions and all(d["figures"].get("recent_frauds", 20) >= 20 for d in decisions if d["outcome"] == "passed")
     finally:
+        client.close()
         stack.close()
