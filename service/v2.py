@@ -15,9 +15,21 @@ with the features as columns in that order, under a name that is not a feature's
 scored. Tensors come as JSON ``data`` or as binary data (the binary tensor extension, tritonclient's
 default, inputs and outputs); compressed bodies are refused.
 
+Event ids: beside the features, a request may send an input named ``id`` of datatype ``BYTES``, shape
+``[N]`` or ``[N, 1]``, one UTF-8 string per row (JSON strings, or the binary extension's 4-byte
+little-endian length then the bytes of each): the id of each row's event, as ``id`` is in a
+/v1/predict event. With the prediction log on (``serve.prediction_log``), each row is logged with its
+id, so that its late label can be joined to what was scored, as for /v1/predict; rows sent without
+one are counted as ``no_id`` and not logged. The request's own ``id`` names the request (echoed in the
+answer), not its events: a request holds many rows. ``id`` is not listed among the model metadata's
+inputs (V2 metadata has no optional inputs; the features alone are required). The event's time in the
+log is when the server scored it.
+
 Rows are scored by the same ``Predictor`` as /v1/predict (one micro-batcher, one prediction log), with
-its limits: ``serve.max_batch`` rows and ``serve.max_body_bytes`` per request. Errors are V2's
-``{"error": ...}``: 404 an unknown model, 400 a bad request, 413 over a limit, 503 no model yet.
+its limits: ``serve.max_batch`` rows and ``serve.max_body_bytes`` per request. Concurrent V2 and
+/v1/predict requests parsed in the same turn of the event loop share one forward pass (batching.py).
+Errors are V2's ``{"error": ...}``: 404 an unknown model, 400 a bad request, 413 over a limit, 503 no
+model yet.
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ SERVER_NAME = "perennial"
 PLATFORM = "perennial"  # numpy forward pass of the network's safetensors weights (learners/scoring.py)
 EXTENSIONS = ["binary_tensor_data"]
 OUTPUT = "score"
+ID_INPUT, ID_DATATYPE = "id", "BYTES"  # each row's event id (the prediction log's key), optional
 HEADER_LENGTH = "inference-header-content-length"  # the binary tensor extension's JSON part, in bytes
 DATATYPES: dict[str, type[np.generic]] = {
     "FP32": np.float32, "FP64": np.float64,
@@ -103,12 +116,13 @@ class V2Error(BaseModel):
 
 @dataclass(frozen=True)
 class Infer:
-    """An infer request, parsed: the feature rows (float32, schema order), the request's id, and
-    whether the score goes back as binary data."""
+    """An infer request, parsed: the feature rows (float32, schema order), the request's id, whether
+    the score goes back as binary data, and each row's event id (None when the request sent none)."""
 
     rows: np.ndarray
     id: str | None
     binary_output: bool
+    ids: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -152,19 +166,68 @@ def parse_infer(body: bytes, header_length: str | None, names: tuple[str, ...], 
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise _bad("'inputs' must be a non-empty list of tensors")
-    tensors, offset = [], 0
+    tensors, offset, ids = [], 0, None
     for i, spec in enumerate(inputs):
+        if isinstance(spec, dict) and spec.get("name") == ID_INPUT and spec.get("datatype") == ID_DATATYPE:
+            if ids is not None:
+                raise _bad(f"input {ID_INPUT!r} is given twice")
+            ids, offset = _ids(spec, binary, offset)
+            continue
         tensor, offset = _tensor(spec, i, binary, offset)
         tensors.append(tensor)
     if offset != len(binary):
         raise _bad(f"{len(binary) - offset} bytes of binary data follow the tensors' declared binary_data_size")
+    if not tensors:
+        raise _bad(f"the inputs hold no features; send one tensor per feature ({', '.join(names)}) "
+                   f"or one tensor [N, {len(names)}]")
     rows = _rows(tensors, names)
     if not len(rows):
         raise _bad("the inputs hold no rows")
     if len(rows) > max_batch:
         raise ApiError(413, f"{len(rows)} rows in one request; the limit is {max_batch}")
+    if ids is not None and len(ids) != len(rows):
+        raise _bad(f"input {ID_INPUT!r} holds {len(ids)} ids; the features hold {len(rows)} rows (one id a row)")
     default_binary = _object(doc.get("parameters"), "'parameters'").get("binary_data_output") is True
-    return Infer(rows, request_id, _binary_output(doc.get("outputs"), default_binary))
+    return Infer(rows, request_id, _binary_output(doc.get("outputs"), default_binary), ids)
+
+
+def _ids(spec: dict[str, Any], binary: bytes, offset: int) -> tuple[list[str], int]:
+    """The event ids of the ``id`` input (BYTES ``[N]`` or ``[N, 1]``: JSON strings, or binary
+    elements, each a 4-byte little-endian length then its bytes) and the offset after it."""
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) or len(shape) not in (1, 2) \
+            or shape[1:] not in ([], [1]):
+        raise _bad(f"input {ID_INPUT!r} has shape {shape!r}; the event ids are [N] or [N, 1], one a row")
+    size = shape[0]
+    binary_size = _object(spec.get("parameters"), f"input {ID_INPUT!r}'s parameters").get("binary_data_size")
+    if binary_size is not None:
+        left = len(binary) - offset
+        if type(binary_size) is not int or not 0 <= binary_size <= left:
+            raise _bad(f"input {ID_INPUT!r}: binary_data_size is {binary_size!r}; {left} bytes of binary data are left")
+        raw: list[bytes] = []
+        end = offset + binary_size
+        while len(raw) < size and end - offset >= 4:
+            length = int.from_bytes(binary[offset : offset + 4], "little")
+            if length > end - offset - 4:
+                break
+            raw.append(binary[offset + 4 : offset + 4 + length])
+            offset += 4 + length
+        if len(raw) != size or offset != end:
+            raise _bad(f"input {ID_INPUT!r}: its {binary_size} bytes of binary data do not hold {size} BYTES elements "
+                       "(each a 4-byte little-endian length, then that many bytes)")
+        try:
+            return [r.decode() for r in raw], offset
+        except UnicodeDecodeError:
+            raise _bad(f"input {ID_INPUT!r} holds an id that is not UTF-8") from None
+    if "data" not in spec:
+        raise _bad(f"input {ID_INPUT!r} has neither 'data' nor parameters.binary_data_size")
+    data = spec["data"]
+    if not isinstance(data, list):
+        raise _bad(f"input {ID_INPUT!r}: 'data' must be a list of strings")
+    flat = [y for x in data for y in (x if type(x) is list else (x,))]
+    if len(flat) != size or not all(type(x) is str for x in flat):
+        raise _bad(f"input {ID_INPUT!r} must hold {size} strings (its shape {shape}), one event id a row")
+    return flat, offset
 
 
 def _tensor(spec: object, i: int, binary: bytes, offset: int) -> tuple[_Tensor, int]:
@@ -174,7 +237,8 @@ def _tensor(spec: object, i: int, binary: bytes, offset: int) -> tuple[_Tensor, 
         raise _bad(f"input {i} must be an object with a 'name'")
     name, datatype, shape = spec["name"], spec.get("datatype"), spec.get("shape")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
-        raise _bad(f"input {name!r} has datatype {datatype!r}; the model takes {', '.join(DATATYPES)}")
+        raise _bad(f"input {name!r} has datatype {datatype!r}; the model takes {', '.join(DATATYPES)} "
+                   f"(and {ID_DATATYPE} only as the input {ID_INPUT!r}: each row's event id)")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise _bad(f"input {name!r} has shape {shape!r}; a shape is a list of sizes (integers, at least 0)")
     dtype, size = np.dtype(DATATYPES[datatype]), math.prod(shape)
@@ -228,7 +292,8 @@ def _rows(tensors: list[_Tensor], names: tuple[str, ...]) -> np.ndarray:
     by_name: dict[str, _Tensor] = {}
     for t in tensors:
         if t.name not in names:
-            raise _bad(f"input {t.name!r} is not a feature of the model; {expected}")
+            hint = f" (each row's event id goes in a {ID_DATATYPE} tensor named {ID_INPUT!r})" if t.name == ID_INPUT else ""
+            raise _bad(f"input {t.name!r} is not a feature of the model{hint}; {expected}")
         if t.name in by_name:
             raise _bad(f"input {t.name!r} is given twice")
         if len(t.shape) not in (1, 2) or t.shape[1:] not in ((), (1,)):
@@ -285,9 +350,10 @@ def _infer_operation(max_batch: int, max_body_bytes: int) -> dict[str, Any]:
     tensor = {
         "type": "object", "required": ["name", "shape", "datatype"],
         "properties": {
-            "name": {"type": "string", "description": "a feature's name, or any other for one [N, n_features] tensor"},
+            "name": {"type": "string", "description": "a feature's name, or any other for one [N, n_features] tensor; "
+                     f"'{ID_INPUT}' ({ID_DATATYPE} [N]): each row's event id, for the prediction log (optional)"},
             "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 2},
-            "datatype": {"type": "string", "enum": list(DATATYPES)},
+            "datatype": {"type": "string", "enum": [*DATATYPES, ID_DATATYPE]},
             "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
             "data": {"type": "array", "description": "values, flat in row-major order or nested by the shape"},
         },
@@ -359,7 +425,8 @@ def v2_router(serve: ServeSettings, store: ModelStore, predictor: Predictor) -> 
                 serving(model, version)
                 body = await join_limited(request.stream(), request.headers.get("content-length"), serve.max_body_bytes)
                 parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.schema.names, serve.max_batch)
-                scores = await predictor.score(model, parsed.rows, [None] * len(parsed.rows), [None] * len(parsed.rows))
+                n = len(parsed.rows)
+                scores = await predictor.score(model, parsed.rows, parsed.ids or [None] * n, [None] * n)
         except ApiError as exc:
             return json_response({"error": exc.message}, exc.status, exc.headers)
         return infer_response(name, model.version, parsed, scores)

@@ -1,6 +1,8 @@
 """The Open Inference Protocol (V2) routes, in process: metadata, readiness, both input forms, binary
 tensors, and a 4xx naming each problem (tritonclient on a real port is in tests/integration/test_v2.py)."""
 
+import asyncio
+
 import numpy as np
 import orjson
 import pytest
@@ -139,6 +141,27 @@ def test_binary_tensors_in_and_out(client):
     assert "data" in infer(client, json_out).json()["outputs"][0]  # an output's own choice wins
 
 
+def ids(values, shape=None):
+    """The optional ``id`` input: each row's event id, as JSON strings."""
+    return {"name": "id", "datatype": "BYTES", "shape": shape or [len(values)], "data": values}
+
+
+def bytes_elements(values: list[bytes]) -> bytes:
+    """BYTES elements as the binary tensor extension sends them: a 4-byte little-endian length, then the bytes."""
+    return b"".join(len(v).to_bytes(4, "little") + v for v in values)
+
+
+def binary_ids_request(rows: np.ndarray, raw_ids: bytes, n_ids: int, id_shape=None):
+    """Binary features, then binary event ids (``raw_ids``, ``n_ids`` elements), as tritonclient sends them."""
+    head = orjson.dumps({"inputs": [
+        {"name": "features", "datatype": "FP32", "shape": list(rows.shape), "parameters": {"binary_data_size": rows.nbytes}},
+        {"name": "id", "datatype": "BYTES", "shape": id_shape or [n_ids], "parameters": {"binary_data_size": len(raw_ids)}},
+    ]})
+    return head + rows.tobytes() + raw_ids, {"Inference-Header-Content-Length": str(len(head))}
+
+
+BAD_IDS, BAD_IDS_HEADERS = binary_ids_request(np.ones((1, 2), np.float32), (9).to_bytes(4, "little") + b"ab", 1)
+LATIN1_IDS, LATIN1_IDS_HEADERS = binary_ids_request(np.ones((1, 2), np.float32), bytes_elements(["café".encode("latin-1")]), 1)
 NAN_BODY, NAN_HEADERS = binary_request({"features": np.array([[np.nan, 1.0]], np.float32)})
 ONE_ROW, ONE_ROW_HEADERS = binary_request({"features": np.array([[1.0, 2.0]], np.float32)})
 
@@ -176,6 +199,16 @@ ONE_ROW, ONE_ROW_HEADERS = binary_request({"features": np.array([[1.0, 2.0]], np
         ((ONE_ROW + b"\0", ONE_ROW_HEADERS), "1 bytes of binary data follow"),
         ((ONE_ROW[:-1], ONE_ROW_HEADERS), "binary_data_size is 8; its shape [1, 2] of FP32 takes 8 bytes, and 7"),
         ((orjson.dumps({"inputs": [matrix()]}), {"Content-Encoding": "gzip"}), "compressed request bodies are not"),
+        ({"inputs": [matrix(), ids(["a", "b"])]}, "input 'id' holds 2 ids; the features hold 3 rows"),
+        ({"inputs": [matrix(), ids(["a", 2, "c"])]}, "input 'id' must hold 3 strings (its shape [3])"),
+        ({"inputs": [matrix(), ids(["a", "b", "c"], [1, 3])]}, "the event ids are [N] or [N, 1]"),
+        ({"inputs": [matrix(), ids(["a", "b", "c"]), ids(["d", "e", "f"])]}, "input 'id' is given twice"),
+        ({"inputs": [ids(["a"])]}, "the inputs hold no features"),
+        ({"inputs": [matrix(), {"name": "id", "datatype": "BYTES", "shape": [3]}]}, "input 'id' has neither 'data' nor"),
+        ({"inputs": [column("amount", [1]), column("hour", [2]), column("id", [7])]},
+         "input 'id' is not a feature of the model (each row's event id goes in a BYTES tensor named 'id')"),
+        ((BAD_IDS, BAD_IDS_HEADERS), "input 'id': its 6 bytes of binary data do not hold 1 BYTES elements"),
+        ((LATIN1_IDS, LATIN1_IDS_HEADERS), "input 'id' holds an id that is not UTF-8"),
     ],
 )
 def test_bad_requests_are_400_in_the_v2_error_format_naming_the_problem(client, sent, words):
@@ -223,3 +256,88 @@ def test_openapi_documents_the_v2_routes(client):
     assert infer_doc["requestBody"]["content"]["application/json"]["schema"]["required"] == ["inputs"]
     assert set(infer_doc["responses"]) >= {"200", "400", "404", "413", "503"}
     assert {"/v2", "/v2/health/ready", "/v2/models/{model_name}/versions/{version}/ready"} <= set(paths)
+
+
+def test_concurrent_v2_and_v1_requests_share_one_forward_pass_and_get_their_own_scores(client):
+    """V2 infer goes through /v1/predict's micro-batcher: requests parsed in the same turn of the
+    event loop, of either protocol, in any input form, are scored by one forward pass."""
+    x = np.array(ROWS, np.float32)
+    binary, binary_headers = binary_request({"features": x[:2]})
+    v2 = [orjson.dumps({"inputs": [matrix(ROWS[i:] or ROWS)]}) for i in range(3)]
+    v2 += [orjson.dumps({"inputs": [column(n, [row[j] for row in ROWS]) for j, n in enumerate(NAMES)]}), binary]
+    headers = [{}] * 4 + [binary_headers]
+    v1 = [orjson.dumps([{"id": f"e{i}", "features": dict(zip(NAMES, row, strict=True))} for row in ROWS[i:]]) for i in range(3)]
+    alone_v2 = [infer(client, body, headers=h).json()["outputs"][0]["data"] for body, h in zip(v2[:4], headers)]
+    alone_v2.append(v1_scores(client, ROWS[:2]))
+    alone_v1 = [v1_scores(client, ROWS[i:]) for i in range(3)]
+    passes, rows = (metric(client, f"perennial_server_forward_pass_rows_{m}") for m in ("count", "sum"))
+
+    async def call(path: str, body: bytes, extra: dict[str, str]):
+        sent, messages = [], [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        head += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+        scope = {"type": "http", "http_version": "1.1", "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+                 "root_path": "", "query_string": b"", "headers": head, "server": ("testserver", 80), "client": ("test", 1)}
+        await client.app(scope, receive, send)
+        status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+        return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+    async def together():
+        calls = [call(INFER, body, h) for body, h in zip(v2, headers)] + [call("/v1/predict", body, {}) for body in v1]
+        return await asyncio.wait_for(asyncio.gather(*calls), 10)
+
+    answers = asyncio.run(together())
+    assert [status for status, _ in answers] == [200] * len(answers), answers
+    for (_, body), alone in zip(answers[: len(v2)], alone_v2, strict=True):
+        assert orjson.loads(body)["outputs"][0]["data"] == pytest.approx(alone, abs=1e-6)  # its own rows', as alone
+    for (_, body), alone in zip(answers[len(v2):], alone_v1, strict=True):
+        assert [p["score"] for p in orjson.loads(body)["predictions"]] == pytest.approx(alone, abs=1e-6)
+    assert metric(client, "perennial_server_forward_pass_rows_count") - passes == 1  # all eight requests, one pass
+    assert metric(client, "perennial_server_forward_pass_rows_sum") - rows == 3 + 2 + 1 + 3 + 2 + 3 + 2 + 1
+
+
+def metric(client, name: str) -> float:
+    line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def test_rows_sent_with_event_ids_are_logged_with_them_and_rows_without_are_counted(tmp_path, two_feature_registry, monkeypatch):
+    """The prediction log is what late labels are joined against: a V2 row with an id (the ``id``
+    BYTES input, JSON or binary) is logged with it, its features and its score, like a /v1 event."""
+    from service import app as app_module
+    from service.prediction_log import PredictionLog
+
+    recorded = []
+
+    class Recording(PredictionLog):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "start": False})  # no Kafka: what would be sent stays queued
+
+        def record(self, ids, times, rows, scores, version, names):
+            recorded.append((list(ids), list(times), rows.copy(), scores.copy(), version, tuple(names)))
+            super().record(ids, times, rows, scores, version, names)
+
+    monkeypatch.setattr(app_module, "PredictionLog", Recording)
+    x = np.array(ROWS, np.float32)
+    with TestClient(create_app(settings_for(tmp_path, prediction_log=True))) as c:
+        as_json = infer(c, {"id": "request-1", "inputs": [matrix(), ids(["tx-1", "tx-2", "tx-3"])]})
+        body, headers = binary_ids_request(x[:2], bytes_elements([b"tx-4", "tx-\u00e9".encode()]), 2, [2, 1])
+        as_binary = infer(c, body, headers=headers)
+        without = infer(c, {"id": "request-3", "inputs": [matrix()]})
+        assert [r.status_code for r in (as_json, as_binary, without)] == [200] * 3, (as_json.text, as_binary.text)
+        text = c.get("/metrics").text
+    scores = [r.json()["outputs"][0]["data"] for r in (as_json, as_binary, without)]
+    assert [event_ids for event_ids, *_ in recorded] == [["tx-1", "tx-2", "tx-3"], ["tx-4", "tx-\u00e9"], [None] * 3]
+    for (_, times, rows, logged, version, names), sent, answered in zip(recorded, (x, x[:2], x), scores, strict=True):
+        assert times == [None] * len(sent)  # logged at the time of scoring
+        assert np.array_equal(rows, sent) and logged.tolist() == pytest.approx(answered, abs=1e-6)
+        assert version == "v000001" and names == NAMES
+    assert 'perennial_prediction_log_events_total{outcome="queued"} 5.0' in text
+    assert 'perennial_prediction_log_events_total{outcome="no_id"} 3.0' in text
