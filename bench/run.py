@@ -21,7 +21,10 @@ from common import ROOT, report
 SECTIONS = {
     "serving": (
         "Serving", serving.main,
-        [f"wrk -t1 -c32 -d{serving.SECONDS}s (batches of 1,024: -c4); one uvicorn worker each; ours and the ceiling measured alternately in this run"],
+        [f"wrk -t1 -c32 -d{serving.SECONDS}s (batches of 1,024: -c4); one uvicorn worker each; ours and the ceiling measured alternately in this run",
+         f"under CPU contention: two of our servers, serve.numeric_threads 1 (the default) and 0 (each library's own pool, "
+         f"a thread per core), batches of 64, wrk -t1 -c32 -d{serving.SECONDS // 2}s each, alternately, twice, while a busy "
+         "Python loop per CPU of the machine runs; p99: the worse of the two runs"],
         ROOT / "docs" / "benchmarks" / "serving.md",
     ),
     "prediction-log": (

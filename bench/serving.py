@@ -1,5 +1,6 @@
 """Serving benchmark: POST /v1/predict against the bare FastAPI ceiling, same uvicorn settings, same
-load tool (wrk, one thread, 32 connections), measured alternately in one run; then batches."""
+load tool (wrk, one thread, 32 connections), measured alternately in one run; then batches; then batches
+of 64 under CPU contention, our pools sized to one thread against each library's own (``contended``)."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 numpy's OpenBLAS, OpenMP and torch each start one thread per host core. In a pod limited to one CPU
 on a 64-core node, or on a machine busy with other work, those threads fight each other for the
-quota: batches of 64 through ``/v1/predict`` ran at about 470 requests/s with OpenBLAS's default pool
-against about 1,200 with one thread, measured side by side on a busy 2-core machine (issue 17;
-``make bench``, section serving, "under CPU contention"). ``allowed_cpus`` reads what the process may
+quota: batches of 64 through ``/v1/predict`` ran at 433 requests/s with the libraries' default pools
+against 1,343 with one thread, measured side by side on a busy 2-core machine (issue 17;
+docs/benchmarks/serving.md, "under CPU contention", written by ``make bench``). ``allowed_cpus`` reads what the process may
 use: its CPU affinity and its cgroup's quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` /
 ``cpu.cfs_period_us``); ``limit_threads`` sizes every pool (BLAS and OpenMP through threadpoolctl,
 torch's intra-op pool) to a setting, or to those CPUs.
