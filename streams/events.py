@@ -10,6 +10,19 @@ also accepted); ``entities`` is optional. ``features`` must hold exactly the mod
 each a finite number. Anything else is rejected with a reason code (bounded set, used as a metric
 label and a dead-letter header) and a message a producer can act on.
 
+Given a ``Features`` (the names with what a schema declares beyond numbers) in place of the names,
+a feature declared optional may be absent or null, and a categorical feature takes a string, an
+integer, a boolean or a whole float, canonicalised to one key (``"US"``; ``7`` and ``7.0`` → ``"7"``;
+``true`` → ``"true"``). The result is still one float per feature, the raw vector:
+
+* an optional number that is absent or null is NaN (the schema's ``transform`` imputes it);
+* a category is a code: ``OTHER`` (0.0) for a key outside the vocabulary, which is no error but
+  is counted (``Features.unseen``), ``MISSING`` (1.0) for an optional one absent or null, and
+  ``FIRST_CODE`` + its index (2.0, 3.0, ...) for a key of the vocabulary.
+
+A required feature that is absent is still ``missing_feature``, and null where a number is
+required still ``bad_value``, exactly as for plain names.
+
 Examples
 --------
 >>> e = parse_event(b'{"id": "a", "time": 0, "features": {"x": 1}, "label": 1}', ("x",))
@@ -19,12 +32,22 @@ Examples
 Traceback (most recent call last):
 ...
 streams.events.EventError: missing_feature: feature 'x' is missing; the model expects x
+>>> f = Features(("x", "y", "country"), optional={"y"}, categories={"country": {"US": 2, "GB": 3}})
+>>> feature_vector({"x": 1, "country": "GB"}, f)
+(1.0, nan, 3.0)
+>>> row = feature_vector({"x": 1, "y": None, "country": "FR"}, f)
+>>> row, f.unseen(row)
+((1.0, nan, 0.0), 1)
+>>> feature_vector({"x": 1, "country": 7.5}, f)
+Traceback (most recent call last):
+...
+streams.events.EventError: bad_value: feature 'country' is a category: a string, an integer or a boolean, got the number 7.5
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -63,13 +86,60 @@ class EventError(ValueError):
         self.message = message
 
 
+OTHER, MISSING, FIRST_CODE = 0, 1, 2
+"""Category codes: a key outside the vocabulary, an optional category absent or null, the first key
+of the vocabulary (the key at index i has code FIRST_CODE + i)."""
+
+
+class Features(tuple[str, ...]):
+    """Feature names in schema order, and what the schema declares beyond numbers.
+
+    A tuple of the names, so it goes wherever the names go (and compares equal to them); in
+    addition ``optional``, the names that may be absent or null, and ``categories``, for each
+    categorical feature its vocabulary, key to code (codes from FIRST_CODE, distinct). Read-only by
+    convention. ``FeatureSchema.features`` makes one; ``feature_vector`` and ``parse_event`` take it
+    in place of the names.
+    """
+
+    optional: frozenset[str]
+    categories: dict[str, dict[str, int]]
+    bulk: bool
+    """No categories: the bulk conversion of numbers applies."""
+    positions: tuple[int, ...]
+    """Indices of the categorical features in the raw vector."""
+
+    def __new__(cls, names: Iterable[str], optional: Iterable[str] = (), categories: Mapping[str, Mapping[str, int]] | None = None) -> Features:
+        self = super().__new__(cls, names)
+        self.optional = frozenset(optional)
+        self.categories = {name: dict(vocab) for name, vocab in (categories or {}).items()}
+        unknown = sorted((self.optional | set(self.categories)) - set(self))
+        if unknown:
+            raise ValueError(f"feature {unknown[0]!r} is declared but not one of the names")
+        for name, vocab in self.categories.items():
+            codes = list(vocab.values())
+            if not all(type(k) is str for k in vocab) or not all(type(c) is int and c >= FIRST_CODE for c in codes) \
+                    or len(set(codes)) != len(codes):
+                raise ValueError(f"feature {name!r}: a vocabulary maps strings to distinct integer codes from {FIRST_CODE}")
+        self.bulk = not self.categories
+        self.positions = tuple(i for i, name in enumerate(self) if name in self.categories)
+        return self
+
+    def __repr__(self) -> str:
+        return f"Features({tuple(self)!r}, optional={sorted(self.optional)!r}, categories={self.categories!r})"
+
+    def unseen(self, row: Sequence[float]) -> int:
+        """How many categorical values of one raw vector were outside their vocabulary (code OTHER)."""
+        return sum(1 for i in self.positions if row[i] == OTHER)
+
+
 class LabeledEvent(NamedTuple):
     """One valid labeled event (a named tuple: immutable, and cheap to make at stream rates)."""
 
     id: str
     time: float
     features: tuple[float, ...]
-    """Feature values in the model's feature order."""
+    """Feature values in the model's feature order (the raw vector: NaN and category codes where
+    the names were ``Features`` that declare them)."""
     label: int
     entities: dict[str, str]
 
@@ -102,9 +172,10 @@ def feature_vector(features: Any, names: Sequence[str], reason_prefix: str = "")
 
     Shared by the event parser and the HTTP API, so both reject the same inputs the same way. The
     usual case is converted in bulk; anything else takes ``exact_feature_vector``, which names the
-    problem. Both give the same answer for every input.
+    problem. Both give the same answer for every input. ``names`` may be ``Features``, declaring
+    optional and categorical features (see the module's documentation).
     """
-    if type(features) is dict and len(features) == len(names):
+    if type(features) is dict and len(features) == len(names) and (type(names) is not Features or names.bulk):
         values = _bulk_values(features, names)
         if values is not None:
             return values
@@ -125,18 +196,23 @@ def _bulk_values(features: dict, names: Sequence[str]) -> tuple[float, ...] | No
     return values if math.isfinite(sum(values)) else None
 
 
+_NO_NAMES: frozenset[str] = frozenset()
+
+
 def exact_feature_vector(features: Any, names: Sequence[str], reason_prefix: str = "") -> tuple[float, ...]:
     """``feature_vector`` one check at a time: the first problem found is raised, named."""
     if not isinstance(features, dict):
         raise EventError("bad_features", f"{reason_prefix}'features' must be an object of feature name to number")
-    missing = [n for n in names if n not in features]
+    optional, categories = (names.optional, names.categories) if isinstance(names, Features) else (_NO_NAMES, {})
+    missing = [n for n in names if n not in features and n not in optional]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:5])
         raise EventError(
             "missing_feature",
             f"{reason_prefix}feature {shown} is missing; the model expects {', '.join(names)}",
         )
-    if len(features) != len(names):
+    present = sum(1 for n in names if n in features) if optional else len(names)
+    if len(features) != present:
         unknown = sorted(set(features) - set(names))
         shown = ", ".join(repr(u[:60]) for u in unknown[:5])
         raise EventError(
@@ -145,9 +221,16 @@ def exact_feature_vector(features: Any, names: Sequence[str], reason_prefix: str
         )
     values = []
     for name in names:
-        v = features[name]
+        v = features.get(name)
+        if name in categories:
+            values.append(_category_code(v, name, categories[name], name in optional, reason_prefix))
+            continue
+        if v is None and name in optional:
+            values.append(math.nan)
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise EventError("bad_value", f"{reason_prefix}feature {name!r} must be a number, got {type(v).__name__}")
+            got = "null" if v is None else type(v).__name__
+            raise EventError("bad_value", f"{reason_prefix}feature {name!r} must be a number, got {got}")
         try:
             v = float(v)
         except OverflowError:
@@ -156,6 +239,40 @@ def exact_feature_vector(features: Any, names: Sequence[str], reason_prefix: str
             raise EventError("bad_value", f"{reason_prefix}feature {name!r} must be finite")
         values.append(v)
     return tuple(values)
+
+
+def category_key(value: Any) -> str:
+    """The one key of a categorical value: a string as it is, an integer or a whole float as its
+    decimal digits (``7`` and ``7.0`` → ``"7"``), a boolean as ``"true"``/``"false"``; EventError
+    ``bad_value`` for anything else (null, objects, lists, fractions, NaN and infinities).
+
+    >>> category_key("US"), category_key(7), category_key(7.0), category_key(-0.0), category_key(True)
+    ('US', '7', '7', '0', 'true')
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return str(value)
+    try:
+        if isinstance(value, int):
+            return str(int(value))
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+    except ValueError:  # an integer of more digits than Python will write
+        raise EventError("bad_value", "a category must be a string, an integer or a boolean; the integer is too long") from None
+    got = f"the number {value!r:.40}" if isinstance(value, float) else ("null" if value is None else type(value).__name__)
+    raise EventError("bad_value", f"a category must be a string, an integer or a boolean, got {got}")
+
+
+def _category_code(value: Any, name: str, vocab: dict[str, int], optional: bool, reason_prefix: str) -> float:
+    if value is None and optional:
+        return float(MISSING)
+    try:
+        key = category_key(value)
+    except EventError as exc:
+        problem = exc.message.removeprefix("a category must be ")
+        raise EventError("bad_value", f"{reason_prefix}feature {name!r} is a category: {problem}") from None
+    return float(vocab.get(key, OTHER))
 
 
 def _entities(value: Any) -> dict[str, str]:

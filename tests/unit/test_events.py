@@ -7,7 +7,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.events import REASONS, EventError, LabeledEvent, exact_feature_vector, feature_vector, parse_event, parse_time
+from streams.events import (
+    FIRST_CODE,
+    MISSING,
+    OTHER,
+    REASONS,
+    EventError,
+    Features,
+    LabeledEvent,
+    category_key,
+    exact_feature_vector,
+    feature_vector,
+    parse_event,
+    parse_time,
+)
 
 NAMES = ("amount", "hour")
 
@@ -210,3 +223,176 @@ def test_any_bytes_give_a_valid_event_or_a_known_reason(case):
     assert event.label in (0, 1) and type(event.time) is float and math.isfinite(event.time)
     assert type(event.id) is str and 0 < len(event.id) <= 256
     assert all(type(k) is str and type(v) is str for k, v in event.entities.items())
+
+
+# -- Features: optional and categorical features (issue 16) --
+
+MIXED = Features(("amount", "tip", "country", "channel"), optional={"tip", "channel"},
+                 categories={"country": {"US": 2, "GB": 3, "7": 4}, "channel": {"web": 2}})
+
+
+def vector(features, names=MIXED):
+    return outcome(feature_vector, features, names)
+
+
+def same(a, b) -> bool:
+    """Equal outcomes, NaN equal to NaN."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b))
+    return a == b
+
+
+def test_features_are_the_names():
+    assert MIXED == ("amount", "tip", "country", "channel") and isinstance(MIXED, tuple) and len(MIXED) == 4
+    assert MIXED.optional == {"tip", "channel"} and MIXED.positions == (2, 3) and not MIXED.bulk
+    assert Features(NAMES).bulk and Features(NAMES).optional == frozenset() and Features(NAMES).categories == {}
+    assert "Features(" in repr(MIXED)
+
+
+@pytest.mark.parametrize(
+    "optional, categories",
+    [({"nope"}, None), ((), {"nope": {}}), ((), {"a": {"x": 1}}), ((), {"a": {"x": 2, "y": 2}}), ((), {"a": {"x": 2.0}}), ((), {"a": {3: 2}})],
+)
+def test_features_refuse_a_malformed_declaration(optional, categories):
+    with pytest.raises(ValueError):
+        Features(("a", "b"), optional=optional, categories=categories)
+
+
+def test_an_optional_number_absent_or_null_is_nan():
+    assert same(vector({"amount": 1, "country": "US"}), (1.0, math.nan, 2.0, float(MISSING)))
+    assert same(vector({"amount": 1, "tip": None, "country": "US", "channel": None}), (1.0, math.nan, 2.0, 1.0))
+    assert same(vector({"amount": 1, "tip": 2.5, "country": "GB", "channel": "web"}), (1.0, 2.5, 3.0, 2.0))
+
+
+def test_a_required_feature_absent_is_missing_and_null_a_bad_value_as_for_plain_names():
+    assert vector({"tip": 1, "country": "US"}) == "missing_feature"
+    assert vector({"amount": 1, "tip": 1}) == "missing_feature"
+    assert vector({"amount": None, "country": "US"}) == "bad_value"
+    assert vector({"amount": 1, "country": None}) == "bad_value"
+    with pytest.raises(EventError) as exc:
+        feature_vector({"amount": None, "country": "US"}, MIXED, "event 3: ")
+    assert exc.value.message == "event 3: feature 'amount' must be a number, got null"
+
+
+def test_missing_names_only_the_required_features():
+    with pytest.raises(EventError) as exc:
+        feature_vector({}, MIXED)
+    assert "'amount', 'country' is missing" in exc.value.message and "'tip'" not in exc.value.message.split(";")[0]
+
+
+def test_an_unknown_feature_is_refused_also_when_an_optional_one_is_absent():
+    with pytest.raises(EventError) as exc:
+        feature_vector({"amount": 1, "country": "US", "colour": 3}, MIXED)
+    assert exc.value.reason == "unknown_feature" and "'colour'" in exc.value.message
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 10**400, "1", True, [1], {"a": 1}])
+def test_an_optional_number_is_still_a_finite_number_when_present(value):
+    assert vector({"amount": 1, "tip": value, "country": "US"}) == "bad_value"
+
+
+@pytest.mark.parametrize(
+    "value, key",
+    [("US", "US"), ("", ""), ("7", "7"), (7, "7"), (7.0, "7"), (-0.0, "0"), (-3, "-3"), (True, "true"), (False, "false"),
+     (1e20, "100000000000000000000"), (2**70, str(2**70))],
+)
+def test_category_values_have_one_key(value, key):
+    assert category_key(value) == key
+
+
+@pytest.mark.parametrize("value", [None, 7.5, math.nan, math.inf, -math.inf, [1], {"a": 1}, (1,), b"US", pytest.param(10**5000, id="5000-digits")])
+def test_anything_else_is_no_category(value):
+    with pytest.raises(EventError) as exc:
+        category_key(value)
+    assert exc.value.reason == "bad_value"
+    assert vector({"amount": 1, "country": value}) == "bad_value"
+
+
+def test_a_bad_category_is_named():
+    with pytest.raises(EventError) as exc:
+        feature_vector({"amount": 1, "country": 1.5}, MIXED, "event 0: ")
+    assert exc.value.message == "event 0: feature 'country' is a category: a string, an integer or a boolean, got the number 1.5"
+
+
+def test_7_and_7_0_and_the_string_7_are_one_category_and_an_integer_category_never_takes_the_bulk_path():
+    for value in ("7", 7, 7.0):
+        assert same(vector({"amount": 1, "country": value}), (1.0, math.nan, 4.0, 1.0))
+    both = Features(("a", "b"), categories={"b": {"7": 2}})
+    assert feature_vector({"a": 1, "b": 7}, both) == (1.0, 2.0) and feature_vector({"a": 1, "b": 8}, both) == (1.0, 0.0)
+
+
+def test_an_unseen_category_is_other_and_counted():
+    row = vector({"amount": 1, "country": "FR", "channel": "app"})
+    assert same(row, (1.0, math.nan, float(OTHER), float(OTHER))) and MIXED.unseen(row) == 2
+    assert MIXED.unseen(vector({"amount": 1, "country": "US", "channel": None})) == 0
+    assert Features(NAMES).unseen((0.0, 0.0)) == 0  # numbers are never unseen
+    assert FIRST_CODE == 2
+
+
+def test_parse_event_takes_features():
+    e = parse_event(raw(features={"amount": 3, "country": "GB"}), MIXED)
+    assert same(e.features, (3.0, math.nan, 3.0, 1.0))
+    with pytest.raises(EventError) as exc:
+        parse_event(raw(features={"amount": 3, "country": {"x": 1}}), MIXED)
+    assert exc.value.reason == "bad_value"
+
+
+@settings(max_examples=400, deadline=None)
+@given(feature_documents())
+def test_features_of_numbers_only_answer_exactly_as_the_names(case):
+    names, features = case
+    assert outcome(feature_vector, features, Features(names)) == outcome(feature_vector, features, names)
+
+
+@st.composite
+def declared_documents(draw) -> tuple[Features, object]:
+    """Features with some names optional and some categorical (small vocabularies), and a document
+    that also holds nulls, category-like values and absent optional names."""
+    names, features = draw(feature_documents())
+    categorical = [n for n in names if draw(st.booleans())]
+    keys = st.sampled_from(["US", "7", "true", ""])
+    categories = {n: {k: FIRST_CODE + i for i, k in enumerate(draw(st.lists(keys, unique=True, max_size=3)))} for n in categorical}
+    declared = Features(names, optional=[n for n in names if draw(st.booleans())], categories=categories)
+    if isinstance(features, dict):
+        features = dict(features)
+        for name in names:
+            change = draw(st.sampled_from(["keep", "keep", "null", "absent", "category"]))
+            if change == "null":
+                features[name] = None
+            elif change == "absent":
+                features.pop(name, None)
+            elif change == "category":
+                features[name] = draw(st.sampled_from(["US", "FR", 7, 7.0, 7.5, True, ""]))
+    return declared, features
+
+
+@settings(max_examples=800, deadline=None)
+@given(declared_documents())
+def test_with_features_the_bulk_path_and_the_exact_path_agree(case):
+    names, features = case
+    fast, exact = outcome(feature_vector, features, names), outcome(exact_feature_vector, features, names)
+    assert same(fast, exact)
+    if isinstance(fast, tuple):
+        assert len(fast) == len(names) and all(type(v) is float for v in fast)
+        for name, v in zip(names, fast):
+            if name in names.categories:
+                assert v in (OTHER, MISSING, *names.categories[name].values())
+                assert v != MISSING or name in names.optional
+            else:
+                assert math.isfinite(v) or (math.isnan(v) and name in names.optional)
+    else:
+        assert fast in REASONS
+
+
+@settings(max_examples=300, deadline=None)
+@given(declared_documents(), st.sampled_from([0, 1, True, "2026-01-01"]))
+def test_any_declared_document_gives_an_event_or_a_known_reason(case, time):
+    names, features = case
+    try:
+        event = parse_event(orjson.dumps({"id": "a", "time": time, "features": features, "label": 1}), names)
+    except EventError as exc:
+        assert exc.reason in REASONS
+        return
+    except TypeError:  # orjson refuses integers beyond 64 bits and non-string keys: nothing to send
+        return
+    assert len(event.features) == len(names)
