@@ -5,6 +5,7 @@ passes, and rows sent with event ids reach the prediction log on the real broker
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 
@@ -90,8 +91,18 @@ def test_concurrent_v2_requests_share_forward_passes(stack):
     for sock, data in zip(socks, wire, strict=True):  # all but each request's last byte, then the last bytes together
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(data[:-1])
-    for sock, data in zip(socks, wire, strict=True):
-        sock.sendall(data[-1:])
+    in_flight = lambda: server_metric(stack.url, "perennial_server_requests_in_flight")
+    wait_for(lambda: in_flight() >= requests, 10, "every request to wait for its last byte")
+    # The last bytes arrive while the server is stopped, as they do in a pod whose CPU quota is spent:
+    # without the pause, a server quicker than this client (or a loaded machine scheduling the two
+    # apart) answers each request before the next one's last byte is sent, and nothing can be shared.
+    server = stack.procs["serve"]
+    server.send_signal(signal.SIGSTOP)
+    try:
+        for sock, data in zip(socks, wire, strict=True):
+            sock.sendall(data[-1:])
+    finally:
+        server.send_signal(signal.SIGCONT)
     answers = []
     for sock in socks:
         received = b""
