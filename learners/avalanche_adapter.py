@@ -6,7 +6,11 @@ events are mixed into every mini-batch, and the online-EWC penalty keeps weights
 earlier rounds close to where they were. The rest of the code sees ``ContinualLearner``:
 ``learn(x, y)``, ``predict(x)``, ``weights()``, ``state()`` / ``restore()``.
 
-Inputs are normalised float32 features; labels are 0/1.
+Inputs are normalised float32 features (the schema's encoded rows, ``[N, input_width]``); labels are
+0/1. The network is any ``torch.nn.Module`` mapping those rows to ``[N, 2]`` logits (legitimate,
+fraud): the built-in ``TabularNet`` or a user's (learners/network.py). Nothing here reads its
+architecture: training, replay, EWC (over its ``named_parameters``) and the checkpoint (its
+``state_dict``, buffers included) work on any.
 
 Avalanche's data path is general and per-sample: every mini-batch walks a chain of dataset
 wrappers for each of its rows and collates them one by one, which costs far more than the forward
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 import orjson
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 with warnings.catch_warnings():
@@ -39,7 +44,7 @@ with warnings.catch_warnings():
     from avalanche.training.supervised import Naive
     from avalanche.training.utils import ParamData
 
-from learners.model import TabularNet, state_numpy
+from learners.model import state_numpy
 from perennial.settings import LearnSettings
 
 
@@ -135,7 +140,7 @@ class RoundStats:
 
 
 class ContinualLearner:
-    def __init__(self, net: TabularNet, config: LearnSettings | None = None):
+    def __init__(self, net: nn.Module, config: LearnSettings | None = None):
         """``config`` is the `learn` settings (their fine-tuning fields: learning rate, batch size,
         epochs, replay, EWC); the settings' defaults when none are given."""
         config = config if config is not None else LearnSettings()

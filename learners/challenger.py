@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from learners.network import NetworkSpec
 from learners.scoring import ScoringModel
 
 
@@ -48,11 +49,12 @@ class Challenger:
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Tensors and metadata for the learner's checkpoint."""
         tensors = {f"weights.{k}": v for k, v in self.model.weights.items()}
-        return {**tensors, "x": self.x, "y": self.y}, {"cut_round": self.cut_round}
+        return {**tensors, "x": self.x, "y": self.y}, {"cut_round": self.cut_round, "network": self.model.network.to_dict()}
 
     @classmethod
     def restore(cls, schema, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> Challenger:
         weights = {k[len("weights."):]: np.array(v) for k, v in tensors.items() if k.startswith("weights.")}
-        challenger = cls(ScoringModel("candidate", schema, weights), meta["cut_round"])
+        network = NetworkSpec.from_dict(meta.get("network"))  # none in checkpoints from before: the built-in network
+        challenger = cls(ScoringModel("candidate", schema, weights, network=network), meta["cut_round"])
         challenger.observe(tensors["x"], tensors["y"])
         return challenger

@@ -22,6 +22,12 @@ otherwise mature every pending prediction at once). Everything lives in one SQLi
 records together with the offsets read to and the events to send (an outbox the Kafka edge empties
 after the broker has them), so a crash anywhere loses nothing: records after the saved offsets are read
 again, and an event still in the outbox is sent again (at least once; the learner drops repeated ids).
+
+Given the schema's ``features`` in place of the names, the join reads the prediction log's raw vectors
+with their declarations (``streams/predictions.py``) and stores them as they were scored (NaN for an
+optional number missing, category codes); each event it writes carries ``null`` for a missing value
+and a category's key (``OTHER_KEY`` for one scored as other), so the learner's ``parse_event`` with
+the same ``features`` makes the raw vector the server scored.
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from perennial.settings import JoinSettings
-from streams.events import encode_event
-from streams.predictions import Label, Prediction
+from streams.events import Features, encode_event
+from streams.predictions import CategoryKeys, Label, Prediction
 
 CORRECTION_SUFFIX = "#late"
 MATURED = "matured"
@@ -76,7 +82,9 @@ class Step:
 
 class JoinState:
     def __init__(self, settings: JoinSettings, names: Sequence[str], path: Path):
-        self.settings, self.names, self.path = settings, tuple(names), path
+        self.settings, self.path = settings, path
+        self.names = names if isinstance(names, Features) else tuple(names)
+        self.keys = CategoryKeys(self.names)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -132,7 +140,7 @@ class JoinState:
         return step
 
     def _emit(self, event_id: str, time: float, features: bytes, label: int) -> None:
-        values = np.frombuffer(features, np.float32).tolist()
+        values = self.keys.in_row(np.frombuffer(features, np.float32).tolist())
         self.db.execute("INSERT INTO outbox (value) VALUES (?)", (encode_event(event_id, time, dict(zip(self.names, values)), label),))
 
     def _prediction(self, p: Prediction, step: Step) -> None:

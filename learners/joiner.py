@@ -24,7 +24,7 @@ from learners.join import JoinState, Step
 from learners.loop import reachable_config
 from perennial.settings import Settings
 from streams import kafka as kio
-from streams.events import EventError
+from streams.events import EventError, Features
 from streams.predictions import Label, Prediction, parse_label, parse_predictions
 
 log = logging.getLogger("perennial.join")
@@ -91,7 +91,8 @@ class JoinMetrics:
 
 class Joiner:
     def __init__(self, settings: Settings, names: Sequence[str], registry: CollectorRegistry):
-        self.settings, self.names = settings, tuple(names)
+        self.settings = settings
+        self.names = names if isinstance(names, Features) else tuple(names)  # a schema's features: with their declarations
         self.metrics = JoinMetrics(registry)
         self.state = JoinState(settings.join, self.names, settings.join.path or settings.learn.checkpoint_path.parent / "join.sqlite")
         self.metrics.record(Step(), self.state)

@@ -35,7 +35,7 @@ from learners.drift import DriftMonitor, log_loss
 from learners.gates import GateDecision, GateThresholds, decide
 from learners.label_guard import LabelRateGuard
 from learners.metrics import LearnerMetrics
-from learners.model import TabularNet
+from learners.network import NetworkSpec, trainable
 from learners.probation import Probation
 from learners.quarantine import learnable
 from learners.registry import Registry, RegistryError
@@ -45,7 +45,7 @@ from learners.stats import average_precision
 from perennial.cpus import limit_threads
 from perennial.settings import Settings
 from streams import kafka as kio
-from streams.events import EventError, LabeledEvent, parse_event
+from streams.events import OTHER, EventError, LabeledEvent, parse_event
 
 log = logging.getLogger("perennial.learn")
 
@@ -75,13 +75,13 @@ class Learner:
         self.schema = incumbent.schema
         self.retention_x, self.retention_y, self.retention_w = self.registry.load_retention()
         limit_threads(cfg.numeric_threads)
-        net = TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in incumbent.weights.items()})
-        self.adapter = ContinualLearner(
-            net,
-            cfg,
-        )
+        self.adapter = ContinualLearner(trainable(incumbent), cfg)
         self.thresholds = GateThresholds(**cfg.gates.model_dump())
         n = len(self.schema.names)
+        # (column, name) of each categorical feature, whose code OTHER in a raw row is a value outside its vocabulary
+        self.categorical = [(i, name) for i, (name, vocab) in enumerate(zip(self.schema.names, self.schema.categories)) if vocab is not None]
+        for _, name in self.categorical:
+            metrics.unseen_categories.labels(name)
         self.pending = EventBuffer(n)  # to train on in the next round
         self.pending_holdout = EventBuffer(n)  # to hold out once the round is accepted
         self.holdout = EventBuffer(n, limit=cfg.holdout_size)
@@ -130,6 +130,10 @@ class Learner:
         tensors, meta = loaded
         if meta["features"] != list(self.schema.names):
             raise RegistryError("checkpoint was written for other features than the served version; remove it to start over")
+        network = NetworkSpec.from_dict(meta.get("network"))  # none in checkpoints from before: the built-in network
+        if not (network.builtin and self.incumbent.network.builtin) and network != self.incumbent.network:
+            raise RegistryError(f"checkpoint was written for network {network.to_dict()}, the served version is "
+                                f"{self.incumbent.network.to_dict()}; remove the checkpoint to start over")
         self.adapter.restore({k[8:]: v for k, v in tensors.items() if k.startswith("learner.")}, meta["learner"])
         self.pending.load(tensors["pending.x"].numpy(), tensors["pending.y"].numpy())
         self.pending_holdout.load(tensors["pending_holdout.x"].numpy(), tensors["pending_holdout.y"].numpy())
@@ -169,6 +173,7 @@ class Learner:
             tensors[f"{name}.x"], tensors[f"{name}.y"] = torch.from_numpy(x), torch.from_numpy(y)
         meta: dict[str, Any] = {
             "features": list(self.schema.names),
+            "network": self.incumbent.network.to_dict(),
             "learner": lmeta,
             "seen": list(self.seen),
             "accounting": asdict(self.acct),
@@ -204,7 +209,7 @@ class Learner:
         self.acct.consumed += 1
         self.metrics.consumed.inc()
         try:
-            self._take(parse_event(raw, self.schema.names))
+            self._take(parse_event(raw, self.schema.features))
         except EventError as exc:
             self._dead_letter(raw, key, source, exc.reason, exc.message, dead_letters)
         except Exception as exc:
@@ -220,6 +225,9 @@ class Learner:
         held_out = zlib.crc32(event.id.encode()) % 100 < self.settings.learn.holdout_percent
         buffer = self.pending_holdout if held_out else self.pending
         buffer.add(event.features, event.label)
+        for i, name in self.categorical:
+            if event.features[i] == OTHER:
+                self.metrics.unseen_categories.labels(name).inc()
         if buffer is self.pending and len(self.pending) == 1:
             self.pending_since = time.monotonic()
         self.seen[event.id] = None
@@ -352,7 +360,8 @@ class Learner:
         if self.change.round_done():
             self._concept_change_over()
         self.acct.trained += len(y)
-        self.challengers.append(Challenger(ScoringModel("candidate", self.schema, self.adapter.weights()), self.acct.rounds))
+        cut = ScoringModel("candidate", self.schema, self.adapter.weights(), network=self.incumbent.network)
+        self.challengers.append(Challenger(cut, self.acct.rounds))
         thin(self.challengers, self.settings.learn.gates.candidates)
         self._observe_round(stats, decision, version, time.perf_counter() - started)
         self.emit(
@@ -435,7 +444,7 @@ class Learner:
         """Publish and announce a candidate that passed; drop the candidates cut before it."""
         manifest = self.registry.publish(
             candidate.weights, self.schema, parent=self.incumbent.version, metrics=decision.metrics,
-            gate_report=report, offsets=dict(self.offsets), calibration=candidate.calibration,
+            gate_report=report, offsets=dict(self.offsets), calibration=candidate.calibration, network=candidate.network,
         )
         parent = self.incumbent
         self.incumbent = self.registry.load(manifest["version"])
@@ -531,6 +540,9 @@ class Learner:
     def rollback(self, target: str, trigger: str, reason: str, announce: Callable[[dict[str, Any]], None]) -> None:
         """Serve ``target`` again and train on from it; recorded in the registry's history."""
         model = self.registry.load(target, expect_features=self.schema.names)
+        if not same_network(model, self.incumbent):
+            raise RegistryError(f"version {target} is network {model.network.to_dict()}; the learner trains "
+                                f"{self.incumbent.network.to_dict()}: it rolls back to versions of its own network only")
         previous = self.incumbent.version
         self.registry.set_current(target, reason=reason, trigger=trigger)
         self.incumbent = model
@@ -692,6 +704,14 @@ def thin(challengers: list[Challenger], keep: int) -> None:
         gaps = [(challengers[i + 1].cut_round - challengers[i - 1].cut_round) / (now - challengers[i - 1].cut_round + 1)
                 for i in range(1, len(challengers) - 1)]
         del challengers[1 + int(np.argmin(gaps))]
+
+
+def same_network(a: ScoringModel, b: ScoringModel) -> bool:
+    """Whether the weights of ``a`` load into the network trained from ``b``: the same spec or, for the
+    built-in network (shaped after its weights, whatever its factory's arguments), weights of the same shapes."""
+    if a.network.builtin and b.network.builtin:
+        return {k: v.shape for k, v in a.weights.items()} == {k: v.shape for k, v in b.weights.items()}
+    return a.network == b.network
 
 
 def _validation_contradictions(first: dict[str, Any], score: float) -> tuple[float, float]:

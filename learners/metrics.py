@@ -54,6 +54,11 @@ class LearnerMetrics:
         )
         for reason in REASONS:
             self.dead_lettered.labels(reason)
+        self.unseen_categories = Counter(
+            "perennial_learner_unseen_categories_total",
+            "Labeled events whose categorical feature held a value outside its vocabulary (learned as 'other'), by feature.",
+            ["feature"], registry=r,
+        )
         self.label_delay = Histogram(
             "perennial_learner_label_delay_seconds", "Event time to consumption of its label.", registry=r,
             buckets=(60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400),

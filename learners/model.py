@@ -104,5 +104,11 @@ def build(schema: FeatureSchema, hidden: int = 64, depth: int = 2) -> TabularNet
 
 
 def state_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Weights as float32 numpy arrays (embedding tables included: they are float weights too)."""
-    return {k: v.detach().cpu().numpy().astype(np.float32, copy=True) for k, v in state.items()}
+    """Weights as numpy arrays: float32 for floating-point ones (embedding tables included), others
+    (a custom network's integer buffers, e.g. batch norm's ``num_batches_tracked``) in their own type."""
+    return {k: _numpy(v) for k, v in state.items()}
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    array = tensor.detach().cpu().numpy()
+    return array.astype(np.float32 if tensor.is_floating_point() else array.dtype, copy=True)

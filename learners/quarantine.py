@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from learners.model import TabularNet
+from learners.network import trainable
 from learners.pretrain import fit
 from learners.scoring import ScoringModel
 from learners.stats import paired_ap_difference
@@ -65,7 +65,7 @@ def learnable(served: ScoringModel, x: np.ndarray, y: np.ndarray, *, confidence:
     out_of_fold = np.zeros(len(y))
     epochs = int(np.clip(STEPS / len(y), 2, 20))
     for fold in (half, ~half):
-        net = TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in served.weights.items()})
+        net = trainable(served)
         fit(net, z[~fold], y[~fold], epochs, seed, batch_size=64)
         net.eval()
         with torch.inference_mode():

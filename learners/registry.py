@@ -6,8 +6,10 @@ Layout::
     <root>/versions/<id>/manifest.json       version, parent, created, sha256 of the weights, feature
                                              schema, metrics, gate report, Kafka offsets trained on,
                                              calibration of served scores (none before calibration
-                                             existed: identity), and checksum: the sha256 of all the
-                                             rest (see checksum())
+                                             existed: identity), network (learners/network.py: the
+                                             factory's import name and arguments; none before custom
+                                             networks existed: the built-in one), and checksum: the
+                                             sha256 of all the rest (see checksum())
     <root>/CURRENT                           id of the version to serve, replaced atomically
     <root>/history.jsonl                     every change of CURRENT: when, from, to, why
     <root>/decisions.json                    the learner's last gate decisions, with their figures
@@ -20,7 +22,8 @@ sees half a version; ``CURRENT`` is written last.
 Whatever a reader finds is verified before it is used, and anything unsound raises ``RegistryError``
 naming the problem, never another exception: ``CURRENT`` must hold a version id; a manifest must be a
 JSON object with the documented fields and types whose checksum matches (so an edited normalisation
-value is refused, not served); the weights must hash to the manifest's sha256. Manifests written
+value is refused, not served); the weights must hash to the manifest's sha256; the network must be
+importable and buildable for the schema, and take the weights. Manifests written
 before the checksum existed have none: they are accepted with a warning, once per version, since
 refusing them would stop every server and learner at an upgrade; their weights are still verified.
 """
@@ -47,6 +50,7 @@ from safetensors.numpy import save as save_safetensors
 
 from learners.calibration import IDENTITY, Calibration
 from learners.files import atomic_write, fsync_dir
+from learners.network import BUILTIN, NetworkSpec
 from learners.schema import FeatureSchema
 from learners.scoring import ScoringModel
 
@@ -156,7 +160,7 @@ class Registry:
 
     def load_files(self, files: VersionFiles, expect_features: Sequence[str] | None = None) -> ScoringModel:
         """The model of bytes read by ``read``, once the manifest's checksum, the weights' sha256, the
-        schema, the layers and, if given, the feature names are verified."""
+        schema, the network and its weights and, if given, the feature names are verified."""
         version = files.version
         manifest = self._parse_manifest(version, files.manifest)
         digest = hashlib.sha256(files.weights).hexdigest()
@@ -167,10 +171,9 @@ class Registry:
         except ValueError as exc:
             raise RegistryError(f"the feature schema of {version} is malformed: {exc}") from None
         calibration = _calibration(version, manifest)
+        network = _network(version, manifest)
         try:
-            model = ScoringModel(
-                version=version, schema=schema, weights=load_safetensors(files.weights), manifest=manifest, calibration=calibration,
-            )
+            weights = load_safetensors(files.weights)
         except (SafetensorError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise RegistryError(f"the weights of {version} cannot be loaded: {exc}") from None
         if expect_features is not None and tuple(schema.names) != tuple(expect_features):
@@ -178,6 +181,16 @@ class Registry:
                 f"version {version} is for features {', '.join(schema.names)}; "
                 f"this server serves {', '.join(expect_features)}"
             )
+        try:
+            model = ScoringModel(
+                version=version, schema=schema, weights=weights, manifest=manifest, calibration=calibration, network=network,
+            )
+        except Exception as exc:  # a custom network is user code: whatever it raises refuses the version
+            expected = isinstance(exc, (KeyError, IndexError, TypeError, ValueError))
+            if network.builtin and not expected:
+                raise
+            what = f"the weights of {version} cannot be loaded" if network.builtin else f"the network of {version} cannot be served"
+            raise RegistryError(f"{what}: {exc}" if expected else f"{what}: {type(exc).__name__}: {exc}") from None
         return model
 
     def load_current(self) -> ScoringModel | None:
@@ -212,8 +225,11 @@ class Registry:
         gate_report: dict[str, Any] | None = None,
         offsets: dict[str, int] | None = None,
         calibration: Calibration = IDENTITY,
+        network: NetworkSpec | None = None,
     ) -> dict[str, Any]:
-        """Write a new version completely, without serving it. Returns its manifest."""
+        """Write a new version completely, without serving it. Returns its manifest.
+
+        ``network``: the architecture of ``weights`` (None: the built-in network)."""
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         version = self._next_id()
         staging = self.versions_dir / f".incoming-{version}-{os.getpid()}"
@@ -233,6 +249,7 @@ class Registry:
             "gate_report": gate_report or {},
             "offsets": offsets or {},
             "calibration": calibration.to_dict(),
+            "network": (network or BUILTIN).to_dict(),
         }
         # The checksum is computed on what a reader will parse (numpy values become JSON numbers).
         manifest = orjson.loads(orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY))
@@ -370,6 +387,16 @@ def _calibration(version: str, manifest: dict[str, Any]) -> Calibration:
         ) from None
 
 
+def _network(version: str, manifest: dict[str, Any]) -> NetworkSpec:
+    """The manifest's network; the built-in one for a version written before networks were named."""
+    try:
+        return NetworkSpec.from_dict(manifest.get("network"))
+    except ValueError as exc:
+        raise RegistryError(
+            f"the manifest of {version} has a malformed 'network': {exc}; restore the version, or point CURRENT at another"
+        ) from None
+
+
 def _json_kind(value: Any) -> str:
     kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
     return kinds.get(type(value), "null")
@@ -405,6 +432,9 @@ def _load_sample(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, np.ndar
         raise RegistryError(f"{what} at {path} has x of shape {x.shape} and y of shape {y.shape}; expected (n, features) and (n,)")
     if w is not None and (w.shape != y.shape or not np.all(np.isfinite(w) & (w > 0))):
         raise RegistryError(f"{what} at {path} has weights of shape {w.shape} (expected {y.shape}), or weights not finite and positive")
+    if np.isinf(x).any():  # NaN is an optional number missing; an infinite value is no feature's
+        row, col = np.argwhere(np.isinf(x))[0]
+        raise RegistryError(f"{what} at {path} holds an infinite value (row {row}, column {col}); restore it, or pretrain again")
     return x, y, w
 
 

@@ -3,11 +3,14 @@
 The weights of one version mirrored to numpy with its schema and its calibration, never mutated after
 construction, so a swap is the replacement of one reference and scoring needs no autograd or framework
 dispatch. Its ``score`` is the served, calibrated fraud probability; ``score_raw`` is the network's own,
-which is what training and anything fitted on the network (a new calibration) work on. numpy only: the
-server imports this module and never torch (learners/model.py holds the torch network).
+which is what training and anything fitted on the network (a new calibration) work on. The built-in
+network is scored by numpy only: a server of it never imports torch (learners/model.py holds the torch
+network). A version of any other network (``network``: its ``learners.network.NetworkSpec``) is built
+as its torch module once, at construction (torch imported then), and scored by it under
+``torch.inference_mode``: no autograd, and safe for concurrent calls, since nothing is written.
 
-Weights are those of ``TabularNet``'s state dict: ``layers.N.weight``/``layers.N.bias``, and for a
-schema with categorical features one ``embeddings.i.weight`` table per feature (``[cardinality,
+Weights of the built-in network are those of ``TabularNet``'s state dict: ``layers.N.weight`` /
+``layers.N.bias``, and for a schema with categorical features one ``embeddings.i.weight`` table per feature (``[cardinality,
 embedding_dim(cardinality)]``). The embeddings are folded into the first layer once, at
 construction: table i times its slice of the first layer's weights is a ``[cardinality, hidden]``
 table, so embedding and first layer are one gather and sum per row. A schema of numbers only scores
@@ -25,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from learners.calibration import IDENTITY, Calibration
+from learners.network import BUILTIN, NetworkSpec, load
 from learners.schema import FeatureSchema
 
 MAX_EMBEDDING_DIM = 8
@@ -64,15 +68,22 @@ class _Embedded(NamedTuple):
 
 @dataclass(frozen=True, eq=False)
 class ScoringModel:
-    """One version ready to score: schema + weights as numpy arrays + calibration. Immutable."""
+    """One version ready to score: schema + weights as numpy arrays + calibration + network. Immutable.
+
+    A ``network`` other than the built-in one that cannot be imported, built or loaded with the
+    weights raises ValueError naming the factory and the reason (``learners.network.load``)."""
 
     version: str
     schema: FeatureSchema
     weights: dict[str, np.ndarray]
     manifest: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration = IDENTITY
+    network: NetworkSpec = BUILTIN
 
     def __post_init__(self) -> None:
+        if not self.network.builtin:
+            self._build_torch()
+            return
         tables = self._embedding_tables()
         keys = [k for k in self.weights if not k.startswith("embeddings.")]
         try:
@@ -107,6 +118,13 @@ class ScoringModel:
         object.__setattr__(self, "_layers", tuple(mats))
         if tables:  # chosen once here, so that a model of numbers only runs ``_logit`` exactly as before
             object.__setattr__(self, "_logit", partial(_logit_embedded, _fold(numeric_width, tables, *mats[0]), tuple(mats)))
+
+    def _build_torch(self) -> None:
+        """Score with the network's own torch module, in eval mode (``learners.network.load`` copies the weights)."""
+        net = load(self.network, self.schema, self.weights)
+        for arr in self.weights.values():
+            arr.setflags(write=False)
+        object.__setattr__(self, "_logit", partial(_logit_torch, net))
 
     def _embedding_tables(self) -> list[np.ndarray]:
         """The ``embeddings.i.weight`` tables in order, checked against the schema's categorical features."""
@@ -170,6 +188,16 @@ def _logit_embedded(e: _Embedded, layers: tuple[tuple[np.ndarray, np.ndarray], .
     for w, b in layers[1:]:
         h = np.maximum(h, 0.0) @ w + b
     return h[:, 1] - h[:, 0]
+
+
+def _logit_torch(net: Any, z: np.ndarray) -> np.ndarray:
+    """``ScoringModel._logit`` of a network scored by torch (``net``: a ``torch.nn.Module`` in eval
+    mode): float32, as the numpy path's."""
+    import torch
+
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(np.require(z, np.float32, ["C", "W"])))
+        return (logits[:, 1] - logits[:, 0]).to(torch.float32).numpy()
 
 
 def _fold(numeric_width: int, tables: list[np.ndarray], w: np.ndarray, b: np.ndarray) -> _Embedded:

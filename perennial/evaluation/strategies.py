@@ -22,7 +22,8 @@ import orjson
 import torch
 
 from learners.avalanche_adapter import ContinualLearner
-from learners.model import TabularNet, state_numpy
+from learners.model import state_numpy
+from learners.network import trainable
 from learners.pretrain import fit
 from learners.schema import FeatureSchema
 from learners.scoring import ScoringModel
@@ -92,7 +93,7 @@ class FineTuning(Strategy):
 
     def __init__(self, model: ScoringModel, config: LearnSettings, round_events: int):
         self.schema = model.schema
-        self.adapter = ContinualLearner(TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in model.weights.items()}), config)
+        self.adapter = ContinualLearner(trainable(model), config)
         self.round_events = round_events
         self.served = model
         self.bx: list[np.ndarray] = []
@@ -107,7 +108,7 @@ class FineTuning(Strategy):
             self.adapter.learn(self.schema.transform(bx[: self.round_events]), by[: self.round_events])
             bx, by = bx[self.round_events :], by[self.round_events :]
             self.rounds += 1
-            self.served = ScoringModel(f"r{self.rounds}", self.schema, self.adapter.weights())
+            self.served = ScoringModel(f"r{self.rounds}", self.schema, self.adapter.weights(), network=self.served.network)
         self.bx, self.by = [bx], [by]
 
     def score(self, x):
@@ -257,11 +258,14 @@ class Retraining(Strategy):
         return model
 
     def _fit(self, x, y, seed: int, epochs: int, validation: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[ScoringModel, int]:
-        schema = FeatureSchema.fit(self.served.schema.names, x)
+        served = self.served.schema
+        # raw vectors of categories and gaps cannot be refitted (their codes are no numbers): keep the pretrained encoding
+        plain = not any(served.optional) and all(c is None for c in served.categories)
+        schema = FeatureSchema.fit(served.names, x) if plain else served
         net = fresh_network(self.served, seed)
         val = None if validation is None else (schema.transform(validation[0]), validation[1])
         kept = fit(net, schema.transform(x), y, epochs, seed, validation=val, patience=PATIENCE)
-        return ScoringModel(f"retrain{self.retrains + 1}", schema, state_numpy(net.state_dict())), kept
+        return ScoringModel(f"retrain{self.retrains + 1}", schema, state_numpy(net.state_dict()), network=self.served.network), kept
 
     def score(self, x):
         return self.served.score(x)
@@ -274,14 +278,14 @@ class Retraining(Strategy):
         return {"retrains": self.retrains, "epochs": self.epochs}
 
 
-def fresh_network(model: ScoringModel, seed: int) -> TabularNet:
-    """A newly initialised network of ``model``'s width and depth. The shape is read from its layers
-    by name (``TabularNet.from_state``): a registry's weights come in no fixed order."""
-    net = TabularNet.from_state({k: torch.from_numpy(np.array(v)) for k, v in model.weights.items()})
+def fresh_network(model: ScoringModel, seed: int) -> torch.nn.Module:
+    """A newly initialised network of ``model``'s architecture (the built-in one shaped after its
+    weights, or its own factory's): every layer that can be reset is."""
+    net = trainable(model)
     torch.manual_seed(seed)
-    for layer in net.layers:
-        if isinstance(layer, torch.nn.Linear):
-            layer.reset_parameters()
+    for layer in net.modules():
+        if callable(reset := getattr(layer, "reset_parameters", None)):
+            reset()
     return net
 
 
@@ -301,7 +305,7 @@ class RiverOnline(Strategy):
             self._learn(history_x[i : i + 256], history_y[i : i + 256])
 
     def _frame(self, x):
-        return self.pd.DataFrame(self.schema.transform(x).astype(np.float64), columns=list(self.schema.names))
+        return self.pd.DataFrame(self.schema.transform(x).astype(np.float64), columns=list(self.schema.input_names))
 
     def _learn(self, x, y) -> None:
         if len(y):

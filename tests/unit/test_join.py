@@ -155,3 +155,24 @@ def test_the_join_retries_with_backoff_and_a_new_outage_starts_from_the_short_wa
     joiner.run(stop)
     # each drawn between half and all of 1, 2, 4 s; after the connection 1, 2 s again
     assert [0.5 <= w / c <= 1.0 for w, c in zip(waits, (1, 2, 4, 1, 2, 4))] == [True] * 6 and len(waits) == 6
+
+
+def test_raw_vectors_of_a_declared_schema_come_back_to_the_learner_as_the_server_scored_them(tmp_path):
+    """Server rows -> prediction log -> join -> joined event -> the learner's parse_event: the same raw
+    vector (a missing optional number, a missing category, one scored as other, the vocabulary's codes)."""
+    import numpy as np
+
+    from streams.events import parse_event
+    from streams.predictions import encode_batch, parse_predictions
+    from tests.unit.conftest import DECLARED
+
+    features = DECLARED.features
+    rows = np.float32([[3.0, np.nan, 3, 2], [0.5, 4.25, 0, 3], [1.0, 2.0, 1, 0]])
+    s = JoinState(JoinSettings(maturity_s=30 * DAY), features, tmp_path / "join.sqlite")
+    logged = parse_predictions(encode_batch(["a", "b", "c"], [DAY] * 3, rows, np.full(3, 0.5), "v1", features), features)
+    s.step(logged, [lab("a", 1), lab("b", 0), lab("c", 1)], {("t.predictions", 0): 1})
+    events = [orjson.loads(value) for _, value in s.outbox()]
+    assert events[0]["features"] == {"amount": 3.0, "device_age": None, "country": "GB", "channel": "web"}
+    learned = [parse_event(value, features) for _, value in s.outbox()]
+    assert [e.id for e in learned] == ["a", "b", "c"] and [e.label for e in learned] == [1, 0, 1]
+    np.testing.assert_array_equal(np.float32([e.features for e in learned]), rows)

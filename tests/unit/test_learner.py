@@ -7,15 +7,18 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import orjson
 import pytest
 import torch
 
 from learners.learner import Learner
 from learners.metrics import LearnerMetrics
+from learners.model import state_numpy
+from learners.network import NetworkSpec
 from learners.pretrain import pretrain
 from learners.probation import Probation
 from learners.quality import average_precision
-from learners.registry import Registry
+from learners.registry import Registry, RegistryError
 from perennial.settings import Settings
 from streams.simulator import FEATURES, PATTERNS, Simulator, Transactions
 
@@ -447,3 +450,114 @@ def test_a_concept_change_an_operator_confirms_is_learned_then_the_guards_return
     assert restarted.baseline_retention_ap == over[0]["retention_baseline"] < learner.baseline_retention_ap  # the floor moved with consent
     a = restarted.acct
     assert a.consumed == 8 * size == a.trained + a.held_out + a.quarantined
+
+
+# -- your own data and your own network: missing numbers, categories, a custom torch module ----------
+
+CUSTOM = NetworkSpec.parse("tests.unit.custom_networks:build", '{"width": 16}')
+COUNTRIES = ["US", "GB", "FR", "risky"]
+
+
+def own_data(n: int, seed: int, unseen: float = 0.0, new_pattern: bool = True) -> tuple[list[dict], np.ndarray]:
+    """Events' features (``b`` absent or null in a third of them, ``c`` a country, a share never seen
+    before) and labels: fraud from one country and, with ``new_pattern``, where ``b`` is missing and ``a`` high."""
+    r = np.random.default_rng(seed)
+    a = r.normal(size=n)
+    missing = r.random(n) < 0.3
+    c = r.choice(COUNTRIES, n, p=[0.45, 0.3, 0.17, 0.08]).astype(object)
+    c[r.random(n) < unseen] = "never-seen"
+    y = (((c == "risky") & (r.random(n) < 0.9)) | (new_pattern & missing & (a > 0.3))).astype(np.int64)
+    features = []
+    for i in range(n):
+        f: dict = {"a": float(a[i]), "c": c[i]}
+        if not missing[i]:
+            f["b"] = float(r.exponential())
+        elif i % 2:
+            f["b"] = None
+        features.append(f)
+    return features, y
+
+
+@pytest.fixture(scope="module")
+def own_registry(tmp_path_factory):
+    """A registry of a custom network over a schema with an optional number and a category, pretrained
+    on a history without the pattern of missing ``b`` (which the stream then brings)."""
+    from learners.calibration import fit_platt
+    from learners.network import build
+    from learners.pretrain import fit
+    from learners.schema import FeatureSchema
+    from learners.scoring import ScoringModel
+
+    features, y = own_data(4000, seed=0, new_pattern=False)
+    rows = [[f["a"], f.get("b"), f["c"]] for f in features]
+    schema = FeatureSchema.fit(("a", "b", "c"), rows)
+    raw = schema.encode_rows(rows)
+    torch.manual_seed(0)
+    net = build(CUSTOM, schema)
+    fit(net, schema.transform(raw[:2000]), y[:2000], epochs=20, seed=0, batch_size=64)
+    path = tmp_path_factory.mktemp("own") / "registry"
+    reg = Registry(path)
+    reg.save_retention(raw[2000:], y[2000:])
+    reg.save_replay_seed(raw[:2000], y[:2000])
+    weights = state_numpy(net.state_dict())
+    calibration = fit_platt(ScoringModel("v", schema, weights, network=CUSTOM).score_raw(raw[2000:]), y[2000:])  # as pretrain's
+    reg.publish(weights, schema, parent=None, network=CUSTOM, metrics={"fraud_rate": float(y.mean())}, calibration=calibration)
+    return path
+
+
+def own_learner(path, tmp_path) -> Learner:
+    settings = Settings(registry={"path": path}, learn={
+        "checkpoint_path": tmp_path / "ckpt.safetensors",
+        "gates": {"max_latency_ms": 50.0},  # a loaded test machine is no measure of a custom network's latency
+        "epochs": 6, "learning_rate": 5e-3,  # one round to learn the new pattern in
+    })
+    return Learner(settings, LearnerMetrics(), lambda kind, **f: None)
+
+
+def feed_own(learner: Learner, features: list[dict], y: np.ndarray, first_id: int) -> None:
+    for i, (f, label) in enumerate(zip(features, y.tolist())):
+        doc = {"id": str(first_id + i), "time": 1_700_000_000 + i, "label": label, "features": f}
+        learner.handle(orjson.dumps(doc), None, ("t", 0, first_id + i), NoDeadLetters())
+
+
+def test_missing_numbers_and_categories_go_through_a_custom_network_learner_and_its_checkpoint(tmp_path, own_registry):
+    import shutil
+
+    shutil.copytree(own_registry, tmp_path / "registry")
+    torch.manual_seed(1)
+    learner = own_learner(tmp_path / "registry", tmp_path)
+    assert learner.incumbent.network == CUSTOM and learner.schema.optional == (False, True, False)
+    features, y = own_data(3000, seed=1, unseen=0.05)
+    feed_own(learner, features[:1500], y[:1500], 0)  # none is dead-lettered: absent, null and unseen values are all accepted
+    unseen = sum(f["c"] == "never-seen" for f in features[:1500])
+    assert learner.metrics.registry.get_sample_value("perennial_learner_unseen_categories_total", {"feature": "c"}) == unseen > 0
+    assert learner.train_round(lambda m: None)["outcome"] == "pending"
+    assert [c.model.network for c in learner.challengers] == [CUSTOM]
+
+    feed_own(learner, features[1500:], y[1500:], 1500)
+    x_before = learner.pending.arrays()[0]
+    assert np.isnan(x_before[:, 1]).any() and (x_before[:, 2] == 0).any()  # NaN: b missing; code 0: c unseen
+    learner.checkpoint()
+    restarted = own_learner(tmp_path / "registry", tmp_path)
+    assert np.array_equal(restarted.pending.arrays()[0], x_before, equal_nan=True)
+    assert [c.model.network for c in restarted.challengers] == [CUSTOM]
+
+    announced: list[dict] = []
+    report = restarted.train_round(announced.append)
+    assert report["outcome"] == "passed", report["reasons"]
+    assert announced[0]["network"] == CUSTOM.to_dict() == restarted.registry.manifest("v000002")["network"]
+    assert restarted.incumbent.version == "v000002" and restarted.incumbent.network == CUSTOM
+
+
+def test_the_learner_rolls_back_only_to_versions_of_its_own_network(tmp_path, own_registry):
+    import shutil
+
+    from learners.model import TabularNet
+
+    shutil.copytree(own_registry, tmp_path / "registry")
+    learner = own_learner(tmp_path / "registry", tmp_path)
+    schema = learner.schema
+    learner.registry.add_version(state_numpy(TabularNet.for_schema(schema, hidden=8).state_dict()), schema, parent="v000001")
+    with pytest.raises(RegistryError, match=r"version v000002 is network .*learners.model:build.*; the learner trains .*custom_networks"):
+        learner.rollback("v000002", "manual", "test", lambda m: None)
+    assert learner.registry.current_version() == "v000001" and learner.incumbent.network == CUSTOM

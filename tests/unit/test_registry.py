@@ -13,6 +13,7 @@ from safetensors.numpy import save as save_safetensors
 
 from learners.calibration import IDENTITY, Calibration, fit_platt
 from learners.model import TabularNet, state_numpy
+from learners.network import BUILTIN, NetworkSpec, build, trainable
 from learners.registry import MANIFEST_FIELDS, VERSION_RE, Registry, RegistryError, checksum
 from learners.schema import FeatureSchema
 from learners.scoring import ScoringModel
@@ -110,6 +111,98 @@ def test_retention_round_trip(tmp_path):
     reg.save_retention(x, y, np.array([20.0, 1.0, -1.0, 1.0]))
     with pytest.raises(RegistryError, match="weights"):
         reg.load_retention()
+
+
+def test_retention_and_replay_seed_keep_missing_numbers_and_refuse_infinite_ones(tmp_path):
+    reg = Registry(tmp_path)
+    x, y = np.array([[1.0, np.nan, 2.0], [np.nan, 0.5, 0.0]], np.float32), np.array([0, 1])
+    reg.save_retention(x, y)
+    reg.save_replay_seed(x, y)
+    assert np.array_equal(reg.load_retention()[0], x, equal_nan=True)  # NaN: an optional number missing
+    assert np.array_equal(reg.load_replay_seed()[0], x, equal_nan=True)
+    x[1, 2] = -np.inf
+    reg.save_retention(x, y)
+    with pytest.raises(RegistryError, match=r"the retention set at .* holds an infinite value \(row 1, column 2\)"):
+        reg.load_retention()
+
+
+# -- the network: the built-in one, or a user's named by its factory ---------------------------------
+
+CUSTOM = NetworkSpec.parse("tests.unit.custom_networks:build", '{"width": 12}')
+
+
+def mixed_schema():
+    rows = [[float(i), None if i % 3 else float(i), ["US", "GB", "FR"][i % 3]] for i in range(30)]
+    return FeatureSchema.fit(NAMES, rows, min_count=2)
+
+
+def custom_weights(schema, seed=0, spec=CUSTOM):
+    import torch
+
+    torch.manual_seed(seed)
+    return state_numpy(build(spec, schema).state_dict())
+
+
+def test_a_custom_network_is_published_by_name_and_served_as_its_module_scores(tmp_path):
+    import torch
+
+    schema = mixed_schema()
+    reg = Registry(tmp_path)
+    manifest = reg.publish(custom_weights(schema), schema, parent=None, network=CUSTOM)
+    assert manifest["network"] == {"factory": "tests.unit.custom_networks:build", "kwargs": {"width": 12}}
+    model = reg.load_current()
+    assert model.network == CUSTOM
+    raw = schema.encode_rows([[1.0, None, "US"], [7.0, 3.0, "FR"], [2.0, 1.0, "never seen"]])
+    net = trainable(model).eval()
+    with torch.inference_mode():
+        expected = torch.softmax(net(torch.from_numpy(schema.transform(raw))), 1)[:, 1].numpy()
+    assert np.allclose(model.score(raw), expected, atol=1e-6)
+    path = tmp_path / "versions" / "v000001" / "manifest.json"
+    doc = orjson.loads(path.read_bytes())
+    doc["network"]["kwargs"]["width"] = 13
+    path.write_bytes(orjson.dumps(doc))
+    with pytest.raises(RegistryError, match="does not match its checksum"):  # the checksum covers the network
+        reg.load_current()
+
+
+def test_the_built_in_network_is_named_and_a_version_from_before_names_loads_as_it(tmp_path, schema):
+    reg = Registry(tmp_path)
+    assert reg.publish(weights(), schema, parent=None)["network"] == BUILTIN.to_dict()
+    path = tmp_path / "versions" / "v000001" / "manifest.json"
+    doc = orjson.loads(path.read_bytes())
+    del doc["network"], doc["checksum"]
+    path.write_bytes(sealed(doc))
+    model = reg.load_current()
+    assert model.network == BUILTIN and model.score(np.zeros((1, 3), np.float32)).shape == (1,)
+
+
+@pytest.mark.parametrize(("spec", "weights_of", "problem"), [
+    (NetworkSpec("tests.unit.no_such_module:build"), CUSTOM, "module tests.unit.no_such_module cannot be imported"),
+    (NetworkSpec("tests.unit.custom_networks:broken"), CUSTOM, r"failed for this schema \(RuntimeError: this factory needs a GPU\)"),
+    (NetworkSpec("tests.unit.custom_networks:wrong_shape"), CUSTOM, r"must return \[N, 2\] logits"),
+    (NetworkSpec(CUSTOM.factory, {"width": 13}), CUSTOM, "the weights do not fit network tests.unit.custom_networks:build"),
+    (CUSTOM, BUILTIN, "the weights do not fit network tests.unit.custom_networks:build"),
+])
+def test_a_version_whose_network_cannot_be_served_is_refused_with_the_reason(tmp_path, spec, weights_of, problem):
+    schema = mixed_schema()
+    reg = Registry(tmp_path)
+    reg.publish(custom_weights(schema), schema, parent=None, network=CUSTOM)
+    bad = state_numpy(TabularNet.for_schema(schema, hidden=8).state_dict()) if weights_of == BUILTIN else custom_weights(schema)
+    reg.publish(bad, schema, parent="v000001", network=spec)
+    with pytest.raises(RegistryError, match=f"the network of v000002 cannot be served: .*{problem}"):
+        reg.load("v000002")
+    assert reg.load("v000001").network == CUSTOM  # what a server keeps serving
+
+
+def test_a_malformed_network_spec_is_refused_naming_the_field(tmp_path, schema):
+    reg = Registry(tmp_path)
+    reg.publish(weights(), schema, parent=None)
+    path = tmp_path / "versions" / "v000001" / "manifest.json"
+    doc = orjson.loads(path.read_bytes())
+    doc["network"] = {"factory": "rm -rf /"}
+    path.write_bytes(sealed({k: v for k, v in doc.items() if k != "checksum"}))
+    with pytest.raises(RegistryError, match=r"the manifest of v000001 has a malformed 'network': network factory 'rm -rf /' must be"):
+        reg.load_current()
 
 
 # -- verification: the manifest's checksum, and every odd content refused with a RegistryError ------
@@ -417,7 +510,7 @@ def test_any_manifest_bytes_are_loaded_or_refused(scratch, data):
 @settings(max_examples=200, deadline=None)
 @given(
     key=st.sampled_from(
-        sorted(MANIFEST_FIELDS) + ["calibration"]
+        sorted(MANIFEST_FIELDS) + ["calibration", "network", "network.factory", "network.kwargs"]
         + [f"feature_schema.{k}" for k in SCHEMA_KEYS] + [f"calibration.{k}" for k in CALIBRATION_KEYS]
     ),
     value=JSON,
