@@ -8,6 +8,12 @@
 
 The predict body is parsed with orjson and checked by the same validation as labeled events, so a
 request is refused for the same reasons an event is dead-lettered, with a message naming the problem.
+It is parsed with the served schema's declarations (``FeatureSchema.features``): a feature declared
+optional may be absent or null (scored imputed), a categorical one takes a string (or an integer or a
+boolean, taken as its text); a category outside the vocabulary is scored as other and counted
+(``perennial_server_unseen_categories_total{feature}``). ``GET /v1/model`` shows the schema (``schema``:
+``FeatureSchema.to_dict()``, which ``FeatureSchema.from_dict`` reads back, and ``features``, one
+description per feature; see ``service.schemas.ModelInfo``).
 
 ``POST /v1/predict`` is answered by a lean ASGI front (``PredictFront``, front.py) before FastAPI's
 router and middleware stack; every other request, and the route's documentation in
@@ -18,7 +24,7 @@ pass is shared with the requests parsed in the same turn of the event loop (batc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
 from learners.registry import Registry, RegistryError
+from learners.schema import FeatureSchema
 from perennial import package_version
 from perennial.settings import Settings
 from service.admin import CommandSender, admin_router
@@ -40,7 +47,7 @@ from service.metrics import ServerMetrics
 from service.model_store import NO_MODEL, Announcements, Follower, ModelStore
 from service.prediction_log import PredictionLog
 from service.predictor import Predictor
-from service.schemas import PredictError, Prediction, Predictions
+from service.schemas import ModelInfo, PredictError, Prediction, Predictions
 from service.v2 import v2_router
 from streams import kafka as kio
 from streams.events import EventError, feature_vector
@@ -70,13 +77,29 @@ def _predict_operation(max_batch: int, max_body_bytes: int) -> dict[str, Any]:
     }
 
 
-def _predict_schemas(names: tuple[str, ...] | None) -> dict[str, Any]:
-    """Schemas of the predict route; with a model served, its feature names are the required
-    properties of ``Features`` (a client, or a fuzzer, learns from the document what to send)."""
-    number = {"type": "number"}
-    features: dict[str, Any] = {"type": "object", "additionalProperties": number}
-    if names is not None:
-        features = {"type": "object", "properties": {n: number for n in names}, "required": list(names), "additionalProperties": False}
+def _feature_property(vocabulary: tuple[str, ...] | None, optional: bool) -> dict[str, Any]:
+    """One feature's value in ``Features``: a number or a category's string, null allowed where optional."""
+    if vocabulary is None:
+        prop: dict[str, Any] = {"type": ["number", "null"] if optional else "number"}
+    else:
+        shown = ", ".join(vocabulary[:10]) + (", ..." if len(vocabulary) > 10 else "")
+        prop = {"type": ["string", "null"] if optional else "string",
+                "description": f"a category ({len(vocabulary)} known: {shown}); an integer or a boolean is taken as its text, "
+                               "another value is scored as other"}
+    if optional:
+        prop["description"] = " ".join(filter(None, [prop.get("description"), "optional: may be absent or null (scored as missing)"]))
+    return prop
+
+
+def _predict_schemas(schema: FeatureSchema | None) -> dict[str, Any]:
+    """Schemas of the predict route; with a model served, its features are the properties of
+    ``Features``, required unless declared optional, strings where categorical (a client, or a
+    fuzzer, learns from the document what to send)."""
+    features: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "number"}}
+    if schema is not None:
+        properties = {n: _feature_property(v, o) for n, v, o in zip(schema.names, schema.categories, schema.optional)}
+        features = {"type": "object", "properties": properties, "required": [n for n, o in zip(schema.names, schema.optional) if not o],
+                    "additionalProperties": False}
     _, answers = models_json_schema([(Prediction, "serialization"), (Predictions, "serialization"), (PredictError, "serialization")],
                                     ref_template="#/components/schemas/{model}")
     return {
@@ -92,15 +115,25 @@ def served_openapi(base: Callable[[], dict[str, Any]], store: ModelStore) -> Cal
     def document() -> dict[str, Any]:
         doc, model = base(), store.model
         components = doc.get("components", {})
-        schemas = {**components.get("schemas", {}), **_predict_schemas(model.schema.names if model else None)}
+        schemas = {**components.get("schemas", {}), **_predict_schemas(model.schema if model else None)}
         return {**doc, "components": {**components, "schemas": schemas}}
 
     return document
 
 
-def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[list[Any], list[Any], np.ndarray, bool]:
-    """Event ids, event times (as given, None when absent), feature rows in schema order, and whether
-    the body was a list."""
+def schema_info(schema: FeatureSchema) -> dict[str, Any]:
+    """``GET /v1/model``'s ``schema`` (``ModelInfo``): the stored form, and a description per feature."""
+    features: list[dict[str, Any]] = []
+    for entry, vocabulary, log1p, mean, std in zip(schema.declaration(), schema.categories, schema.log1p, schema.mean, schema.std):
+        fitted = {"log1p": log1p, "mean": mean, "std": std} if vocabulary is None else \
+            {"vocabulary_size": len(vocabulary), "vocabulary": list(vocabulary)}
+        features.append({**entry, **fitted})
+    return {**schema.to_dict(), "features": features}
+
+
+def parse_predict(body: bytes, names: Sequence[str], max_batch: int) -> tuple[list[Any], list[Any], np.ndarray, bool]:
+    """Event ids, event times (as given, None when absent), raw vectors in schema order, and whether
+    the body was a list. ``names`` is the schema's ``features`` (or plain names: numbers only)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -127,7 +160,7 @@ def parse_predict(body: bytes, names: tuple[str, ...], max_batch: int) -> tuple[
     return ids, times, _matrix(rows, names, single), not single
 
 
-def _matrix(rows: list[tuple[float, ...]], names: tuple[str, ...], single: bool) -> np.ndarray:
+def _matrix(rows: list[tuple[float, ...]], names: Sequence[str], single: bool) -> np.ndarray:
     """The rows as one float32 matrix, refused unless each row holds one value per feature: a row of
     another width must fail its own request, never the forward pass it would share."""
     try:
@@ -193,7 +226,7 @@ def create_app(
         """Status, JSON body and extra headers of one predict request."""
         try:
             with predictor.request() as model:
-                ids, times, rows, batch = parse_predict(await read_body(), model.schema.names, serve.max_batch)
+                ids, times, rows, batch = parse_predict(await read_body(), model.schema.features, serve.max_batch)
                 scores = await predictor.score(model, rows, ids, times)
         except ApiError as exc:
             return exc.status, orjson.dumps(exc.body()), exc.headers or {}
@@ -209,7 +242,8 @@ def create_app(
     app.include_router(admin_router(serve.admin_token, store, registry, sender, metrics))
     app.include_router(v2_router(serve, store, predictor))
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", responses={200: {"model": ModelInfo, "description": "The served version, its schema, manifest and gate decisions"},
+                                      503: {"model": PredictError, "description": "No model is loaded yet"}})
     async def model_info() -> Response:
         model = store.model
         if model is None:
@@ -218,8 +252,8 @@ def create_app(
             decisions: Any = registry.decisions()
         except RegistryError as exc:
             decisions = {"error": str(exc)}
-        return json_response({"version": model.version, "features": list(model.schema.names), "manifest": model.manifest,
-                              "decisions": decisions})
+        return json_response({"version": model.version, "features": list(model.schema.names), "schema": schema_info(model.schema),
+                              "manifest": model.manifest, "decisions": decisions})
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from learners import control
+from streams.events import OTHER, Features
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -67,6 +69,10 @@ class ServerMetrics:
             "perennial_server_swap_duration_seconds", "Time to verify, load and warm a version before swapping.", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.unseen_categories = Counter(
+            "perennial_server_unseen_categories_total",
+            "Categorical values outside the served version's vocabulary, scored as other, by feature.", ["feature"], registry=r,
+        )
         self.prediction_log = PredictionLogMetrics(r)
         self._created = 0.0
         self.model_age = Gauge("perennial_server_model_age_seconds", "Seconds since the served version was created.", registry=r)
@@ -76,6 +82,14 @@ class ServerMetrics:
         """One request answered (or given up by its client, code 499), ``started`` at this perf_counter()."""
         self.requests.labels(route, str(code)).inc()
         self.duration.labels(route).observe(time.perf_counter() - started)
+
+    def count_unseen(self, features: Features, rows: np.ndarray) -> None:
+        """Count the categorical values of scored raw ``rows`` that were outside their vocabulary (code
+        OTHER); call only for ``features`` with categories."""
+        counts = np.count_nonzero(rows[:, features.positions] == OTHER, axis=0)
+        for i, n in zip(features.positions, counts.tolist()):
+            if n:
+                self.unseen_categories.labels(features[i]).inc(n)
 
     def served(self, version: str, sha256: str, parent: str | None, created_ts: float, previous: str | None) -> None:
         self.model_info.clear()

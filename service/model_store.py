@@ -78,6 +78,8 @@ class ModelStore:
             self.refusal = None
             m = model.manifest
             self.metrics.served(version, m["sha256"], m["parent"], m["created_ts"], previous)
+            for i in model.schema.features.positions:  # each categorical feature's series exists from the start
+                self.metrics.unseen_categories.labels(model.schema.names[i])
             self.metrics.swaps.labels("swapped").inc()
             log.info("serving %s (was %s)", version, previous)
             return True

@@ -10,7 +10,11 @@ them)::
      "scores": [0.031, ...], "rows": [[12.5, ...], ...]}
 
 ``time`` is the event's own ``time`` when the request gave one, else when the server scored it.
-Events without an id cannot be joined to a label later and are counted, not logged.
+Events without an id cannot be joined to a label later and are counted, not logged. ``rows`` are the
+raw vectors scored; with a schema that declares optional or categorical features, a missing value is
+``null`` and categories are logged by key, a value scored as other as ``OTHER_KEY``, under
+``categories`` (``streams.predictions``), so that the join gives the learner the vectors the server
+scored. A schema of required numbers only is logged exactly as before.
 
 A request only appends its arrays to a bounded queue (``serve.prediction_log_capacity`` events); one
 thread of the log encodes and sends them. With Kafka slow or down the queue fills and further events

@@ -50,13 +50,16 @@ class Predictor:
     async def score(
         self, model: ScoringModel, rows: np.ndarray, ids: Sequence[Any], times: Sequence[Any],
     ) -> np.ndarray:
-        """Fraud probabilities of ``rows`` (float32, schema order) by ``model``, in one forward pass
-        shared with the requests parsed in the same turn of the event loop; logged (events with an id)
-        and counted."""
+        """Fraud probabilities of ``rows`` (raw vectors as float32, schema order) by ``model``, in one
+        forward pass shared with the requests parsed in the same turn of the event loop; logged (events
+        with an id) and counted (and categories scored as other, by feature)."""
         scores = await self.batcher.score(model, rows)
+        features = model.schema.features
         if self.prediction_log is not None:
-            self.prediction_log.record(ids, times, rows, scores, model.version, model.schema.names)
+            self.prediction_log.record(ids, times, rows, scores, model.version, features)
         self.metrics.predictions.labels("scored", model.version).inc(len(scores))
+        if features.positions:
+            self.metrics.count_unseen(features, rows)
         for s in scores[:SAMPLED_SCORES]:
             self.metrics.scores.observe(float(s))
         return scores

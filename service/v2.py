@@ -15,6 +15,15 @@ with the features as columns in that order, under a name that is not a feature's
 scored. Tensors come as JSON ``data`` or as binary data (the binary tensor extension, tritonclient's
 default, inputs and outputs); compressed bodies are refused.
 
+A schema's declarations (``FeatureSchema.features``) change this only where it makes them. A
+categorical feature is listed as a ``BYTES`` tensor and sent as one: one string a row (JSON strings,
+or binary elements as for ``id`` below), its key; a value outside the vocabulary is scored as other
+and counted (``perennial_server_unseen_categories_total{feature}``), and JSON ``null`` is a missing value
+where the feature is optional. A model with categorical features takes one tensor per feature, not
+the matrix form. An optional number may be NaN in a floating-point tensor (or its column of the
+matrix): missing, scored imputed; NaN in a required one, and an infinity anywhere, is refused as
+before. An optional feature's tensor may be left out: every row misses it.
+
 Event ids: beside the features, a request may send an input named ``id`` of datatype ``BYTES``, shape
 ``[N]`` or ``[N, 1]``, one UTF-8 string per row (JSON strings, or the binary extension's 4-byte
 little-endian length then the bytes of each): the id of each row's event, as ``id`` is in a
@@ -35,6 +44,7 @@ model yet.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +61,13 @@ from service.errors import ApiError, json_response
 from service.front import join_limited
 from service.model_store import NO_MODEL, ModelStore
 from service.predictor import Predictor
+from streams.events import MISSING, OTHER, Features
 
 SERVER_NAME = "perennial"
 PLATFORM = "perennial"  # numpy forward pass of the network's safetensors weights (learners/scoring.py)
 EXTENSIONS = ["binary_tensor_data"]
 OUTPUT = "score"
-ID_INPUT, ID_DATATYPE = "id", "BYTES"  # each row's event id (the prediction log's key), optional
+ID_INPUT, BYTES = "id", "BYTES"  # each row's event id (the prediction log's key), optional; and categories
 HEADER_LENGTH = "inference-header-content-length"  # the binary tensor extension's JSON part, in bytes
 DATATYPES: dict[str, type[np.generic]] = {
     "FP32": np.float32, "FP64": np.float64,
@@ -130,7 +141,7 @@ class _Tensor:
     name: str
     datatype: str
     shape: tuple[int, ...]
-    values: np.ndarray  # flat, of the declared datatype
+    values: np.ndarray  # flat, of the declared datatype (BYTES: objects, str or None)
 
 
 def _bad(message: str) -> ApiError:
@@ -145,9 +156,11 @@ def _object(value: object, what: str) -> dict[str, Any]:
     return value
 
 
-def parse_infer(body: bytes, header_length: str | None, names: tuple[str, ...], max_batch: int) -> Infer:
-    """The rows of one V2 infer request (JSON, or JSON then binary tensors when ``header_length`` is
-    given), refused with 400 naming the problem (413 beyond ``max_batch`` rows)."""
+def parse_infer(body: bytes, header_length: str | None, names: Sequence[str], max_batch: int) -> Infer:
+    """The raw vectors of one V2 infer request (JSON, or JSON then binary tensors when ``header_length``
+    is given), refused with 400 naming the problem (413 beyond ``max_batch`` rows). ``names`` is the
+    schema's ``features`` (or plain names: required numbers only)."""
+    optional, categories = (names.optional, names.categories) if isinstance(names, Features) else (frozenset(), {})
     binary = b""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
@@ -168,12 +181,19 @@ def parse_infer(body: bytes, header_length: str | None, names: tuple[str, ...], 
         raise _bad("'inputs' must be a non-empty list of tensors")
     tensors, offset, ids = [], 0, None
     for i, spec in enumerate(inputs):
-        if isinstance(spec, dict) and spec.get("name") == ID_INPUT and spec.get("datatype") == ID_DATATYPE:
+        name = spec.get("name") if isinstance(spec, dict) and isinstance(spec.get("name"), str) else None
+        if isinstance(spec, dict) and spec.get("datatype") == BYTES and name in categories:
+            values, offset = _strings(spec, binary, offset, name, "values", "a value", nulls=name in optional)
+            tensors.append(_Tensor(name, BYTES, tuple(spec["shape"]), np.array(values, dtype=object)))
+            continue
+        if isinstance(spec, dict) and name == ID_INPUT and spec.get("datatype") == BYTES:
             if ids is not None:
                 raise _bad(f"input {ID_INPUT!r} is given twice")
-            ids, offset = _ids(spec, binary, offset)
+            strings, offset = _strings(spec, binary, offset, ID_INPUT, "event ids", "an id", nulls=False)
+            ids = [x for x in strings if x is not None]  # all of them: no nulls were allowed
             continue
-        tensor, offset = _tensor(spec, i, binary, offset)
+        tensor, offset = _tensor(spec, i, binary, offset, lenient=bool(optional) and (name in optional or name not in names),
+                                 categories=tuple(categories))
         tensors.append(tensor)
     if offset != len(binary):
         raise _bad(f"{len(binary) - offset} bytes of binary data follow the tensors' declared binary_data_size")
@@ -191,19 +211,20 @@ def parse_infer(body: bytes, header_length: str | None, names: tuple[str, ...], 
     return Infer(rows, request_id, _binary_output(doc.get("outputs"), default_binary), ids)
 
 
-def _ids(spec: dict[str, Any], binary: bytes, offset: int) -> tuple[list[str], int]:
-    """The event ids of the ``id`` input (BYTES ``[N]`` or ``[N, 1]``: JSON strings, or binary
-    elements, each a 4-byte little-endian length then its bytes) and the offset after it."""
+def _strings(spec: dict[str, Any], binary: bytes, offset: int, name: str, plural: str, one: str, nulls: bool) -> tuple[list[str | None], int]:
+    """The strings of a BYTES input ``[N]`` or ``[N, 1]`` (JSON strings, and nulls where ``nulls``; or
+    binary elements, each a 4-byte little-endian length then its bytes), and the offset after it.
+    ``plural`` and ``one`` say what they are, in messages."""
     shape = spec.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) or len(shape) not in (1, 2) \
             or shape[1:] not in ([], [1]):
-        raise _bad(f"input {ID_INPUT!r} has shape {shape!r}; the event ids are [N] or [N, 1], one a row")
+        raise _bad(f"input {name!r} has shape {shape!r}; the {plural} are [N] or [N, 1], one a row")
     size = shape[0]
-    binary_size = _object(spec.get("parameters"), f"input {ID_INPUT!r}'s parameters").get("binary_data_size")
+    binary_size = _object(spec.get("parameters"), f"input {name!r}'s parameters").get("binary_data_size")
     if binary_size is not None:
         left = len(binary) - offset
         if type(binary_size) is not int or not 0 <= binary_size <= left:
-            raise _bad(f"input {ID_INPUT!r}: binary_data_size is {binary_size!r}; {left} bytes of binary data are left")
+            raise _bad(f"input {name!r}: binary_data_size is {binary_size!r}; {left} bytes of binary data are left")
         raw: list[bytes] = []
         end = offset + binary_size
         while len(raw) < size and end - offset >= 4:
@@ -213,32 +234,33 @@ def _ids(spec: dict[str, Any], binary: bytes, offset: int) -> tuple[list[str], i
             raw.append(binary[offset + 4 : offset + 4 + length])
             offset += 4 + length
         if len(raw) != size or offset != end:
-            raise _bad(f"input {ID_INPUT!r}: its {binary_size} bytes of binary data do not hold {size} BYTES elements "
+            raise _bad(f"input {name!r}: its {binary_size} bytes of binary data do not hold {size} BYTES elements "
                        "(each a 4-byte little-endian length, then that many bytes)")
         try:
             return [r.decode() for r in raw], offset
         except UnicodeDecodeError:
-            raise _bad(f"input {ID_INPUT!r} holds an id that is not UTF-8") from None
+            raise _bad(f"input {name!r} holds {one} that is not UTF-8") from None
     if "data" not in spec:
-        raise _bad(f"input {ID_INPUT!r} has neither 'data' nor parameters.binary_data_size")
+        raise _bad(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
     data = spec["data"]
     if not isinstance(data, list):
-        raise _bad(f"input {ID_INPUT!r}: 'data' must be a list of strings")
+        raise _bad(f"input {name!r}: 'data' must be a list of strings")
     flat = [y for x in data for y in (x if type(x) is list else (x,))]
-    if len(flat) != size or not all(type(x) is str for x in flat):
-        raise _bad(f"input {ID_INPUT!r} must hold {size} strings (its shape {shape}), one event id a row")
+    if len(flat) != size or not all(type(x) is str or (x is None and nulls) for x in flat):
+        raise _bad(f"input {name!r} must hold {size} strings{' (or nulls: missing)' if nulls else ''} (its shape {shape}), one a row")
     return flat, offset
 
 
-def _tensor(spec: object, i: int, binary: bytes, offset: int) -> tuple[_Tensor, int]:
-    """Input ``i`` with its values (JSON ``data``, or its bytes of ``binary`` from ``offset`` on) and
-    the offset after it."""
+def _tensor(spec: object, i: int, binary: bytes, offset: int, lenient: bool = False, categories: tuple[str, ...] = ()) -> tuple[_Tensor, int]:
+    """Input ``i`` with its numbers (JSON ``data``, or its bytes of ``binary`` from ``offset`` on) and
+    the offset after it; ``lenient``: NaN passes (a missing optional number, checked by ``_rows``)."""
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise _bad(f"input {i} must be an object with a 'name'")
     name, datatype, shape = spec["name"], spec.get("datatype"), spec.get("shape")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
+        also = f" or a categorical feature's ({', '.join(categories)})" if categories else ""
         raise _bad(f"input {name!r} has datatype {datatype!r}; the model takes {', '.join(DATATYPES)} "
-                   f"(and {ID_DATATYPE} only as the input {ID_INPUT!r}: each row's event id)")
+                   f"(and {BYTES} only as the input {ID_INPUT!r}: each row's event id{also})")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise _bad(f"input {name!r} has shape {shape!r}; a shape is a list of sizes (integers, at least 0)")
     dtype, size = np.dtype(DATATYPES[datatype]), math.prod(shape)
@@ -254,8 +276,10 @@ def _tensor(spec: object, i: int, binary: bytes, offset: int) -> tuple[_Tensor, 
         values = _json_values(spec["data"], name, datatype, size)
     else:
         raise _bad(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
-    if dtype.kind == "f" and not np.isfinite(values).all():
-        raise _bad(f"input {name!r} holds a value that is not a finite {datatype}")
+    if dtype.kind == "f":
+        finite = np.isfinite(values)
+        if not (finite | np.isnan(values) if lenient else finite).all():
+            raise _bad(f"input {name!r} holds a value that is not a finite {datatype}")
     return _Tensor(name, datatype, tuple(shape), values), offset
 
 
@@ -279,33 +303,58 @@ def _json_values(data: object, name: str, datatype: str, size: int) -> np.ndarra
         raise _bad(f"input {name!r} holds a value beyond the range of {datatype}") from None
 
 
-def _rows(tensors: list[_Tensor], names: tuple[str, ...]) -> np.ndarray:
-    """The tensors as one float32 matrix in schema order: one matrix tensor, or one tensor per feature."""
+def _rows(tensors: list[_Tensor], names: Sequence[str]) -> np.ndarray:
+    """The tensors as one float32 matrix of raw vectors in schema order: one matrix tensor, or one
+    tensor per feature (categories by key to their codes, an optional feature left out missing)."""
+    optional, categories = (names.optional, names.categories) if isinstance(names, Features) else (frozenset(), {})
     expected = (f"send one tensor per feature ({', '.join(names)}), each [N] or [N, 1], "
                 f"or one tensor [N, {len(names)}] with them as columns")
+    if categories:
+        expected = (f"send one tensor per feature ({', '.join(names)}), each [N] or [N, 1], {BYTES} for a categorical one "
+                    f"({', '.join(categories)})")
     first = tensors[0]
     if len(tensors) == 1 and first.name not in names and len(first.shape) == 2:
+        if categories:
+            raise _bad(f"input {first.name!r} is a matrix; the model has categorical features: {expected}")
         if first.shape[1] != len(names):
             raise _bad(f"input {first.name!r} has shape {list(first.shape)}; "
                        f"the model takes [N, {len(names)}]: {', '.join(names)}")
-        return _float32(first.values).reshape(first.shape)
+        matrix = _float32(first.values).reshape(first.shape)
+        if optional and first.datatype.startswith("FP"):
+            required = [j for j, n in enumerate(names) if n not in optional]
+            if np.isnan(matrix[:, required]).any():
+                raise _bad(f"input {first.name!r} holds a value that is not a finite {first.datatype} "
+                           "in the column of a required feature (NaN is a missing value only where a feature is optional)")
+        return matrix
     by_name: dict[str, _Tensor] = {}
     for t in tensors:
         if t.name not in names:
-            hint = f" (each row's event id goes in a {ID_DATATYPE} tensor named {ID_INPUT!r})" if t.name == ID_INPUT else ""
+            hint = f" (each row's event id goes in a {BYTES} tensor named {ID_INPUT!r})" if t.name == ID_INPUT else ""
             raise _bad(f"input {t.name!r} is not a feature of the model{hint}; {expected}")
         if t.name in by_name:
             raise _bad(f"input {t.name!r} is given twice")
         if len(t.shape) not in (1, 2) or t.shape[1:] not in ((), (1,)):
             raise _bad(f"input {t.name!r} has shape {list(t.shape)}; a feature's tensor is [N] or [N, 1]")
+        if t.name in categories and t.datatype != BYTES:
+            raise _bad(f"input {t.name!r} is a categorical feature: send it as a {BYTES} tensor of strings, not {t.datatype}")
         by_name[t.name] = t
-    missing = [n for n in names if n not in by_name]
+    missing = [n for n in names if n not in by_name and n not in optional]
     if missing:
         raise _bad(f"feature {', '.join(map(repr, missing[:5]))} is missing; {expected}")
     lengths = {t.name: t.shape[0] for t in tensors}
     if len(set(lengths.values())) > 1:
         raise _bad(f"the feature tensors have different numbers of rows: {lengths}")
-    return np.stack([_float32(by_name[n].values) for n in names], axis=1)
+    n = tensors[0].shape[0]
+    return np.stack([_column(by_name.get(name), n, categories.get(name)) for name in names], axis=1)
+
+
+def _column(tensor: _Tensor | None, n: int, vocabulary: dict[str, int] | None) -> np.ndarray:
+    """One feature's raw values: its numbers, or its categories' codes; missing in every row without a tensor."""
+    if tensor is None:
+        return np.full(n, np.nan if vocabulary is None else float(MISSING), np.float32)
+    if vocabulary is None:
+        return _float32(tensor.values)
+    return np.array([MISSING if key is None else vocabulary.get(key, OTHER) for key in tensor.values], np.float32)
 
 
 def _float32(values: np.ndarray) -> np.ndarray:
@@ -351,9 +400,10 @@ def _infer_operation(max_batch: int, max_body_bytes: int) -> dict[str, Any]:
         "type": "object", "required": ["name", "shape", "datatype"],
         "properties": {
             "name": {"type": "string", "description": "a feature's name, or any other for one [N, n_features] tensor; "
-                     f"'{ID_INPUT}' ({ID_DATATYPE} [N]): each row's event id, for the prediction log (optional)"},
+                     f"'{ID_INPUT}' ({BYTES} [N]): each row's event id, for the prediction log (optional); "
+                     f"a categorical feature's tensor is {BYTES}, one string a row"},
             "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 2},
-            "datatype": {"type": "string", "enum": [*DATATYPES, ID_DATATYPE]},
+            "datatype": {"type": "string", "enum": [*DATATYPES, BYTES]},
             "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
             "data": {"type": "array", "description": "values, flat in row-major order or nested by the shape"},
         },
@@ -407,7 +457,8 @@ def v2_router(serve: ServeSettings, store: ModelStore, predictor: Predictor) -> 
         model = served(model_name, version)
         doc = ModelMetadata(
             name=name, versions=[model.version], platform=PLATFORM,
-            inputs=[TensorMetadata(name=n, datatype="FP32", shape=[-1]) for n in model.schema.names],
+            inputs=[TensorMetadata(name=n, datatype="FP32" if vocabulary is None else BYTES, shape=[-1])
+                    for n, vocabulary in zip(model.schema.names, model.schema.categories)],
             outputs=[TensorMetadata(name=OUTPUT, datatype="FP32", shape=[-1])],
         )
         return json_response(doc.model_dump())
@@ -424,7 +475,7 @@ def v2_router(serve: ServeSettings, store: ModelStore, predictor: Predictor) -> 
             with predictor.request() as model:
                 serving(model, version)
                 body = await join_limited(request.stream(), request.headers.get("content-length"), serve.max_body_bytes)
-                parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.schema.names, serve.max_batch)
+                parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.schema.features, serve.max_batch)
                 n = len(parsed.rows)
                 scores = await predictor.score(model, parsed.rows, parsed.ids or [None] * n, [None] * n)
         except ApiError as exc:

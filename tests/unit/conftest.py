@@ -21,3 +21,20 @@ def two_feature_registry(tmp_path) -> Path:
     schema = FeatureSchema.fit(TWO_FEATURES, np.random.default_rng(0).uniform(0, 10, (50, 2)))
     Registry(tmp_path / "reg").publish(state_numpy(TabularNet(2, hidden=8).state_dict()), schema, parent=None, gate_report={"passed": True})
     return tmp_path / "reg"
+
+
+DECLARED = FeatureSchema(
+    ("amount", "device_age", "country", "channel"), (True, False, False, False), (1.0, 2.0, 0.0, 0.0), (1.5, 3.0, 1.0, 1.0),
+    optional=(False, True, True, False), categories=(None, None, ("US", "GB"), ("web", "app")),
+)
+"""A schema with each kind of feature: a required number, an optional number, an optional category
+and a required one (issue 16)."""
+
+
+@pytest.fixture
+def declared_registry(tmp_path) -> Path:
+    """A registry serving a small untrained network over ``DECLARED`` (v000001, with embeddings)."""
+    torch.manual_seed(0)
+    Registry(tmp_path / "declared").publish(state_numpy(TabularNet.for_schema(DECLARED, hidden=8).state_dict()), DECLARED,
+                                            parent=None, gate_report={"passed": True})
+    return tmp_path / "declared"

@@ -10,7 +10,8 @@ from learners.registry import Registry
 from learners.schema import FeatureSchema
 from perennial.settings import Settings
 from service.app import create_app
-from service.schemas import PREDICT_ANSWER, PREDICT_REASONS, PredictError, Prediction, Predictions
+from service.schemas import PREDICT_ANSWER, PREDICT_REASONS, ModelInfo, PredictError, Prediction, Predictions
+from tests.unit.conftest import DECLARED
 from tests.unit.conftest import TWO_FEATURES as NAMES
 
 
@@ -282,3 +283,112 @@ def test_admin_commands_are_validated_then_sent(tmp_path):
     assert [c["action"] for c in sender.sent] == ["rollback", "pause", "resume", "concept_change", "concept_change"]
     assert sender.sent[1]["reason"] == "incident 42" and len({c["id"] for c in sender.sent}) == 5
     assert sender.sent[-1]["rounds"] is None and sender.sent[-2]["reason"] == "fraud moved to night-time terminals"
+
+
+# -- a schema with optional and categorical features (issue 16) ----------------------------------
+
+
+@pytest.fixture
+def declared(declared_registry):
+    settings = Settings(registry={"path": declared_registry}, kafka={"bootstrap_servers": "127.0.0.1:1"}, serve={"max_batch": 8})
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def served_scores(registry_path, raw_rows) -> list[float]:
+    """What the served version gives raw vectors (NaN: an optional number missing; category codes)."""
+    return Registry(registry_path).load_current().score(np.array(raw_rows, np.float64)).tolist()
+
+
+def unseen_metric(client) -> dict[str, float]:
+    return {line.split()[0]: float(line.split()[1]) for line in client.get("/metrics").text.splitlines()
+            if line.startswith("perennial_server_unseen_categories_total{")}
+
+
+def test_optional_features_may_be_absent_or_null_and_categories_are_strings_scored_as_their_codes(declared, declared_registry):
+    events = [
+        {"id": "a", "features": {"amount": 3, "device_age": 4.5, "country": "GB", "channel": "app"}},
+        {"id": "b", "features": {"amount": 3, "channel": "web"}},  # both optional features absent
+        {"id": "c", "features": {"amount": 3, "device_age": None, "country": None, "channel": "web"}},  # null: as absent
+        {"id": "d", "features": {"amount": 3, "device_age": 1, "country": "FR", "channel": "web"}},  # unseen: other
+        {"id": "e", "features": {"amount": 3, "device_age": 1, "country": "ZZ", "channel": "web"}},
+    ]
+    r = post(declared, events)
+    assert r.status_code == 200, r.text
+    raw = [[3, 4.5, 3, 3], [3, np.nan, 1, 2], [3, np.nan, 1, 2], [3, 1, 0, 2], [3, 1, 0, 2]]  # codes: other 0, missing 1, then the vocabulary
+    scores = [p["score"] for p in r.json()["predictions"]]
+    assert scores == pytest.approx(served_scores(declared_registry, raw), abs=1e-6)
+    assert scores[1] == scores[2] and scores[3] == scores[4]
+    assert len({scores[0], scores[1], scores[3]}) == 3  # imputed, flagged and embedded: each input matters
+
+
+def test_a_category_may_be_an_integer_or_a_boolean_taken_as_its_text(declared):
+    scores = [post(declared, {"features": {"amount": 1, "country": value, "channel": "web"}}).json()["score"] for value in (7, "7", 7.0, True)]
+    assert scores[0] == scores[1] == scores[2] == scores[3]
+
+
+@pytest.mark.parametrize(
+    "features, words, reason",
+    [
+        ({"device_age": 1, "country": "US", "channel": "web"}, "feature 'amount' is missing; the model expects amount, device_age, country, channel",
+         "missing_feature"),
+        ({"amount": 1, "country": "US"}, "feature 'channel' is missing", "missing_feature"),
+        ({"amount": None, "channel": "web"}, "feature 'amount' must be a number, got null", "bad_value"),
+        ({"amount": 1, "channel": None}, "feature 'channel' is a category", "bad_value"),
+        ({"amount": 1, "channel": "web", "country": 7.5}, "feature 'country' is a category: a string, an integer or a boolean, got the number 7.5",
+         "bad_value"),
+        ({"amount": 1, "channel": "web", "device_age": "old"}, "feature 'device_age' must be a number", "bad_value"),
+        ({"amount": 1, "channel": "web", "colour": "red"}, "unknown feature 'colour'", "unknown_feature"),
+    ],
+)
+def test_declared_features_are_still_refused_naming_what_is_wrong(declared, features, words, reason):
+    r = post(declared, {"features": features})
+    assert r.status_code == 422 and words in r.json()["error"] and r.json()["reason"] == reason, r.text
+
+
+def test_unseen_categories_are_counted_by_feature_and_only_when_scored(declared):
+    assert unseen_metric(declared) == {'perennial_server_unseen_categories_total{feature="country"}': 0.0,
+                                       'perennial_server_unseen_categories_total{feature="channel"}': 0.0}
+    post(declared, [{"features": {"amount": 1, "country": c, "channel": "web"}} for c in ("FR", "US", "DE")])
+    post(declared, {"features": {"amount": 1, "country": "FR", "channel": "phone"}})
+    post(declared, [{"features": {"amount": 1, "country": "FR", "channel": "web"}}, {"features": {"amount": 1}}])  # refused: not counted
+    assert unseen_metric(declared) == {'perennial_server_unseen_categories_total{feature="country"}': 3.0,
+                                       'perennial_server_unseen_categories_total{feature="channel"}': 1.0}
+
+
+def test_a_schema_of_numbers_only_has_no_unseen_categories_series(client):
+    post(client, {"features": {"amount": 1, "hour": 1}})
+    assert unseen_metric(client) == {}
+
+
+def test_the_model_route_shows_the_schema_with_each_feature_declared(declared):
+    doc = declared.get("/v1/model").json()
+    assert doc["features"] == list(DECLARED.names)
+    assert FeatureSchema.from_dict(doc["schema"]) == DECLARED  # the stored form: a client can rebuild the schema
+    assert doc["schema"]["features"] == [
+        {"name": "amount", "type": "number", "missing": False, "log1p": True, "mean": 1.0, "std": 1.5},
+        {"name": "device_age", "type": "number", "missing": True, "log1p": False, "mean": 2.0, "std": 3.0},
+        {"name": "country", "type": "category", "missing": True, "vocabulary_size": 2, "vocabulary": ["US", "GB"]},
+        {"name": "channel", "type": "category", "missing": False, "vocabulary_size": 2, "vocabulary": ["web", "app"]},
+    ]
+    assert ModelInfo.model_validate(doc).feature_schema.features[2].vocabulary == ["US", "GB"]
+
+
+def test_the_model_route_of_a_schema_of_numbers_only_shows_it_too(client):
+    doc = client.get("/v1/model").json()
+    ModelInfo.model_validate(doc)
+    assert [f["type"] for f in doc["schema"]["features"]] == ["number", "number"] and "categories" not in doc["schema"]
+    assert [f["missing"] for f in doc["schema"]["features"]] == [False, False]
+
+
+def test_openapi_says_which_features_are_optional_and_which_are_categories(declared):
+    doc = declared.get("/openapi.json").json()
+    features = doc["components"]["schemas"]["Features"]
+    assert features["required"] == ["amount", "channel"] and features["additionalProperties"] is False
+    props = features["properties"]
+    assert props["amount"] == {"type": "number"}
+    assert props["device_age"]["type"] == ["number", "null"] and "optional" in props["device_age"]["description"]
+    assert props["country"]["type"] == ["string", "null"] and "US, GB" in props["country"]["description"]
+    assert props["channel"]["type"] == "string" and "scored as other" in props["channel"]["description"]
+    model = doc["paths"]["/v1/model"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert model == {"$ref": "#/components/schemas/ModelInfo"} and "schema" in doc["components"]["schemas"]["ModelInfo"]["properties"]

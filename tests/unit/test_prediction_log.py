@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from service.metrics import PredictionLogMetrics
 from service.prediction_log import MESSAGE_BYTES, MESSAGE_EVENTS, PredictionLog, _Scored
-from streams.predictions import parse_predictions
+from streams.predictions import Label, parse_predictions
 
 
 class Producer:
@@ -61,3 +61,48 @@ def test_wide_rows_are_split_into_messages_the_broker_accepts():
     back = [p for v in producer.sent for p in parse_predictions(v, names)]
     assert len(back) == n and np.array_equal(np.float32([p.features for p in back]), rows)
     assert log.metrics.events.labels("sent")._value.get() == n
+
+
+def test_what_the_server_scored_with_a_declared_schema_is_what_the_join_gives_the_learner(declared_registry, tmp_path, monkeypatch):
+    """/v1/predict and V2 requests with missing values and categories (one unseen) -> the prediction
+    log's messages -> the join -> the learner's parse_event: each raw vector as the server scored it."""
+    import orjson
+    from fastapi.testclient import TestClient
+
+    from learners.join import JoinState
+    from perennial.settings import JoinSettings, Settings
+    from service import app as app_module
+    from service.app import create_app
+    from streams.events import feature_vector, parse_event
+    from tests.unit.conftest import DECLARED
+
+    logs: list[PredictionLog] = []
+
+    class Held(PredictionLog):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "start": False})  # no Kafka: what would be sent stays queued
+            logs.append(self)
+
+    monkeypatch.setattr(app_module, "PredictionLog", Held)
+    features = DECLARED.features
+    events = [{"id": "a", "features": {"amount": 3, "channel": "web"}},
+              {"id": "b", "features": {"amount": 0.1, "device_age": 4.5, "country": "Atlantis", "channel": "app"}},
+              {"id": "c", "features": {"amount": 2, "device_age": None, "country": "US", "channel": "phone"}}]
+    settings = Settings(registry={"path": declared_registry}, kafka={"bootstrap_servers": "127.0.0.1:1"}, serve={"prediction_log": True})
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/v1/predict", content=orjson.dumps(events)).status_code == 200
+        v2 = {"inputs": [{"name": "amount", "datatype": "FP32", "shape": [1], "data": [7.0]},
+                         {"name": "country", "datatype": "BYTES", "shape": [1], "data": ["GB"]},
+                         {"name": "channel", "datatype": "BYTES", "shape": [1], "data": ["Moon"]},
+                         {"name": "id", "datatype": "BYTES", "shape": [1], "data": ["d"]}]}
+        assert c.post("/v2/models/perennial/infer", content=orjson.dumps(v2)).status_code == 200
+    producer = Producer()
+    logs[0]._producer = producer
+    logs[0]._send(logs[0]._batches)
+    scored = np.float32([feature_vector(e["features"], features) for e in events] + [[7.0, np.nan, 3, 0]])
+    state = JoinState(JoinSettings(), features, tmp_path / "join.sqlite")
+    state.step([p for value in producer.sent for p in parse_predictions(value, features)],
+               [Label(i, 1, None, "chargeback") for i in "abcd"], {("t.predictions", 0): 1})
+    learned = {e.id: e.features for e in (parse_event(value, features) for _, value in state.outbox())}
+    np.testing.assert_array_equal(np.float32([learned[i] for i in "abcd"]), scored)
+    assert DECLARED.unseen(scored) == 3  # Atlantis, phone, Moon: other, and other again for the learner

@@ -8,6 +8,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from learners.registry import Registry
 from perennial import package_version
 from perennial.settings import Settings
 from service.app import create_app
@@ -341,3 +342,125 @@ def test_rows_sent_with_event_ids_are_logged_with_them_and_rows_without_are_coun
         assert version == "v000001" and names == NAMES
     assert 'perennial_prediction_log_events_total{outcome="queued"} 5.0' in text
     assert 'perennial_prediction_log_events_total{outcome="no_id"} 3.0' in text
+
+
+# -- a schema with optional and categorical features (issue 16) ----------------------------------
+
+
+@pytest.fixture
+def declared(declared_registry):
+    settings = Settings(registry={"path": declared_registry}, kafka={"bootstrap_servers": "127.0.0.1:1"}, serve={"max_batch": 8})
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def served_scores(client, raw_rows) -> list[float]:
+    """What the served version gives raw vectors (NaN: an optional number missing; category codes)."""
+    return Registry(client.app.app.state.store.registry.root).load_current().score(np.array(raw_rows, np.float64)).tolist()
+
+
+def strings(name, values, shape=None):
+    """A BYTES tensor of JSON strings (a categorical feature's, or the ids)."""
+    return {"name": name, "datatype": "BYTES", "shape": shape or [len(values)], "data": values}
+
+
+def test_the_metadata_lists_a_categorical_feature_as_bytes(declared):
+    inputs = declared.get("/v2/models/perennial").json()["inputs"]
+    assert inputs == [{"name": "amount", "datatype": "FP32", "shape": [-1]}, {"name": "device_age", "datatype": "FP32", "shape": [-1]},
+                      {"name": "country", "datatype": "BYTES", "shape": [-1]}, {"name": "channel", "datatype": "BYTES", "shape": [-1]}]
+
+
+def test_categories_by_key_and_missing_optional_features_score_as_v1_predict(declared):
+    r = infer(declared, {"inputs": [column("amount", [3.0, 3.0, 3.0, 8.0]), strings("country", ["GB", "FR", None, "US"]),
+                                    strings("channel", [["app"], ["web"], ["web"], ["phone"]], [4, 1])]})  # device_age left out: missing
+    assert r.status_code == 200, r.text
+    raw = [[3, np.nan, 3, 3], [3, np.nan, 0, 2], [3, np.nan, 1, 2], [8, np.nan, 2, 0]]
+    np.testing.assert_allclose(r.json()["outputs"][0]["data"], served_scores(declared, raw), rtol=1e-6)
+    events = [{"features": {"amount": 3, "country": "GB", "channel": "app"}}, {"features": {"amount": 3, "country": "FR", "channel": "web"}},
+              {"features": {"amount": 3, "country": None, "channel": "web"}}, {"features": {"amount": 8, "country": "US", "channel": "phone"}}]
+    v1 = [p["score"] for p in declared.post("/v1/predict", content=orjson.dumps(events)).json()["predictions"]]
+    np.testing.assert_allclose(r.json()["outputs"][0]["data"], v1, rtol=1e-6)
+    text = declared.get("/metrics").text
+    assert 'perennial_server_unseen_categories_total{feature="country"} 2.0' in text  # FR, once by each protocol
+    assert 'perennial_server_unseen_categories_total{feature="channel"} 2.0' in text
+
+
+def test_binary_bytes_categories_and_nan_for_an_optional_number(declared):
+    amount, device_age = np.float32([3.0, 5.0]), np.float64([np.nan, 2.5])
+    country, channel = bytes_elements([b"GB", "Z\u00fcrich".encode()]), bytes_elements([b"web", b"app"])
+    head = orjson.dumps({"inputs": [
+        {"name": "amount", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": amount.nbytes}},
+        {"name": "device_age", "datatype": "FP64", "shape": [2, 1], "parameters": {"binary_data_size": device_age.nbytes}},
+        {"name": "country", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(country)}},
+        {"name": "channel", "datatype": "BYTES", "shape": [2, 1], "parameters": {"binary_data_size": len(channel)}},
+    ]})
+    body = head + amount.tobytes() + device_age.tobytes() + country + channel
+    r = infer(declared, body, headers={"Inference-Header-Content-Length": str(len(head))})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["outputs"][0]["data"], served_scores(declared, [[3, np.nan, 3, 2], [5, 2.5, 0, 3]]), rtol=1e-6)
+
+
+def declared_binary(name: str, values: np.ndarray, others: list) -> tuple[bytes, dict[str, str]]:
+    """One binary numeric tensor ``name`` beside JSON tensors ``others``."""
+    head = orjson.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": [len(values)], "parameters": {"binary_data_size": values.nbytes}},
+                                    *others]})
+    return head + values.tobytes(), {"Inference-Header-Content-Length": str(len(head))}
+
+
+REQUIRED_NAN = declared_binary("amount", np.float32([np.nan]), [strings("channel", ["web"])])
+OPTIONAL_INF = declared_binary("device_age", np.float32([np.inf]), [column("amount", [1.0]), strings("channel", ["web"])])
+
+
+@pytest.mark.parametrize(
+    "sent, words",
+    [
+        (REQUIRED_NAN, "input 'amount' holds a value that is not a finite FP32"),
+        (OPTIONAL_INF, "input 'device_age' holds a value that is not a finite FP32"),
+        ({"inputs": [column("amount", [1.0]), column("channel", [1.0])]},
+         "input 'channel' is a categorical feature: send it as a BYTES tensor of strings, not FP32"),
+        ({"inputs": [column("amount", [1.0]), strings("channel", [None])]}, "input 'channel' must hold 1 strings (its shape [1])"),
+        ({"inputs": [column("amount", [1.0]), strings("channel", [7])]}, "input 'channel' must hold 1 strings"),
+        ({"inputs": [column("amount", [1.0]), strings("country", [7], [1]), strings("channel", ["web"])]},
+         "input 'country' must hold 1 strings (or nulls: missing)"),
+        ({"inputs": [column("amount", [1.0]), strings("channel", ["web"], [1, 2])]}, "'channel' has shape [1, 2]; the values are [N] or [N, 1]"),
+        ({"inputs": [strings("channel", ["web"])]}, "feature 'amount' is missing; send one tensor per feature (amount, device_age, country, "
+                                                    "channel), each [N] or [N, 1], BYTES for a categorical one (country, channel)"),
+        ({"inputs": [column("amount", [1.0])]}, "feature 'channel' is missing"),
+        ({"inputs": [matrix([[1.0, 2.0, 2.0, 2.0]])]}, "input 'features' is a matrix; the model has categorical features"),
+        ({"inputs": [column("amount", [1.0]), strings("device_age", ["old"]), strings("channel", ["web"])]},
+         "input 'device_age' has datatype 'BYTES'; the model takes FP32"),
+        ({"inputs": [column("amount", [1.0, 2.0]), strings("channel", ["web"])]}, "different numbers of rows"),
+    ],
+)
+def test_declared_features_refused_in_v2_naming_the_problem(declared, sent, words):
+    body, headers = sent if isinstance(sent, tuple) else (sent, None)
+    r = infer(declared, body, headers=headers)
+    assert r.status_code == 400 and words in r.json()["error"], r.text
+
+
+def test_nan_is_missing_in_the_matrix_only_in_an_optional_feature_column(tmp_path):
+    """Numbers only, one optional: the matrix form stays, NaN allowed in that column alone."""
+    import torch
+
+    from learners.model import TabularNet, state_numpy
+    from learners.schema import FeatureSchema
+
+    torch.manual_seed(0)
+    schema = FeatureSchema(NAMES, (True, False), (1.0, 2.0), (1.0, 1.0), optional=(False, True))
+    Registry(tmp_path / "reg").publish(state_numpy(TabularNet.for_schema(schema, hidden=8).state_dict()), schema, parent=None)
+    with TestClient(create_app(settings_for(tmp_path))) as c:
+        body, headers = binary_request({"features": np.float32([[3.0, np.nan], [4.0, 1.0]])})
+        r = infer(c, body, headers=headers)
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["outputs"][0]["data"], served_scores(c, [[3.0, np.nan], [4.0, 1.0]]), rtol=1e-6)
+        body, headers = binary_request({"features": np.float32([[np.nan, 1.0]])})
+        r = infer(c, body, headers=headers)
+        assert r.status_code == 400 and "in the column of a required feature" in r.json()["error"]
+        assert [i["datatype"] for i in c.get("/v2/models/perennial").json()["inputs"]] == ["FP32", "FP32"]
+
+
+@pytest.mark.parametrize("name", [["amount"], {"a": 1}, 5, None])
+def test_an_input_named_by_no_string_is_a_400_for_any_schema(client, declared, name):
+    for c in (client, declared):
+        r = infer(c, {"inputs": [{"name": name, "datatype": "BYTES", "shape": [1], "data": ["x"]}]})
+        assert r.status_code == 400 and "must be an object with a 'name'" in r.json()["error"], r.text
