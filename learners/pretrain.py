@@ -12,6 +12,15 @@ probabilities (Platt scaling, see learners/calibration.py). A class-balanced sam
 part seeds the learner's replay memory, so patterns of the history that are rare in the stream (or
 absent from it for a while) keep being rehearsed from the first round on.
 
+The history's rows are numbers, or cells of any kind (text, booleans, empty cells: a table as
+streams/tables.py reads it). The feature schema is fitted on the training part (``fit_schema``,
+with an optional declaration of what is a category and what may be missing), every row is encoded
+to its raw vector (``FeatureSchema.encode_rows``: NaN for a missing number, a code per category)
+and the network (``network``: the built-in MLP unless a spec names a factory, learners/network.py)
+is trained on their transform. The retention set and the replay seed hold raw vectors, as the
+learner's stream does. A history of numbers only, without gaps, goes through exactly as before
+categories existed.
+
 Pretraining only ever writes into a registry without versions: over one that has versions it would
 replace the retention set every version was judged on and the replay seed, and serve an ungated
 version. Starting over means pretraining a new registry directory.
@@ -23,12 +32,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from learners import network as networks
 from learners.calibration import fit_platt
-from learners.model import TabularNet, state_numpy
+from learners.model import state_numpy
+from learners.network import NetworkSpec
 from learners.quality import roc_auc
 from learners.registry import Registry, RegistryError
-from learners.schema import FeatureSchema
+from learners.schema import FeatureSchema, parse_declaration
+from learners.schema import _missing as is_missing
 from learners.stats import average_precision
 
 
@@ -110,7 +123,7 @@ def class_balanced_sample(y: np.ndarray, size: int, rng: np.random.Generator) ->
 
 
 def fit(
-    net: TabularNet,
+    net: nn.Module,
     z: np.ndarray,
     y: np.ndarray,
     epochs: int,
@@ -150,7 +163,36 @@ def fit(
     return best_epoch
 
 
-def _log_loss(net: TabularNet, z: np.ndarray, y: np.ndarray) -> float:
+TRAIN_SHARE = 0.8
+"""The earlier share of history that trains (and fits the schema); the rest validates."""
+
+
+def fit_schema(names: tuple[str, ...], x: Any, declaration: Any = None) -> FeatureSchema:
+    """The schema ``pretrain`` fits: on the training part of history (``x``: its rows in time order),
+    following ``declaration`` (learners/schema.parse_declaration) where it says anything.
+
+    A feature with a gap only in the later part (which the fit does not see) is made optional, as a
+    gap in the training part would make it, unless the declaration says ``missing: false``: then
+    encoding the later part refuses the gap, naming row and feature."""
+    declared = {d["name"]: d for d in ([] if declaration is None else parse_declaration(declaration))}
+    for name in _gaps(names, x):
+        declared[name] = {"missing": True, **declared.get(name, {}), "name": name}
+    return FeatureSchema.fit(names, x[: int(len(x) * TRAIN_SHARE)], declaration=list(declared.values()) or None)
+
+
+def _gaps(names: tuple[str, ...], x: Any) -> list[str]:
+    """The features with an empty cell (None, NaN, pandas NA) somewhere in ``x``."""
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
+        empty = np.asarray(np.isnan(x).any(axis=0) if x.dtype.kind == "f" and x.ndim == 2 else np.zeros(len(names), dtype=bool))
+    else:
+        cells = np.asarray(x, dtype=object)
+        if cells.ndim != 2 or cells.shape[1] != len(names):
+            return []  # FeatureSchema.fit says what is wrong with the shape
+        empty = np.array([any(map(is_missing, cells[:, j])) for j in range(len(names))], dtype=bool)
+    return [name for name, e in zip(names, empty) if e]
+
+
+def _log_loss(net: nn.Module, z: np.ndarray, y: np.ndarray) -> float:
     net.eval()
     with torch.inference_mode():
         return float(torch.nn.functional.cross_entropy(net(torch.from_numpy(z)), torch.from_numpy(y)))
@@ -158,10 +200,13 @@ def _log_loss(net: TabularNet, z: np.ndarray, y: np.ndarray) -> float:
 
 def pretrain(
     names: tuple[str, ...],
-    x: np.ndarray,
+    x: Any,
     y: np.ndarray,
     registry: Registry,
     *,
+    schema: FeatureSchema | None = None,
+    encoded: bool = False,
+    network: NetworkSpec | None = None,
     epochs: int = 8,
     hidden: int = 64,
     retention_size: int = 20000,
@@ -170,32 +215,44 @@ def pretrain(
     seed: int = 0,
     contradiction_score: float = 0.5,
 ) -> dict[str, Any]:
-    """Fit, publish the first version and save the retention set. Rows must be in time order."""
+    """Fit, publish the first version and save the retention set. Rows must be in time order.
+
+    ``x``: the history's rows (see the module's docstring); ``schema``: as ``fit_schema`` fits it
+    (default: fitted here, without a declaration); ``encoded``: ``x`` holds the raw vectors of
+    ``schema`` already (``schema.encode_rows``'s output, as the evaluation's scenarios keep them), not
+    cells; ``network``: the architecture (default: the built-in MLP with ``hidden`` units per layer). A row that the schema cannot encode raises
+    EventError (a ValueError) naming row and feature; a network that cannot be built, ValueError."""
     ensure_no_versions(registry)
     if len(y) < 100 or y.sum() < 10:
         raise ValueError(f"history has {len(y)} events and {int(y.sum())} frauds; pretraining needs at least 100 and 10")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    cut = int(len(y) * 0.8)
+    cut = int(len(y) * TRAIN_SHARE)
     if not 0 < y[cut:].sum() < len(y) - cut:
         raise ValueError(
             f"the later 20% of history ({len(y) - cut} events) holds {int(y[cut:].sum())} frauds: it validates, calibrates and "
             "supplies the retention set, so it needs frauds and legitimate events; give a longer history"
         )
-    schema = FeatureSchema.fit(names, x[:cut])
-    net = TabularNet(len(names), hidden=hidden)
-    fit(net, schema.transform(x[:cut]), y[:cut], epochs, seed)
+    if encoded and schema is None:
+        raise ValueError("encoded rows need the schema that encoded them")
+    schema = schema or fit_schema(names, x)
+    if schema.names != tuple(names):
+        raise ValueError(f"the schema names features {', '.join(schema.names)}, the history {', '.join(names)}")
+    raw = np.asarray(x, dtype=np.float64) if encoded else schema.encode_rows(x)
+    spec = network or NetworkSpec(kwargs={"hidden": hidden})
+    net = networks.build(spec, schema)
+    fit(net, schema.transform(raw[:cut]), y[:cut], epochs, seed)
 
     net.eval()
     with torch.inference_mode():
-        val_scores = torch.softmax(net(torch.from_numpy(schema.transform(x[cut:]))), 1)[:, 1].numpy()
+        val_scores = torch.softmax(net(torch.from_numpy(schema.transform(raw[cut:]))), 1)[:, 1].numpy()
     calibration = fit_platt(val_scores, y[cut:])
     # the contradiction guard's first usual rate, at the scores the learner's guard sees: served ones
     called_fraud = calibration.apply(val_scores) >= contradiction_score
     retention, retention_w = retention_sample(y[cut:], retention_frauds, retention_size, rng)
-    registry.save_retention(x[cut:][retention], y[cut:][retention], retention_w)
+    registry.save_retention(raw[cut:][retention], y[cut:][retention], retention_w)
     seed_rows = class_balanced_sample(y[:cut], replay_seed_size, rng)
-    registry.save_replay_seed(x[:cut][seed_rows], y[:cut][seed_rows])
+    registry.save_replay_seed(raw[:cut][seed_rows], y[:cut][seed_rows])
     metrics = {
         "train_events": cut,
         "train_frauds": int(y[:cut].sum()),
@@ -204,6 +261,7 @@ def pretrain(
         "validation_frauds": int(y[cut:].sum()),
         "validation_ap": average_precision(y[cut:], val_scores),
         "validation_auc": roc_auc(y[cut:], val_scores),
+        "validation_unseen_categories": schema.unseen(raw[cut:]),
         "retention_ap": average_precision(y[cut:][retention], val_scores[retention], retention_w),
         "retention_events": len(retention),
         "retention_frauds": int(y[cut:][retention].sum()),
@@ -215,6 +273,7 @@ def pretrain(
     return registry.publish(
         state_numpy(net.state_dict()),
         schema,
+        network=spec,
         parent=None,
         metrics=metrics,
         gate_report={"passed": True, "reasons": ["pretraining: first version, validated on the later 20% of history"], "metrics": metrics},

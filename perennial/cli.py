@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic_settings import CliSettingsSource
 
 from learners.registry import RegistryError
@@ -109,8 +110,10 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
-    from learners.pretrain import ensure_no_versions, pretrain, served_version
+    from learners import network as networks
+    from learners.pretrain import ensure_no_versions, fit_schema, pretrain, served_version
     from learners.registry import Registry
+    from learners.schema import declaration_from_file
     from streams.simulator import FEATURES, Simulator
     from streams.tables import read_labeled_table
 
@@ -119,24 +122,46 @@ def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
         emit_json("pretrained", version=version, skipped="the registry already has a version")
         return 0
     ensure_no_versions(registry)  # before reading history: refusing must not wait for it
+    # the user's files and code before the history too: a mistake in them is refused at once, having written nothing
+    declaration = declaration_from_file(args.schema) if args.schema else None
+    p = settings.pretrain
+    spec = networks.NetworkSpec.parse(args.model or networks.BUILTIN_FACTORY, args.model_kwargs)
+    if spec.builtin:
+        spec = networks.NetworkSpec(spec.factory, {"hidden": p.hidden, **spec.kwargs})
+    networks.import_factory(spec)
+    excluded: dict[str, str] = {}
     if args.history:
         features = args.features.split(",") if args.features else None
         table = read_labeled_table(args.history, args.label_column, args.time_column or None, features)
-        names, x, y = table.features, table.x, table.y
-        emit_json("pretrain_data", history=args.history, label_column=args.label_column,
-                  time_column=args.time_column or ROW_ORDER, features=list(names))
+        names, x, y, excluded = table.features, table.x, table.y, table.excluded
+        source = {"history": args.history, "label_column": args.label_column, "time_column": args.time_column or ROW_ORDER}
     else:
         s = settings.simulate
-        tx = Simulator.from_settings(s).generate(0, settings.pretrain.history_days)
+        tx = Simulator.from_settings(s).generate(0, p.history_days)
         names, x, y = FEATURES, tx.features, tx.label
-        emit_json("pretrain_data", history=f"simulated, days 0-{settings.pretrain.history_days}", label_column="label",
-                  time_column="time", features=list(names))
-    p = settings.pretrain
+        source = {"history": f"simulated, days 0-{p.history_days}", "label_column": "label", "time_column": "time"}
+    if declaration and (strange := [d["name"] for d in declaration if d["name"] not in names]):
+        why = f" ({excluded[strange[0]]})" if strange[0] in excluded else ""
+        raise ValueError(f"{args.schema} declares {strange[0]!r}, which is not a feature of the history{why}; the features are "
+                         f"{', '.join(names)}: remove it from the declaration, or name the features with --features")
+    schema = fit_schema(names, x, declaration)
+    networks.build(spec, schema)  # refused here, before anything is printed or written
+    schema_out = Path(args.schema_out) if args.schema_out else Path(settings.registry.path) / "schema.json"
+    emit_json("pretrain_data", **source, features=list(names), excluded=excluded)
+    logging.getLogger("perennial.pretrain").info("feature schema (edit %s and pass it back with --schema):\n%s", schema_out, schema.describe())
+    try:
+        schema_out.parent.mkdir(parents=True, exist_ok=True)
+        schema_out.write_bytes(orjson.dumps(schema.declaration(), option=orjson.OPT_INDENT_2) + b"\n")
+    except OSError as exc:  # a read-only or missing place: the user's mistake, refused before training
+        raise ValueError(f"cannot write the feature schema to {schema_out} ({exc.strerror}); name a writable file with --schema-out") from exc
+    emit_json("pretrain_schema", path=str(schema_out), features=schema.declaration(), network=spec.to_dict())
     manifest = pretrain(
         names,
         x,
         y,
         registry,
+        schema=schema,
+        network=spec,
         epochs=p.epochs,
         hidden=p.hidden,
         retention_size=p.retention_size,
@@ -189,7 +214,7 @@ def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
     if settings.join.enabled:
         from learners.joiner import Joiner
 
-        joiner = Joiner(settings, learner.schema.names, metrics.registry)
+        joiner = Joiner(settings, learner.schema.features, metrics.registry)
         joiner.start(stop)
         emit_json("joining", predictions=settings.kafka.predictions_topic, labels=settings.kafka.labels_topic,
                   maturity_s=settings.join.maturity_s, state=str(joiner.state.path))
@@ -333,8 +358,19 @@ def parser() -> argparse.ArgumentParser:
     pt.add_argument("--label-column", default="label")
     pt.add_argument("--time-column", default="time", help="event time column (default time; the earlier 80%% of rows by it "
                     "train, the later 20%% validate); '' takes the row order as time, and only then")
-    pt.add_argument("--features", help="comma-separated feature columns (default: every numeric column but the label, the "
-                    "time and ids); the features used are printed")
+    pt.add_argument("--features", help="comma-separated feature columns (default: every column but the label, the time, "
+                    "ids and free-form text whose values are nearly all distinct); the features used and those left out are printed")
+    pt.add_argument("--schema", metavar="FILE", help="a feature declaration (JSON, as --schema-out writes it, edited): per "
+                    "feature its type (number or category) and whether it may be missing, and for a category max_categories "
+                    "and min_count; what it leaves out is inferred from the history")
+    pt.add_argument("--schema-out", metavar="FILE", help="where to write the declaration of the schema fitted, to edit and pass "
+                    "back with --schema (default <registry>/schema.json); the schema is also printed to the log and carried "
+                    "by the version's manifest")
+    pt.add_argument("--model", metavar="MODULE:ATTR", help="a PyTorch network factory, called as factory(schema, **kwargs), "
+                    "returning a module that maps the schema's input [N, input_width] to [N, 2] logits (default: the "
+                    "built-in MLP, learners.model:build); importable wherever the learner and servers run")
+    pt.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments of the factory, a JSON object (e.g. "
+                    "'{\"width\": 32}'); stored in the manifest with the factory's name")
     pt.add_argument("--seed", type=int, help="random seed (simulate.seed)")
     pt.add_argument("--if-empty", action="store_true", help="do nothing when the registry serves a sound version; "
                     "refuse (exit 2, nothing changed) when it has versions but no sound CURRENT, or a retention set but no version")

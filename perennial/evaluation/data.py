@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from learners.schema import FeatureSchema
 from streams import concepts
 from streams.simulator import DAY, EPOCH, FEATURES, PATTERNS, Simulator
 from streams.tables import epoch_seconds, read_labeled_table
@@ -62,6 +63,10 @@ class Scenario:
     feed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     """The labels as they reach the learner, when they are not one per event at its ``label_time``
     (``label_join``): stream row, label and arrival time of each, in any order."""
+    schema: FeatureSchema | None = None
+    """How a table's cells became the raw vectors of ``history_x`` and ``x`` (fitted on the history as
+    ``perennial pretrain`` fits it: categories coded, NaN for a missing number), which pretraining
+    must use; None where the features are numbers already (the simulator, concepts)."""
     maturity_s: float | None = None  # set by ``label_join``
 
     def labels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -272,6 +277,8 @@ def table_scenario(
     counted in rows; a named time column the file lacks is an error."""
     import pandas as pd
 
+    from learners.pretrain import fit_schema
+
     extra = [c for c in (label_time_column, pattern_column, entity_column) if c]
     table = read_labeled_table(path, label_column, time_column, features, extra_columns=extra)
     n = len(table.y)
@@ -286,6 +293,9 @@ def table_scenario(
     cut = int(n * history_fraction)
     if cut < 100 or n - cut < 100:
         raise ValueError(f"{path} has {n} rows: too few to keep {history_fraction:.0%} as history and stream the rest")
+    # raw vectors, as the stream would carry them; float32 numbers stay exactly what they were
+    schema = fit_schema(table.features, table.x[:cut])
+    x = schema.encode_rows(table.x).astype(np.float32)
     pattern: np.ndarray | None = None
     names: tuple[str, ...] = ()
     owner: np.ndarray | None = None
@@ -298,7 +308,7 @@ def table_scenario(
     entity = table.extra[entity_column].astype(str).to_numpy() if entity_column else None
     t0, t1 = time[cut], time[-1] + 1e-6
     edges = np.linspace(t0, t1, periods + 1)
-    rows = {"x": table.x[cut:], "y": table.y[cut:], "time": time[cut:], "label_time": label_time[cut:]}
+    rows = {"x": x[cut:], "y": table.y[cut:], "time": time[cut:], "label_time": label_time[cut:]}
     for key, column in (("pattern", pattern), ("entity", entity), ("owner", owner)):
         if column is not None:  # an absent column is left out of both halves
             rows[key] = column[cut:]
@@ -315,7 +325,7 @@ def table_scenario(
     return Scenario(
         name=f"{Path(path).name}: {n} rows, {len(table.features)} features, history {cut} rows, stream {n - cut} rows, "
         f"label delay {'from ' + label_time_column if label_time_column else f'{label_delay_s:g} s'}",
-        names=table.features, history_x=table.x[:cut], history_y=table.y[:cut],
+        names=table.features, history_x=x[:cut], history_y=table.y[:cut], schema=schema,
         x=kept["x"], y=kept["y"], time=kept["time"], label_time=kept["label_time"],
         period_edges=edges, step_s=span / (periods * steps_per_period), period_probes=period_probes,
         pattern=kept.get("pattern"), pattern_names=names, pattern_probes=pattern_probes,

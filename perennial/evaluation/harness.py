@@ -121,7 +121,8 @@ def pretrained(scenario: data.Scenario, settings: Settings, path: Path, seed: in
     registry = Registry(path)
     if registry.current_version() is None:
         p = settings.pretrain
-        pretrain(scenario.names, scenario.history_x, scenario.history_y, registry, epochs=p.epochs, hidden=p.hidden,
+        pretrain(scenario.names, scenario.history_x, scenario.history_y, registry, schema=scenario.schema,
+                 encoded=scenario.schema is not None, epochs=p.epochs, hidden=p.hidden,
                  retention_size=p.retention_size, retention_frauds=p.retention_frauds, seed=seed)
     return registry
 

@@ -15,6 +15,8 @@ import pytest
 from learners.pretrain import pretrain
 from learners.registry import Registry
 
+from .own_data import own_history
+
 pytestmark = pytest.mark.integration
 
 COMMANDS = ("broker", "simulate", "pretrain", "serve", "learn", "demo", "evaluate")
@@ -42,13 +44,106 @@ def test_pretrain_from_any_csv_then_serve_refuses_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     r = perennial("pretrain", "--history", str(history), "--registry", str(tmp_path / "reg"), timeout=240)
     assert r.returncode == 0, r.stderr
-    data, out = (orjson.loads(line) for line in r.stdout.splitlines()[-2:])
-    assert data["event"] == "pretrain_data" and data["time_column"] == "time" and data["label_column"] == "label"
+    events = {e["event"]: e for e in map(orjson.loads, r.stdout.splitlines())}
+    data, out = events["pretrain_data"], events["pretrained"]
+    assert list(events)[-3:] == ["pretrain_data", "pretrain_schema", "pretrained"]
+    assert data["time_column"] == "time" and data["label_column"] == "label" and data["excluded"] == {}
     assert "amount" in data["features"] and not {"id", "time", "card", "terminal", "pattern", "label"} & set(data["features"])
+    assert all(f["type"] == "number" and not f["missing"] for f in events["pretrain_schema"]["features"])  # the simulator's: numbers
     assert out["version"] == "v000001" and out["metrics"]["validation_ap"] > 0.3
     assert out["split"]["train"]["events"] == out["metrics"]["train_events"] and out["split"]["validation"]["frauds"] > 0
     manifest = orjson.loads((tmp_path / "reg" / "versions" / "v000001" / "manifest.json").read_bytes())
     assert "amount" in manifest["feature_schema"]["names"] and "label" not in manifest["feature_schema"]["names"]
+
+
+FAST = {**os.environ, "PERENNIAL_PRETRAIN__EPOCHS": "2", "PERENNIAL_PRETRAIN__RETENTION_SIZE": "500"}
+
+
+def test_pretrain_infers_prints_and_writes_the_schema_of_your_own_data(tmp_path):
+    history = own_history(tmp_path / "history.csv")
+    reg = tmp_path / "reg"
+    r = perennial("pretrain", "--history", str(history), "--registry", str(reg), env=FAST, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = {e["event"]: e for e in map(orjson.loads, r.stdout.splitlines())}
+    data, written = events["pretrain_data"], events["pretrain_schema"]
+    assert data["features"] == ["amount", "country", "device_age", "channel"]
+    assert data["excluded"] == {"session": "free-form text: 4000 distinct values in 4000 rows (an id, not a category)"}
+    declaration = [{"name": "amount", "type": "number", "missing": False}, {"name": "country", "type": "category", "missing": False},
+                   {"name": "device_age", "type": "number", "missing": True}, {"name": "channel", "type": "number", "missing": False}]
+    assert written["path"] == str(reg / "schema.json") and written["features"] == declaration
+    assert orjson.loads((reg / "schema.json").read_bytes()) == declaration
+    logged = "\n".join(orjson.loads(line)["message"] for line in r.stderr.splitlines() if line.strip())
+    assert "country     category  required  4 value(s): US, FR, GB, NG (+ other, missing)" in logged
+    fs = orjson.loads((reg / "versions" / "v000001" / "manifest.json").read_bytes())["feature_schema"]
+    assert fs["categories"] == [None, ["US", "FR", "GB", "NG"], None, None] and fs["optional"] == [False, False, True, False]
+
+    # edited and passed back: the channel is a category, the amount may be missing; written elsewhere this time
+    edited = tmp_path / "edited.json"
+    declaration[3]["type"], declaration[0]["missing"] = "category", True
+    edited.write_bytes(orjson.dumps(declaration))
+    out = tmp_path / "again.json"
+    r = perennial("pretrain", "--history", str(history), "--registry", str(tmp_path / "reg2"), "--schema", str(edited),
+                  "--schema-out", str(out), env=FAST, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    fs = orjson.loads((tmp_path / "reg2" / "versions" / "v000001" / "manifest.json").read_bytes())["feature_schema"]
+    assert sorted(fs["categories"][3]) == ["1", "2", "3"] and fs["optional"] == [True, False, True, False]
+    assert orjson.loads(out.read_bytes()) == declaration and not (tmp_path / "reg2" / "schema.json").exists()
+
+
+BAD_SCHEMAS = {
+    "not JSON": (b"[{name: amount}]", "edited.json: the feature declaration is not valid JSON"),
+    "an unknown type": (b'[{"name": "amount", "type": "money"}]', "feature 'amount': unknown type 'money'"),
+    "a feature the history lacks": (b'[{"name": "session", "type": "category"}]',
+                                    "declares 'session', which is not a feature of the history (free-form text: 4000 distinct"),
+    "required where the history has gaps": (b'[{"name": "device_age", "missing": false}]',
+                                            "feature 'device_age' is declared missing: false but"),
+    "a number that holds text": (b'[{"name": "country", "type": "number"}]', "feature 'country' is declared a number but row 0 holds"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SCHEMAS)
+def test_a_bad_schema_file_is_refused_before_anything_is_written(tmp_path, case):
+    text, message = BAD_SCHEMAS[case]
+    history = own_history(tmp_path / "history.csv")
+    (tmp_path / "edited.json").write_bytes(text)
+    r = perennial("pretrain", "--history", str(history), "--registry", str(tmp_path / "reg"), "--schema", str(tmp_path / "edited.json"),
+                  env=FAST, timeout=240)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert message in logged_errors(r.stderr)
+    assert not (tmp_path / "reg").exists()
+
+
+def test_pretrain_trains_and_publishes_a_network_of_your_own(tmp_path):
+    history = own_history(tmp_path / "history.csv")
+    reg = tmp_path / "reg"
+    r = perennial("pretrain", "--history", str(history), "--registry", str(reg), "--model", "tests.unit.custom_networks:build",
+                  "--model-kwargs", '{"width": 8}', env=FAST, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    manifest = orjson.loads((reg / "versions" / "v000001" / "manifest.json").read_bytes())
+    assert manifest["network"] == {"factory": "tests.unit.custom_networks:build", "kwargs": {"width": 8}}
+    assert Registry(reg).load_current().network.factory == "tests.unit.custom_networks:build"
+
+
+BAD_MODELS = {
+    "no such module": (["--model", "nosuch.models:build"], "network factory nosuch.models:build: module nosuch.models cannot be imported"),
+    "no such attribute": (["--model", "tests.unit.custom_networks:nothing"], "tests.unit.custom_networks has no attribute nothing"),
+    "a factory that raises": (["--model", "tests.unit.custom_networks:broken"],
+                              "network factory tests.unit.custom_networks:broken failed for this schema (RuntimeError: this factory needs a GPU)"),
+    "a network of the wrong shape": (["--model", "tests.unit.custom_networks:wrong_shape"], "must return [N, 2] logits"),
+    "arguments that are not JSON": (["--model", "tests.unit.custom_networks:build", "--model-kwargs", "{width: 8}"], "--model-kwargs is not JSON"),
+    "arguments it does not take": (["--model", "tests.unit.custom_networks:build", "--model-kwargs", '{"depth": 8}'],
+                                   "failed for this schema (TypeError"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_MODELS)
+def test_a_network_that_cannot_be_built_is_refused_naming_it(tmp_path, case):
+    flags, message = BAD_MODELS[case]
+    history = own_history(tmp_path / "history.csv", n=1000)
+    r = perennial("pretrain", "--history", str(history), "--registry", str(tmp_path / "reg"), *flags, env=FAST, timeout=240)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert message in logged_errors(r.stderr)
+    assert not (tmp_path / "reg").exists()
 
 
 def test_user_mistakes_get_a_message_not_a_traceback(tmp_path):

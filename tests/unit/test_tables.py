@@ -1,0 +1,84 @@
+"""History files of your own: numbers, categories, empty cells and ids, read without preprocessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perennial.evaluation import harness
+from perennial.evaluation.data import table_scenario
+from perennial.settings import Settings
+from streams.tables import read_labeled_table
+
+
+def own_history(n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """Fraud far likelier in one country and when the device age is missing; a session id in text."""
+    rng = np.random.default_rng(seed)
+    country = rng.choice(["US", "GB", "FR", "NG"], n, p=[0.5, 0.2, 0.2, 0.1])
+    y = (rng.random(n) < np.where(country == "NG", 0.35, 0.03)).astype(int)
+    age = np.where(rng.random(n) < np.where(y == 1, 0.5, 0.15), np.nan, rng.exponential(100, n))
+    return pd.DataFrame({"time": np.arange(n) * 60.0, "label": y, "amount": rng.lognormal(3 + y, 1.0), "country": country,
+                         "device_age": age, "online": rng.random(n) < 0.5, "session": [f"s-{i:06x}" for i in range(n)],
+                         "merchant_id": rng.integers(0, 40, n)})
+
+
+@pytest.fixture
+def history_csv(tmp_path):
+    path = tmp_path / "history.csv"
+    own_history().to_csv(path, index=False)
+    return path
+
+
+def test_categories_and_empty_cells_are_kept_and_free_form_text_is_left_out(history_csv):
+    table = read_labeled_table(history_csv)
+    assert table.features == ("amount", "country", "device_age", "online")  # merchant_id: an id by its name
+    assert table.x.dtype == object and table.x.shape == (3000, 4)
+    assert set(table.x[:, 1]) == {"US", "GB", "FR", "NG"} and set(table.x[:, 3]) == {True, False}
+    gaps = [v is None for v in table.x[:, 2]]
+    assert 0 < sum(gaps) < 3000 and all(isinstance(v, float) for v, g in zip(table.x[:, 2], gaps) if not g)
+    assert table.excluded == {"session": "free-form text: 3000 distinct values in 3000 rows (an id, not a category)"}
+
+
+def test_free_form_text_named_as_a_feature_is_refused(history_csv):
+    with pytest.raises(ValueError, match=r"feature column 'session' of .*history.csv holds free-form text: 3000 distinct values"
+                                         r" in 3000 rows .*leave it out of --features"):
+        read_labeled_table(history_csv, features=["amount", "session"])
+    assert read_labeled_table(history_csv, features=["country"]).features == ("country",)
+
+
+def test_numbers_are_read_as_before_and_an_empty_cell_is_nan(tmp_path):
+    df = own_history()[["time", "label", "amount", "device_age"]]
+    path = tmp_path / "numbers.csv"
+    df.to_csv(path, index=False)
+    table = read_labeled_table(path)
+    assert table.x.dtype == np.float32 and table.excluded == {}
+    np.testing.assert_array_equal(table.x, df[["amount", "device_age"]].to_numpy(np.float32))  # NaN where empty
+    df.assign(amount=df["amount"].where(df.index != 7, np.inf)).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"feature column\(s\) amount hold infinite values"):
+        read_labeled_table(path)
+
+
+def test_evaluate_takes_a_table_of_categories_and_gaps(history_csv, tmp_path):
+    own_history(20000).to_csv(history_csv, index=False)  # enough for 8 epochs to learn the countries
+    scn = table_scenario(history_csv, periods=4)
+    schema = scn.schema
+    assert scn.names == ("amount", "country", "device_age", "online")
+    assert schema.optional == (False, False, True, False) and set(schema.categories[1]) == {"US", "GB", "FR", "NG"}
+    # the stream holds raw vectors as the learner receives them: codes, NaN for a missing device age
+    assert scn.x.dtype == np.float32 and np.isnan(scn.x[:, 2]).any() and not np.isnan(scn.x[:, [0, 1, 3]]).any()
+    settings = Settings().model_copy(update={"pretrain": Settings().pretrain.model_copy(update={"hidden": 16})})
+    served = harness.pretrained(scn, settings, tmp_path / "registry", 0).load_current()
+    assert served.schema == schema  # pretrained on the scenario's encoding, not refitted on its codes
+    ng = scn.x[:, 1] == 2 + schema.categories[1].index("NG")
+    assert served.score_raw(scn.x[ng]).mean() > 2 * served.score_raw(scn.x[~ng]).mean()
+    assert served.manifest["metrics"]["validation_ap"] > 2 * served.manifest["metrics"]["fraud_rate"]
+
+
+def test_evaluate_reads_a_table_of_numbers_as_before(tmp_path):
+    path = tmp_path / "numbers.csv"
+    own_history().drop(columns=["country", "session", "online", "device_age"]).to_csv(path, index=False)
+    scn = table_scenario(path, periods=4)
+    raw = read_labeled_table(path).x
+    assert scn.x.dtype == np.float32 and scn.schema is not None and not any(scn.schema.optional)
+    np.testing.assert_array_equal(scn.history_x, raw[: len(scn.history_x)])
