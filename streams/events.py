@@ -107,6 +107,10 @@ class Features(tuple[str, ...]):
     """No categories: the bulk conversion of numbers applies."""
     positions: tuple[int, ...]
     """Indices of the categorical features in the raw vector."""
+    declared: bool
+    """Some feature is optional or categorical."""
+    name_set: frozenset[str]
+    plan: tuple[tuple[str, dict[str, float] | None, bool], ...]
 
     def __new__(cls, names: Iterable[str], optional: Iterable[str] = (), categories: Mapping[str, Mapping[str, int]] | None = None) -> Features:
         self = super().__new__(cls, names)
@@ -122,6 +126,11 @@ class Features(tuple[str, ...]):
                 raise ValueError(f"feature {name!r}: a vocabulary maps strings to distinct integer codes from {FIRST_CODE}")
         self.bulk = not self.categories
         self.positions = tuple(i for i, name in enumerate(self) if name in self.categories)
+        self.declared = bool(self.optional or self.categories)
+        self.name_set = frozenset(self)
+        # per feature, in order: its name, its vocabulary as key -> float code (None: a number), optional or not
+        self.plan = tuple((name, {k: float(c) for k, c in self.categories[name].items()} if name in self.categories else None,
+                           name in self.optional) for name in self)
         return self
 
     def __repr__(self) -> str:
@@ -175,11 +184,52 @@ def feature_vector(features: Any, names: Sequence[str], reason_prefix: str = "")
     problem. Both give the same answer for every input. ``names`` may be ``Features``, declaring
     optional and categorical features (see the module's documentation).
     """
-    if type(features) is dict and len(features) == len(names) and (type(names) is not Features or names.bulk):
-        values = _bulk_values(features, names)
-        if values is not None:
-            return values
+    if type(features) is dict:
+        declared = type(names) is Features and names.declared
+        if len(features) == len(names) and (not declared or names.bulk):
+            values = _bulk_values(features, names)
+            if values is not None:
+                return values
+        if declared:
+            values = _declared_values(features, names)  # type: ignore[arg-type]
+            if values is not None:
+                return values
     return exact_feature_vector(features, names, reason_prefix)
+
+
+_NAN, _OTHER_CODE, _MISSING_CODE = math.nan, float(OTHER), float(MISSING)
+
+
+def _declared_values(features: dict, names: Features) -> tuple[float, ...] | None:
+    """The usual case of declared features in one pass: no unknown name, numbers that are floats or
+    ints (None where optional), categories that are strings (None where optional); None for
+    anything else, which the exact path then names."""
+    if not features.keys() <= names.name_set:
+        return None
+    values: list[float] = []
+    total = 0.0
+    try:
+        for name, vocab, optional in names.plan:
+            v = features.get(name)
+            kind = type(v)
+            if vocab is not None:
+                if kind is str:
+                    values.append(vocab.get(v, _OTHER_CODE))
+                elif v is None and optional:
+                    values.append(_MISSING_CODE)
+                else:
+                    return None
+            elif kind is float or kind is int:
+                v = float(v)
+                total += v
+                values.append(v)
+            elif v is None and optional:
+                values.append(_NAN)
+            else:
+                return None
+    except OverflowError:  # an integer beyond the range of a float
+        return None
+    return tuple(values) if math.isfinite(total) else None
 
 
 def _bulk_values(features: dict, names: Sequence[str]) -> tuple[float, ...] | None:
