@@ -185,13 +185,13 @@ def feature_vector(features: Any, names: Sequence[str], reason_prefix: str = "")
     optional and categorical features (see the module's documentation).
     """
     if type(features) is dict:
-        declared = type(names) is Features and names.declared
-        if len(features) == len(names) and (not declared or names.bulk):
+        declared = names if isinstance(names, Features) and names.declared else None
+        if len(features) == len(names) and (declared is None or declared.bulk):
             values = _bulk_values(features, names)
             if values is not None:
                 return values
-        if declared:
-            values = _declared_values(features, names)  # type: ignore[arg-type]
+        if declared is not None:
+            values = _declared_values(features, declared)
             if values is not None:
                 return values
     return exact_feature_vector(features, names, reason_prefix)
@@ -210,7 +210,7 @@ def _declared_values(features: dict, names: Features) -> tuple[float, ...] | Non
     total = 0.0
     try:
         for name, vocab, optional in names.plan:
-            v = features.get(name)
+            v: Any = features.get(name)
             kind = type(v)
             if vocab is not None:
                 if kind is str:
@@ -220,9 +220,9 @@ def _declared_values(features: dict, names: Features) -> tuple[float, ...] | Non
                 else:
                     return None
             elif kind is float or kind is int:
-                v = float(v)
-                total += v
-                values.append(v)
+                number = float(v)
+                total += number
+                values.append(number)
             elif v is None and optional:
                 values.append(_NAN)
             else:
