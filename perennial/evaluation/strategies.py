@@ -29,6 +29,7 @@ from learners.schema import FeatureSchema
 from learners.scoring import ScoringModel
 from perennial.evaluation.scores import assert_spread
 from perennial.settings import LearnSettings, Settings
+from streams.predictions import CategoryKeys
 
 VALIDATION_SHARE = 0.2
 """The latest share of a retraining window that validates (pretraining's split of its history)."""
@@ -143,9 +144,10 @@ class Product(Strategy):
 
     def learn(self, x, y, label_time, now) -> None:
         names = self.names
+        keys = CategoryKeys(self.learner.schema.features)  # as a producer sends them: categories by key, a gap as null
         for row, label, t in zip(x.tolist(), y.tolist(), label_time.tolist()):
             self.n += 1
-            raw = orjson.dumps({"id": f"e{self.n}", "time": t, "label": label, "features": dict(zip(names, row))})
+            raw = orjson.dumps({"id": f"e{self.n}", "time": t, "label": label, "features": dict(zip(names, keys.in_row(row)))})
             self.learner.handle(raw, None, ("eval", 0, self.n), self.dead_letters)
             if self.learner.round_due():
                 before = len(self.log)

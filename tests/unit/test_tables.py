@@ -8,6 +8,7 @@ import pytest
 
 from perennial.evaluation import harness
 from perennial.evaluation.data import table_scenario
+from perennial.evaluation.strategies import Product
 from perennial.settings import Settings
 from streams.tables import read_labeled_table
 
@@ -73,6 +74,16 @@ def test_evaluate_takes_a_table_of_categories_and_gaps(history_csv, tmp_path):
     ng = scn.x[:, 1] == 2 + schema.categories[1].index("NG")
     assert served.score_raw(scn.x[ng]).mean() > 2 * served.score_raw(scn.x[~ng]).mean()
     assert served.manifest["metrics"]["validation_ap"] > 2 * served.manifest["metrics"]["fraud_rate"]
+
+    # the product strategy sends the stream to the learner as a producer would (categories by key, gaps
+    # as null): its learner holds the very raw vectors of the scenario, none of them read as other
+    product = Product(tmp_path / "registry", settings, scn.names)
+    n = 300
+    product.learn(scn.x[:n], scn.y[:n], scn.label_time[:n], float(scn.time[n]))
+    held = np.concatenate([product.learner.pending.arrays()[0], product.learner.pending_holdout.arrays()[0]])
+    assert len(held) == n
+    by_row = lambda a: a[np.lexsort(np.nan_to_num(a, nan=-1.0).T)]
+    np.testing.assert_array_equal(by_row(held.astype(np.float32)), by_row(scn.x[:n]))
 
 
 def test_evaluate_reads_a_table_of_numbers_as_before(tmp_path):
