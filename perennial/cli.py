@@ -125,10 +125,7 @@ def cmd_pretrain(args: argparse.Namespace, settings: Settings) -> int:
     # the user's files and code before the history too: a mistake in them is refused at once, having written nothing
     declaration = declaration_from_file(args.schema) if args.schema else None
     p = settings.pretrain
-    spec = networks.NetworkSpec.parse(args.model or networks.BUILTIN_FACTORY, args.model_kwargs)
-    if spec.builtin:
-        spec = networks.NetworkSpec(spec.factory, {"hidden": p.hidden, **spec.kwargs})
-    networks.import_factory(spec)
+    spec = network_spec(args, settings)
     excluded: dict[str, str] = {}
     if args.history:
         features = args.features.split(",") if args.features else None
@@ -273,6 +270,8 @@ def _scenario_specs(args: argparse.Namespace) -> list[Any]:
               "resamples": args.resamples or RESAMPLES}
     if args.input and args.scenario:
         raise ValueError("--input and --scenario both name what to evaluate; give one")
+    if args.schema and not args.input:
+        raise ValueError("--schema declares the features of a file: give it with --input")
     if args.input:
         options: dict[str, Any] = {
             "path": args.input, "label_column": args.label_column, "time_column": args.time_column or None,
@@ -280,6 +279,10 @@ def _scenario_specs(args: argparse.Namespace) -> list[Any]:
             "label_time_column": args.label_time_column, "pattern_column": args.pattern_column,
             "entity_column": args.entity_column, "history_fraction": args.history_fraction, "periods": args.periods,
         }
+        if args.schema:
+            from learners.schema import declaration_from_file
+
+            options["declaration"] = declaration_from_file(args.schema)
         return [Spec("table", options, **common)]
     if args.scenario:
         names = list(CATALOGUE) if args.scenario == "all" else [n.strip() for n in args.scenario.split(",") if n.strip()]
@@ -297,11 +300,16 @@ def _scenario_specs(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
     from perennial.evaluation.harness import evaluate
     from perennial.evaluation.scores import CONFIDENCE
     from perennial.evaluation.strategies import EXTRA, STRATEGIES
 
     specs = evaluation_specs(args)
+    if args.model:  # every strategy starts from (and refits) this network
+        network = network_spec(args, settings).to_dict()
+        specs = [replace(spec, network=network) for spec in specs]
     known = STRATEGIES + EXTRA
     names = list(known) if args.strategies == "all" else [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [n for n in names if n not in known]
@@ -317,6 +325,26 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     summary = evaluate(specs, names, seeds, settings, workdir, out, args.workers, command, emit_json, confidence=CONFIDENCE, notes=notes)
     emit_json("evaluated", report=str(out), targets={name: s["targets"] for name, s in summary.items()})
     return 0
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="MODULE:ATTR", help="a PyTorch network factory, called as factory(schema, **kwargs), "
+                   "returning a module that maps the schema's input [N, input_width] to [N, 2] logits (default: the "
+                   "built-in MLP, learners.model:build); importable wherever the learner and servers run")
+    p.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments of the factory, a JSON object (e.g. "
+                   "'{\"width\": 32}'); stored in the manifest with the factory's name")
+
+
+def network_spec(args: argparse.Namespace, settings: Settings) -> Any:
+    """The network --model and --model-kwargs name (the built-in one with pretrain.hidden units by
+    default), its factory imported: a mistake is refused before any data is read."""
+    from learners import network as networks
+
+    spec = networks.NetworkSpec.parse(args.model or networks.BUILTIN_FACTORY, args.model_kwargs)
+    if spec.builtin:
+        spec = networks.NetworkSpec(spec.factory, {"hidden": settings.pretrain.hidden, **spec.kwargs})
+    networks.import_factory(spec)
+    return spec
 
 
 def parser() -> argparse.ArgumentParser:
@@ -366,11 +394,7 @@ def parser() -> argparse.ArgumentParser:
     pt.add_argument("--schema-out", metavar="FILE", help="where to write the declaration of the schema fitted, to edit and pass "
                     "back with --schema (default <registry>/schema.json); the schema is also printed to the log and carried "
                     "by the version's manifest")
-    pt.add_argument("--model", metavar="MODULE:ATTR", help="a PyTorch network factory, called as factory(schema, **kwargs), "
-                    "returning a module that maps the schema's input [N, input_width] to [N, 2] logits (default: the "
-                    "built-in MLP, learners.model:build); importable wherever the learner and servers run")
-    pt.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments of the factory, a JSON object (e.g. "
-                    "'{\"width\": 32}'); stored in the manifest with the factory's name")
+    _model_flags(pt)
     pt.add_argument("--seed", type=int, help="random seed (simulate.seed)")
     pt.add_argument("--if-empty", action="store_true", help="do nothing when the registry serves a sound version; "
                     "refuse (exit 2, nothing changed) when it has versions but no sound CURRENT, or a retention set but no version")
@@ -412,6 +436,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--label-join", metavar="DAYS", help="also replay each scenario with its labels joined as `perennial learn` "
                     "joins late labels: only frauds labeled, every other event a negative after this many days of maturity "
                     "(comma-separated for several); the report compares each with every label at its label time")
+    ev.add_argument("--schema", metavar="FILE", help="with --input: a feature declaration, as `perennial pretrain --schema` "
+                    "takes it (default: inferred from the history part)")
+    _model_flags(ev)
     ev.add_argument("--pattern-column", help="column naming each fraud's pattern (per-pattern figures)")
     ev.add_argument("--entity-column", help="card or account column (card precision@k)")
     ev.add_argument("--history-fraction", type=float, default=0.3, help="earliest share of rows that pretrains (default 0.3)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -271,10 +272,12 @@ def table_scenario(
     history_fraction: float = 0.3,
     periods: int = 8,
     steps_per_period: int = 24,
+    declaration: list[dict[str, Any]] | None = None,
 ) -> Scenario:
     """A scenario from any CSV/Parquet file of labeled events: the earliest ``history_fraction``
     pretrains, the rest streams. With ``time_column=None`` (asked for explicitly) row order is time,
-    counted in rows; a named time column the file lacks is an error."""
+    counted in rows; a named time column the file lacks is an error. ``declaration``: the features'
+    declaration (learners/schema.parse_declaration), as ``perennial pretrain --schema`` takes it."""
     import pandas as pd
 
     from learners.pretrain import fit_schema
@@ -294,7 +297,7 @@ def table_scenario(
     if cut < 100 or n - cut < 100:
         raise ValueError(f"{path} has {n} rows: too few to keep {history_fraction:.0%} as history and stream the rest")
     # raw vectors, as the stream would carry them; float32 numbers stay exactly what they were
-    schema = fit_schema(table.features, table.x[:cut])
+    schema = fit_schema(table.features, table.x[:cut], declaration)
     x = schema.encode_rows(table.x).astype(np.float32)
     pattern: np.ndarray | None = None
     names: tuple[str, ...] = ()

@@ -71,6 +71,9 @@ class Spec:
     """Replay the labels as the join of late labels delivers them (``data.label_join``): frauds at
     their label time, every other event a negative after this maturity. None: every label at its
     label time (a producer sending full labeled events)."""
+    network: dict[str, Any] | None = None
+    """The network every strategy starts from (``learners.network.NetworkSpec.to_dict``; None: the
+    built-in one)."""
 
     def scenario(self, seed: int) -> data.Scenario:
         if self.kind == "builtin":
@@ -114,15 +117,17 @@ def _span(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def pretrained(scenario: data.Scenario, settings: Settings, path: Path, seed: int) -> Registry:
+def pretrained(scenario: data.Scenario, settings: Settings, path: Path, seed: int, network: dict[str, Any] | None = None) -> Registry:
     """The registry all strategies of a seed start from (pretrained once, reused)."""
+    from learners.network import NetworkSpec
     from learners.pretrain import pretrain
 
     registry = Registry(path)
     if registry.current_version() is None:
         p = settings.pretrain
         pretrain(scenario.names, scenario.history_x, scenario.history_y, registry, schema=scenario.schema,
-                 encoded=scenario.schema is not None, epochs=p.epochs, hidden=p.hidden,
+                 encoded=scenario.schema is not None, network=NetworkSpec.from_dict(network) if network else None,
+                 epochs=p.epochs, hidden=p.hidden,
                  retention_size=p.retention_size, retention_frauds=p.retention_frauds, seed=seed)
     return registry
 
@@ -132,7 +137,7 @@ def run(spec: Spec, strategy_name: str, seed: int, settings: Settings, workdir: 
 
     torch.set_num_threads(1)
     scn = spec.scenario(seed)
-    registry = pretrained(scn, settings, workdir / f"seed-{seed}" / "registry", seed)
+    registry = pretrained(scn, settings, workdir / f"seed-{seed}" / "registry", seed, spec.network)
     model = registry.load_current()
     if model is None:
         raise RegistryError(f"the registry at {registry.root} has no current version after pretraining")
@@ -282,7 +287,7 @@ def run_all(spec: Spec, strategies: list[str], seeds: list[int], settings: Setti
     scenarios ``built`` already, when given)."""
     workdir.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
-        pretrained(built[seed] if built else spec.scenario(seed), settings, workdir / f"seed-{seed}" / "registry", seed)
+        pretrained(built[seed] if built else spec.scenario(seed), settings, workdir / f"seed-{seed}" / "registry", seed, spec.network)
         progress(f"seed {seed}: pretrained")
     jobs = [(s, name) for s in seeds for name in strategies]
     # the longest first, so two workers finish together
@@ -399,7 +404,7 @@ def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], setting
         begun = time.perf_counter()
         built = {seed: spec.scenario(seed) for seed in seeds}
         # one pretrained registry per scenario, whatever the labels' mode: label_delay compares from the same start
-        first = pretrained(built[seeds[0]], settings, workdir / spec.base_name / f"seed-{seeds[0]}" / "registry", seeds[0])
+        first = pretrained(built[seeds[0]], settings, workdir / spec.base_name / f"seed-{seeds[0]}" / "registry", seeds[0], spec.network)
         used = data_used(spec, built[seeds[0]], first)
         emit("evaluate_data", scenario=spec.name, **used)  # before the runs: what they are computed from
         results = run_all(spec, strategies, seeds, settings, workdir / spec.base_name, workers,

@@ -42,3 +42,8 @@ def own_events(table: pd.DataFrame, start: float, prefix: str) -> list[bytes]:
             features["device_age"] = None
         events.append(orjson.dumps({"id": f"{prefix}-{i}", "time": start + float(row.time), "features": features, "label": int(row.label)}))
     return events
+
+
+def shifted_table(n: int, seed: int = 1) -> pd.DataFrame:
+    """What streams after ``own_table``: fraud spreads to GB and to a country never seen before (BR)."""
+    return own_table(n, seed=seed, fraud_in=("NG", "GB", "BR"), countries=("US", "GB", "FR", "NG", "BR"), p=(0.4, 0.2, 0.2, 0.1, 0.1))

@@ -12,13 +12,14 @@ import sys
 import httpx
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 
 from learners.network import NetworkSpec
 from learners.registry import Registry
 
 from .conftest import producer, wait_for
-from .own_data import own_events, own_history, own_table
+from .own_data import own_events, own_history, own_table, shifted_table
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,7 @@ def test_your_own_csv_and_network_are_pretrained_served_learned_and_swapped(stac
     assert refused.status_code == 422 and "amount" in refused.json()["error"]  # a required number stays required
 
     # -- learned on the broker: fraud spreads to GB and to a country never seen (BR)
-    shifted = own_table(8000, seed=1, fraud_in=("NG", "GB", "BR"), countries=("US", "GB", "FR", "NG", "BR"), p=(0.4, 0.2, 0.2, 0.1, 0.1))
+    shifted = shifted_table(8000)
     stream = own_events(shifted, start=1_764_331_200.0, prefix="own")
     stack.start("learn")
     p = producer(stack.bootstrap, stack.topic)
@@ -104,3 +105,34 @@ def test_your_own_csv_and_network_are_pretrained_served_learned_and_swapped(stac
     assert still.status_code == 200 and {p["version"] for p in still.json()["predictions"]} == {published}
     assert "this factory needs a GPU" in stack.log("serve")
     assert np.isfinite([p["score"] for p in still.json()["predictions"]]).all()
+
+
+def test_evaluate_replays_your_own_csv_through_your_own_network(tmp_path):
+    """``perennial evaluate`` on a file with a category, gaps and an id column, with a declaration
+    edited by hand and a network of the user's own: every strategy starts from that network, and the
+    product learns the shift (fraud spreading to GB and to an unseen country) better than not learning."""
+    history = own_table(6000)
+    stream = shifted_table(14000).assign(session=lambda d: [f"t-{i:06x}" for i in range(len(d))])
+    stream["time"] += history["time"].iloc[-1] + 60
+    path = tmp_path / "own.csv"
+    pd.concat([history, stream], ignore_index=True).to_csv(path, index=False)
+    declaration = tmp_path / "schema.json"
+    declaration.write_bytes(orjson.dumps([{"name": "channel", "type": "category"}]))
+    work, out = tmp_path / "work", tmp_path / "report.md"
+    r = subprocess.run([sys.executable, "-m", "perennial.cli", "evaluate", "--input", str(path), "--history-fraction", "0.3",
+                        "--schema", str(declaration), "--model", OWN["factory"], "--model-kwargs", orjson.dumps(OWN["kwargs"]).decode(),
+                        "--strategies", "product,frozen", "--workdir", str(work), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [orjson.loads(line) for line in r.stdout.splitlines()]
+    used = next(line for line in lines if line["event"] == "evaluate_data")
+    assert used["features"] == ["amount", "country", "device_age", "channel"]  # not the session id
+    manifest = orjson.loads((work / "own" / "seed-0" / "registry" / "versions" / "v000001" / "manifest.json").read_bytes())
+    assert manifest["network"] == OWN
+    assert manifest["feature_schema"]["optional"] == [False, False, True, False]
+    assert [c is not None for c in manifest["feature_schema"]["categories"]] == [False, True, False, True]  # channel as declared
+    (section,) = orjson.loads((work / "results.json").read_bytes())["scenarios"]
+    product = next(x for x in section["results"] if x["strategy"] == "product")
+    assert product["summary"]["published"] >= 1 and product["summary"]["quarantines"] == 0
+    difference = section["intervals"]["difference"]["frozen"]
+    assert difference["verdict"] == "better", difference
