@@ -11,6 +11,7 @@ import sys
 
 import join
 import learning
+import own_data
 import peers
 import prediction_log
 import server_memory
@@ -62,6 +63,18 @@ SECTIONS = {
          "requests a pass: each server's forward passes counted while wrk ran (ours from /metrics, each peer's model counts its own); "
          "a peer whose batching did not do what it was set to (a shared pass when off, none when on) is reported as not measured"],
         ROOT / "docs" / "benchmarks" / "peers.md",
+    ),
+    "own-data": (
+        "Your own data and model", own_data.main,
+        [f"wrk -t1 -c32 -d{own_data.SECONDS}s per figure, single events and batches of 64 through /v1/predict, alternately "
+         "against four servers in this run, twice each; one uvicorn worker each; freshly initialised networks",
+         "numbers: the built-in network on the simulator's numeric features (numpy forward pass), the baseline of every ratio",
+         "missing: two optional numbers besides, a quarter of events leave each out and a quarter send null",
+         "categories: three categorical features besides (vocabularies of 4, 20 and 50; one value in ten unseen), embedded by "
+         "the built-in network (numpy: one gather each, folded into the first layer)",
+         "custom torch: the baseline's features through a user's module of the built-in shape (bench/nets.py, by import name), "
+         "scored by torch under inference_mode"],
+        ROOT / "docs" / "benchmarks" / "own-data.md",
     ),
     "swaps": (
         "Swaps under load", swaps.main,
