@@ -38,3 +38,21 @@ def declared_registry(tmp_path) -> Path:
     Registry(tmp_path / "declared").publish(state_numpy(TabularNet.for_schema(DECLARED, hidden=8).state_dict()), DECLARED,
                                             parent=None, gate_report={"passed": True})
     return tmp_path / "declared"
+
+
+@pytest.fixture
+def declared(declared_registry):
+    """A test client of a server of ``declared_registry`` (no broker; at most 8 events a request)."""
+    from fastapi.testclient import TestClient
+
+    from perennial.settings import Settings
+    from service.app import create_app
+
+    settings = Settings(registry={"path": declared_registry}, kafka={"bootstrap_servers": "127.0.0.1:1"}, serve={"max_batch": 8})
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def served_scores(registry_path: Path, raw_rows) -> list[float]:
+    """What the served version gives raw vectors (NaN: an optional number missing; category codes)."""
+    return Registry(registry_path).load_current().score(np.array(raw_rows, np.float64)).tolist()

@@ -11,7 +11,7 @@ from learners.schema import FeatureSchema
 from perennial.settings import Settings
 from service.app import create_app
 from service.schemas import PREDICT_ANSWER, PREDICT_REASONS, ModelInfo, PredictError, Prediction, Predictions
-from tests.unit.conftest import DECLARED
+from tests.unit.conftest import DECLARED, served_scores
 from tests.unit.conftest import TWO_FEATURES as NAMES
 
 
@@ -288,16 +288,6 @@ def test_admin_commands_are_validated_then_sent(tmp_path):
 # -- a schema with optional and categorical features (issue 16) ----------------------------------
 
 
-@pytest.fixture
-def declared(declared_registry):
-    settings = Settings(registry={"path": declared_registry}, kafka={"bootstrap_servers": "127.0.0.1:1"}, serve={"max_batch": 8})
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def served_scores(registry_path, raw_rows) -> list[float]:
-    """What the served version gives raw vectors (NaN: an optional number missing; category codes)."""
-    return Registry(registry_path).load_current().score(np.array(raw_rows, np.float64)).tolist()
 
 
 def unseen_metric(client) -> dict[str, float]:

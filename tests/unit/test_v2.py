@@ -13,6 +13,7 @@ from perennial import package_version
 from perennial.settings import Settings
 from service.app import create_app
 from tests.unit.conftest import TWO_FEATURES as NAMES
+from tests.unit.conftest import served_scores
 
 ROWS = [[3.0, 1.0], [250.5, 23.0], [0.0, 0.0]]
 INFER = "/v2/models/perennial/infer"
@@ -347,16 +348,6 @@ def test_rows_sent_with_event_ids_are_logged_with_them_and_rows_without_are_coun
 # -- a schema with optional and categorical features (issue 16) ----------------------------------
 
 
-@pytest.fixture
-def declared(declared_registry):
-    settings = Settings(registry={"path": declared_registry}, kafka={"bootstrap_servers": "127.0.0.1:1"}, serve={"max_batch": 8})
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def served_scores(client, raw_rows) -> list[float]:
-    """What the served version gives raw vectors (NaN: an optional number missing; category codes)."""
-    return Registry(client.app.app.state.store.registry.root).load_current().score(np.array(raw_rows, np.float64)).tolist()
 
 
 def strings(name, values, shape=None):
@@ -370,12 +361,12 @@ def test_the_metadata_lists_a_categorical_feature_as_bytes(declared):
                       {"name": "country", "datatype": "BYTES", "shape": [-1]}, {"name": "channel", "datatype": "BYTES", "shape": [-1]}]
 
 
-def test_categories_by_key_and_missing_optional_features_score_as_v1_predict(declared):
+def test_categories_by_key_and_missing_optional_features_score_as_v1_predict(declared, declared_registry):
     r = infer(declared, {"inputs": [column("amount", [3.0, 3.0, 3.0, 8.0]), strings("country", ["GB", "FR", None, "US"]),
                                     strings("channel", [["app"], ["web"], ["web"], ["phone"]], [4, 1])]})  # device_age left out: missing
     assert r.status_code == 200, r.text
     raw = [[3, np.nan, 3, 3], [3, np.nan, 0, 2], [3, np.nan, 1, 2], [8, np.nan, 2, 0]]
-    np.testing.assert_allclose(r.json()["outputs"][0]["data"], served_scores(declared, raw), rtol=1e-6)
+    np.testing.assert_allclose(r.json()["outputs"][0]["data"], served_scores(declared_registry, raw), rtol=1e-6)
     events = [{"features": {"amount": 3, "country": "GB", "channel": "app"}}, {"features": {"amount": 3, "country": "FR", "channel": "web"}},
               {"features": {"amount": 3, "country": None, "channel": "web"}}, {"features": {"amount": 8, "country": "US", "channel": "phone"}}]
     v1 = [p["score"] for p in declared.post("/v1/predict", content=orjson.dumps(events)).json()["predictions"]]
@@ -385,7 +376,7 @@ def test_categories_by_key_and_missing_optional_features_score_as_v1_predict(dec
     assert 'perennial_server_unseen_categories_total{feature="channel"} 2.0' in text
 
 
-def test_binary_bytes_categories_and_nan_for_an_optional_number(declared):
+def test_binary_bytes_categories_and_nan_for_an_optional_number(declared, declared_registry):
     amount, device_age = np.float32([3.0, 5.0]), np.float64([np.nan, 2.5])
     country, channel = bytes_elements([b"GB", "Z\u00fcrich".encode()]), bytes_elements([b"web", b"app"])
     head = orjson.dumps({"inputs": [
@@ -397,7 +388,7 @@ def test_binary_bytes_categories_and_nan_for_an_optional_number(declared):
     body = head + amount.tobytes() + device_age.tobytes() + country + channel
     r = infer(declared, body, headers={"Inference-Header-Content-Length": str(len(head))})
     assert r.status_code == 200, r.text
-    np.testing.assert_allclose(r.json()["outputs"][0]["data"], served_scores(declared, [[3, np.nan, 3, 2], [5, 2.5, 0, 3]]), rtol=1e-6)
+    np.testing.assert_allclose(r.json()["outputs"][0]["data"], served_scores(declared_registry, [[3, np.nan, 3, 2], [5, 2.5, 0, 3]]), rtol=1e-6)
 
 
 def declared_binary(name: str, values: np.ndarray, others: list) -> tuple[bytes, dict[str, str]]:
@@ -452,7 +443,7 @@ def test_nan_is_missing_in_the_matrix_only_in_an_optional_feature_column(tmp_pat
         body, headers = binary_request({"features": np.float32([[3.0, np.nan], [4.0, 1.0]])})
         r = infer(c, body, headers=headers)
         assert r.status_code == 200, r.text
-        np.testing.assert_allclose(r.json()["outputs"][0]["data"], served_scores(c, [[3.0, np.nan], [4.0, 1.0]]), rtol=1e-6)
+        np.testing.assert_allclose(r.json()["outputs"][0]["data"], served_scores(tmp_path / "reg", [[3.0, np.nan], [4.0, 1.0]]), rtol=1e-6)
         body, headers = binary_request({"features": np.float32([[np.nan, 1.0]])})
         r = infer(c, body, headers=headers)
         assert r.status_code == 400 and "in the column of a required feature" in r.json()["error"]
