@@ -75,6 +75,8 @@ class MicroBatcher:
             scores = model.score(rows)
             if scores.shape != (len(rows),):
                 raise ValueError(f"the model returned scores of shape {scores.shape} for {len(rows)} rows")
+            if not np.isfinite(scores).all():  # a network of a user's own may: never answered as a score
+                raise ValueError(f"the model returned {int(np.sum(~np.isfinite(scores)))} non-finite score(s) for {len(rows)} rows")
         except Exception as exc:  # noqa: BLE001 - alone, each request meets its own failure or its scores
             if len(items) == 1:
                 items[0][1].set_exception(exc)

@@ -43,6 +43,7 @@ model yet.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,10 +59,12 @@ from learners.scoring import ScoringModel
 from perennial import package_version
 from perennial.settings import ServeSettings
 from service.errors import ApiError, json_response
-from service.front import join_limited
-from service.model_store import NO_MODEL, ModelStore
+from service.front import ClientGone, join_limited
+from service.model_store import ModelStore
 from service.predictor import Predictor
 from streams.events import MISSING, OTHER, Features
+
+log = logging.getLogger("perennial.serve")
 
 SERVER_NAME = "perennial"
 PLATFORM = "perennial"  # numpy forward pass of the network's safetensors weights (learners/scoring.py)
@@ -449,7 +452,7 @@ def v2_router(serve: ServeSettings, store: ModelStore, predictor: Predictor) -> 
         known(model_name)
         model = store.model
         if model is None:
-            raise ApiError(503, NO_MODEL)
+            raise ApiError(503, store.why_not_ready())
         serving(model, version)
         return model
 
@@ -480,6 +483,11 @@ def v2_router(serve: ServeSettings, store: ModelStore, predictor: Predictor) -> 
                 scores = await predictor.score(model, parsed.rows, parsed.ids or [None] * n, [None] * n)
         except ApiError as exc:
             return json_response({"error": exc.message}, exc.status, exc.headers)
+        except ClientGone:
+            raise
+        except Exception:  # as /v1/predict answers it: JSON, with the cause in the log
+            log.exception("V2 infer failed")
+            return json_response({"error": "internal error; the server log has the cause"}, 500)
         return infer_response(name, model.version, parsed, scores)
 
     @router.get("", response_model=ServerMetadata)

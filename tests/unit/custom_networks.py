@@ -42,3 +42,23 @@ def wrong_shape(schema) -> nn.Module:
 
 
 NOT_CALLABLE = 3
+
+
+class Faulty(nn.Module):
+    """Logits of a linear layer, except for rows whose first input is above 5: NaN (``fails="nan"``)
+    or an exception (``fails="raise"``), as a user's network may on inputs it was never meant for."""
+
+    def __init__(self, width: int, fails: str):
+        super().__init__()
+        self.linear, self.fails = nn.Linear(width, 2), fails
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bad = x[:, 0] > 5
+        if self.fails == "raise" and bool(bad.any()):
+            raise ValueError("this network cannot score such an amount")
+        out = self.linear(x)
+        return torch.where(bad[:, None], torch.full_like(out, float("nan")), out)
+
+
+def faulty(schema, fails: str = "nan") -> Faulty:
+    return Faulty(schema.input_width, fails)

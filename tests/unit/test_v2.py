@@ -2,6 +2,7 @@
 tensors, and a 4xx naming each problem (tritonclient on a real port is in tests/integration/test_v2.py)."""
 
 import asyncio
+import math
 
 import numpy as np
 import orjson
@@ -235,7 +236,7 @@ def test_without_a_model_the_v2_routes_answer_503(tmp_path):
         assert c.get("/v2/models/perennial").status_code == 503
         assert c.get("/v2/models/perennial/ready").status_code == 503
         r = infer(c, {"inputs": [matrix()]})
-        assert r.status_code == 503 and r.json() == {"error": "no model is loaded yet; the registry has no version"}
+        assert r.status_code == 503 and r.json() == {"error": "no model is loaded yet; the registry has no version yet"}
 
 
 def test_v2_requests_are_counted_under_their_route_and_as_predictions(client):
@@ -455,3 +456,31 @@ def test_an_input_named_by_no_string_is_a_400_for_any_schema(client, declared, n
     for c in (client, declared):
         r = infer(c, {"inputs": [{"name": name, "datatype": "BYTES", "shape": [1], "data": ["x"]}]})
         assert r.status_code == 400 and "must be an object with a 'name'" in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("fails", ["nan", "raise"])
+def test_a_network_failing_on_some_rows_fails_those_requests_only_with_json_500s(tmp_path, fails):
+    """A network of a user's own may give NaN, or raise, on rows it was never meant for: the request
+    holding them gets a JSON 500 on /v1 and V2 alike (never a null score in a 200), every other
+    request its scores, and the score histogram stays finite."""
+    import torch
+
+    from learners.model import state_numpy
+    from learners.network import NetworkSpec, build
+    from learners.schema import FeatureSchema
+
+    torch.manual_seed(0)
+    spec = NetworkSpec.parse("tests.unit.custom_networks:faulty", orjson.dumps({"fails": fails}).decode())
+    schema = FeatureSchema(NAMES, (False, False), (0.0, 0.0), (1.0, 1.0))
+    Registry(tmp_path / "reg").publish(state_numpy(build(spec, schema).state_dict()), schema, parent=None, network=spec)
+    with TestClient(create_app(settings_for(tmp_path))) as c:
+        fine = c.post("/v1/predict", json=[{"features": {"amount": 1.0, "hour": 3.0}}])
+        assert fine.status_code == 200 and 0 < fine.json()["predictions"][0]["score"] < 1
+        bad = c.post("/v1/predict", json=[{"features": {"amount": 1.0, "hour": 3.0}}, {"features": {"amount": 9.0, "hour": 3.0}}])
+        assert bad.status_code == 500 and bad.json() == {"error": "internal error; the server log has the cause"}
+        r = infer(c, {"inputs": [matrix([[9.0, 3.0]])]})
+        assert r.status_code == 500 and r.json() == {"error": "internal error; the server log has the cause"}
+        assert infer(c, {"inputs": [matrix([[1.0, 3.0]])]}).status_code == 200
+        text = c.get("/metrics").text
+        total = next(line for line in text.splitlines() if line.startswith("perennial_server_fraud_score_sum"))
+        assert math.isfinite(float(total.split()[-1])), total
