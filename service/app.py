@@ -44,7 +44,7 @@ from service.admin import CommandSender, admin_router
 from service.errors import ApiError, json_response
 from service.front import PREDICT_ROUTE, Answer, PredictFront, RequestMetrics, join_limited
 from service.metrics import ServerMetrics
-from service.model_store import NO_MODEL, Announcements, Follower, ModelStore
+from service.model_store import Announcements, Follower, ModelStore
 from service.prediction_log import PredictionLog
 from service.predictor import Predictor
 from service.schemas import ModelInfo, PredictError, Prediction, Predictions
@@ -247,7 +247,7 @@ def create_app(
     async def model_info() -> Response:
         model = store.model
         if model is None:
-            raise ApiError(503, NO_MODEL, reason="no_model")
+            raise ApiError(503, store.why_not_ready(), reason="no_model")
         try:
             decisions: Any = registry.decisions()
         except RegistryError as exc:

@@ -36,7 +36,7 @@ class Refusal:
     reason: str
 
 
-NO_MODEL = "no model is loaded yet; the registry has no version"
+NO_MODEL = "no model is loaded yet; the registry has no version yet"
 """What a scoring request is told (503) while no version is loaded."""
 
 
@@ -51,7 +51,7 @@ class ModelStore:
     def why_not_ready(self) -> str:
         """Why no model is served (for the readiness routes): the last refusal, or an empty registry."""
         refusal = self.refusal
-        return refusal.reason if refusal is not None else "no model loaded: the registry has no version yet"
+        return f"no model is loaded: {refusal.reason}" if refusal is not None else NO_MODEL
 
     def refresh(self) -> bool:
         """Serve what CURRENT points to, if it is new and sound. True when a swap happened."""

@@ -18,7 +18,7 @@ from learners.scoring import ScoringModel
 from service.batching import MicroBatcher
 from service.errors import ApiError
 from service.metrics import ServerMetrics
-from service.model_store import NO_MODEL, ModelStore
+from service.model_store import ModelStore
 from service.prediction_log import PredictionLog
 
 SAMPLED_SCORES = 64  # scores of each request observed in the histogram: the cost per request stays bounded
@@ -38,7 +38,7 @@ class Predictor:
         try:
             model = self.store.model
             if model is None:
-                raise ApiError(503, NO_MODEL, reason="no_model")
+                raise ApiError(503, self.store.why_not_ready(), reason="no_model")
             version = model.version
             yield model
         except ApiError:
