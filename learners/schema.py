@@ -172,7 +172,11 @@ class FeatureSchema:
             if len(set(names)) != len(names):
                 raise ValueError("feature names must be unique")
             if x.dtype.kind != "f" or not np.isnan(x).any():
-                return cls._fit_numbers(names, x)
+                return _standardisable(cls._fit_numbers(names, x))
+        return _standardisable(cls._fit_columns(names, x, declaration, max_categories, min_count))
+
+    @classmethod
+    def _fit_columns(cls, names: tuple[str, ...], x: Any, declaration: Any, max_categories: int, min_count: int) -> FeatureSchema:
         columns = _columns(x, len(names))
         if len(set(names)) != len(names):
             raise ValueError("feature names must be unique")
@@ -539,3 +543,15 @@ def _codes(name: str, column: Any, vocab: dict[str, int], optional: bool) -> np.
 
 def _shown(value: Any) -> str:
     return f"{value!r:.40}"
+
+
+def _standardisable(schema: FeatureSchema) -> FeatureSchema:
+    """``schema``, unless a number's values are too large to standardise in floating point (a mean or
+    spread that is not finite): then a ValueError naming the feature, before anything is trained."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        wide = [n for n, m, d in zip(schema.names, schema.mean, schema.std) if not (math.isfinite(m) and math.isfinite(d) and d > 0
+                                                                                     and math.isfinite(np.float32(m)) and math.isfinite(np.float32(d)))]
+    if wide:
+        raise ValueError(f"feature {wide[0]!r} holds numbers too large to standardise (mean or spread beyond floating point); "
+                         "scale it down (e.g. to other units) or leave it out")
+    return schema

@@ -449,3 +449,13 @@ def test_encode_rows_agrees_with_feature_vector_row_by_row(rows):
         return
     assert all(isinstance(e, tuple) for e in events)
     assert np.array_equal(raw, np.array(events), equal_nan=True)
+
+
+def test_numbers_too_large_to_standardise_are_refused_naming_the_feature():
+    """A column of values near the float limit, with signs (no log1p), has no finite mean or spread:
+    refused at fit, so pretrain never publishes a version a server would refuse."""
+    x = np.random.default_rng(0).uniform(-1, 1, (100, 2)) * np.array([1e308, 1.0])
+    for data in (x, [[float(a), "US" if b > 0 else None] for a, b in x.tolist()]):
+        with pytest.raises(ValueError, match="feature 'big' holds numbers too large to standardise"):
+            FeatureSchema.fit(("big", "c"), data, min_count=1)
+    assert FeatureSchema.fit(("big", "ok"), np.abs(x)).log1p == (True, True)  # positive: log1p keeps them finite
