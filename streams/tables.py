@@ -96,10 +96,20 @@ def read_labeled_table(
         raise ValueError(f"{path} has no feature columns besides the label" + (
             f" (left out: {', '.join(f'{c}, {why}' for c, why in excluded.items())})" if excluded else ""))
     if time_column:
-        t = df[time_column]
-        t = epoch_seconds(t) if pd.api.types.is_datetime64_any_dtype(t) else pd.to_numeric(t, errors="coerce")
-        if t.isna().any():
-            t = epoch_seconds(pd.to_datetime(df[time_column], utc=True))
+        column = df[time_column]
+        if (blank := np.flatnonzero(column.isna().to_numpy())).size:
+            raise ValueError(f"time column {time_column!r} is empty in {blank.size} row(s) (row {int(blank[0])} of the data first); "
+                             "every event needs its time")
+        t = epoch_seconds(column) if pd.api.types.is_datetime64_any_dtype(column) else pd.to_numeric(column, errors="coerce")
+        if t.isna().any():  # not numbers: dates as text, every one of them
+            try:
+                t = epoch_seconds(pd.to_datetime(column, utc=True))
+            except (ValueError, TypeError) as exc:
+                dates = pd.to_datetime(column.astype(str), utc=True, errors="coerce", format="mixed")
+                neither = (t.isna() & dates.isna()).to_numpy()
+                bad = int(np.flatnonzero(neither)[0]) if neither.any() else int(np.flatnonzero(t.isna().to_numpy())[0])
+                raise ValueError(f"time column {time_column!r}: row {bad} of the data holds {str(column.iloc[bad])[:40]!r}, neither epoch "
+                                 "seconds nor a date") from exc
         df = df.assign(_t=t.to_numpy()).sort_values("_t", kind="stable")
         time = df["_t"].to_numpy(np.float64)
     else:

@@ -93,3 +93,18 @@ def test_evaluate_reads_a_table_of_numbers_as_before(tmp_path):
     raw = read_labeled_table(path).x
     assert scn.x.dtype == np.float32 and scn.schema is not None and not any(scn.schema.optional)
     np.testing.assert_array_equal(scn.history_x, raw[: len(scn.history_x)])
+
+
+@pytest.mark.parametrize(("cell", "message"), [
+    (None, "time column 'time' is empty in 1 row(s) (row 5 of the data first)"),
+    ("yesterday", "time column 'time': row 5 of the data holds 'yesterday', neither epoch seconds nor a date"),
+])
+def test_a_time_column_with_a_blank_or_a_word_is_refused_naming_the_row(tmp_path, cell, message):
+    """A blank once made pandas read the whole column as dates in nanoseconds (times near 1.7 s); a
+    word was reported as a valid cell."""
+    df = own_history()[["time", "label", "amount"]]
+    df["time"] = df["time"].astype(object).where(df.index != 5, cell)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError) as refused:
+        read_labeled_table(tmp_path / "t.csv")
+    assert message in str(refused.value)
