@@ -62,7 +62,7 @@ from service.errors import ApiError, json_response
 from service.front import ClientGone, join_limited
 from service.model_store import ModelStore
 from service.predictor import Predictor
-from streams.events import MISSING, OTHER, Features
+from streams.events import MISSING, OTHER, Features, category_key
 
 log = logging.getLogger("perennial.serve")
 
@@ -357,7 +357,7 @@ def _column(tensor: _Tensor | None, n: int, vocabulary: dict[str, int] | None) -
         return np.full(n, np.nan if vocabulary is None else float(MISSING), np.float32)
     if vocabulary is None:
         return _float32(tensor.values)
-    return np.array([MISSING if key is None else vocabulary.get(key, OTHER) for key in tensor.values], np.float32)
+    return np.array([MISSING if key is None else vocabulary.get(category_key(key), OTHER) for key in tensor.values], np.float32)
 
 
 def _float32(values: np.ndarray) -> np.ndarray:

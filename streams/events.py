@@ -129,8 +129,8 @@ class Features(tuple[str, ...]):
         self.declared = bool(self.optional or self.categories)
         self.name_set = frozenset(self)
         # per feature, in order: its name, its vocabulary as key -> float code (None: a number), optional or not
-        self.plan = tuple((name, {k: float(c) for k, c in self.categories[name].items()} if name in self.categories else None,
-                           name in self.optional) for name in self)
+        self.plan = tuple((name, _lookup(self.categories[name]) if name in self.categories else None, name in self.optional)
+                          for name in self)
         return self
 
     def __repr__(self) -> str:
@@ -139,6 +139,18 @@ class Features(tuple[str, ...]):
     def unseen(self, row: Sequence[float]) -> int:
         """How many categorical values of one raw vector were outside their vocabulary (code OTHER)."""
         return sum(1 for i in self.positions if row[i] == OTHER)
+
+
+def _lookup(vocabulary: dict[str, int]) -> dict[str, float]:
+    """A vocabulary as the fast path reads it: every text that ``category_key`` makes one of its keys, to its code."""
+    codes = {k: float(c) for k, c in vocabulary.items()}
+    lookup = dict(codes)
+    for text, key in _BOOLEAN_TEXT.items():
+        if key in codes:
+            lookup[text] = codes[key]
+        else:  # a key no text can become
+            lookup.pop(text, None)
+    return lookup
 
 
 class LabeledEvent(NamedTuple):
@@ -291,18 +303,23 @@ def exact_feature_vector(features: Any, names: Sequence[str], reason_prefix: str
     return tuple(values)
 
 
+_BOOLEAN_TEXT = {"True": "true", "TRUE": "true", "False": "false", "FALSE": "false"}
+"""Spellings of a boolean (as spreadsheets, pandas and JSON write it) that are one key."""
+
+
 def category_key(value: Any) -> str:
     """The one key of a categorical value: a string as it is, an integer or a whole float as its
-    decimal digits (``7`` and ``7.0`` → ``"7"``), a boolean as ``"true"``/``"false"``; EventError
-    ``bad_value`` for anything else (null, objects, lists, fractions, NaN and infinities).
+    decimal digits (``7`` and ``7.0`` → ``"7"``), a boolean as ``"true"``/``"false"`` (also when
+    written ``"True"``, ``"TRUE"``, ``"False"`` or ``"FALSE"``); EventError ``bad_value`` for anything
+    else (null, objects, lists, fractions, NaN and infinities).
 
-    >>> category_key("US"), category_key(7), category_key(7.0), category_key(-0.0), category_key(True)
-    ('US', '7', '7', '0', 'true')
+    >>> category_key("US"), category_key(7), category_key(7.0), category_key(-0.0), category_key(True), category_key("TRUE")
+    ('US', '7', '7', '0', 'true', 'true')
     """
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return str(value)
+        return _BOOLEAN_TEXT.get(value, str(value))
     try:
         if isinstance(value, int):
             return str(int(value))

@@ -63,7 +63,7 @@ def read_labeled_table(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+    df = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else _read_csv(path, {label_column, time_column})
     if label_column not in df.columns:
         raise ValueError(f"column {label_column!r} (the label) is not in {path}; columns: {', '.join(map(str, df.columns))}")
     if time_column and time_column not in df.columns:
@@ -126,6 +126,24 @@ def _is_number(column: Any) -> bool:
     import pandas as pd
 
     return bool(pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column))
+
+
+def _read_csv(path: Path, keep: set[str | None]) -> Any:
+    """A CSV as pandas reads it, except its text columns (but the ``keep`` ones): their cells as
+    written, only an empty cell missing. pandas would read ``NA``, ``None``, ``null``, ``N/A`` as
+    missing, so a country code ``NA`` was learned as a gap while a request sending ``"NA"`` was scored
+    as other; now the key is the text a client sends. A column of numbers with such markers stays a
+    column of numbers with gaps, and a column of booleans one of booleans (any spelling of true and
+    false is one key: streams.events.category_key)."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    text = [c for c in df.columns if c not in keep and not pd.api.types.is_numeric_dtype(df[c])]  # booleans are numeric
+    if text:
+        raw = pd.read_csv(path, usecols=text, dtype=str, keep_default_na=False, na_values=[""])
+        for c in text:
+            df[c] = raw[c]
+    return df
 
 
 def _cells(df: Any) -> np.ndarray:

@@ -350,7 +350,7 @@ def declared_documents(draw) -> tuple[Features, object]:
     that also holds nulls, category-like values and absent optional names."""
     names, features = draw(feature_documents())
     categorical = [n for n in names if draw(st.booleans())]
-    keys = st.sampled_from(["US", "7", "true", ""])
+    keys = st.sampled_from(["US", "7", "true", "True", ""])
     categories = {n: {k: FIRST_CODE + i for i, k in enumerate(draw(st.lists(keys, unique=True, max_size=3)))} for n in categorical}
     declared = Features(names, optional=[n for n in names if draw(st.booleans())], categories=categories)
     if isinstance(features, dict):
@@ -362,7 +362,7 @@ def declared_documents(draw) -> tuple[Features, object]:
             elif change == "absent":
                 features.pop(name, None)
             elif change == "category":
-                features[name] = draw(st.sampled_from(["US", "FR", 7, 7.0, 7.5, True, ""]))
+                features[name] = draw(st.sampled_from(["US", "FR", 7, 7.0, 7.5, True, "", "TRUE", "True"]))
     return declared, features
 
 

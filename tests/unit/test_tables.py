@@ -6,10 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from learners.schema import FeatureSchema
 from perennial.evaluation import harness
 from perennial.evaluation.data import table_scenario
 from perennial.evaluation.strategies import Product
 from perennial.settings import Settings
+from streams.events import feature_vector
 from streams.tables import read_labeled_table
 
 
@@ -108,3 +110,23 @@ def test_a_time_column_with_a_blank_or_a_word_is_refused_naming_the_row(tmp_path
     with pytest.raises(ValueError) as refused:
         read_labeled_table(tmp_path / "t.csv")
     assert message in str(refused.value)
+
+
+def test_a_csv_category_keeps_its_cells_as_written_and_only_an_empty_cell_is_missing(tmp_path):
+    """pandas reads NA, None, null, N/A as missing and TRUE/False as booleans: a country code NA was
+    learned as a gap while a request sending "NA" was scored as other. A category's keys are now its
+    cells as written (what a client sends); a column of numbers with such markers keeps them as gaps."""
+    n = 200
+    rows = "".join(f"{i},{i % 2},{['US', 'NA', 'None', ''][i % 4]},{['TRUE', 'False', 'x'][i % 3]},{['N/A', i][i % 2]}\n" for i in range(n))
+    (tmp_path / "t.csv").write_text("time,label,country,flag,amount\n" + rows)
+    table = read_labeled_table(tmp_path / "t.csv")
+    assert table.x[:4].tolist() == [["US", "TRUE", None], ["NA", "False", 1.0], ["None", "x", None], [None, "TRUE", 3.0]]
+    schema = FeatureSchema.fit(table.features, table.x)
+    assert schema.categories[:2] == (("NA", "None", "US"), ("false", "true", "x")) and schema.optional == (True, False, True)
+    assert schema.log1p[2] and schema.categories[2] is None  # amount: a number with gaps
+    features = schema.features
+    raw = [feature_vector({"country": c, "flag": True, "amount": 1.0}, features) for c in ("NA", "None", "ZZ")]
+    assert [features.unseen(r) for r in raw] == [0, 0, 1]  # served as learned
+    # any spelling of a boolean is one key: JSON's true and the file's TRUE are the same value
+    assert {feature_vector({"country": "US", "flag": f, "amount": 1.0}, features)[1] for f in (True, "true", "True", "TRUE")} == {
+        feature_vector({"country": "US", "flag": "TRUE", "amount": 1.0}, features)[1]}

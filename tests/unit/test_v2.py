@@ -484,3 +484,14 @@ def test_a_network_failing_on_some_rows_fails_those_requests_only_with_json_500s
         text = c.get("/metrics").text
         total = next(line for line in text.splitlines() if line.startswith("perennial_server_fraud_score_sum"))
         assert math.isfinite(float(total.split()[-1])), total
+
+
+def test_a_boolean_category_is_one_key_in_any_spelling_on_v2_as_on_v1():
+    from service.v2 import parse_infer
+    from streams.events import Features, feature_vector
+
+    features = Features(("flag",), categories={"flag": {"true": 2, "false": 3}})
+    body = orjson.dumps({"inputs": [{"name": "flag", "datatype": "BYTES", "shape": [5], "data": ["true", "True", "TRUE", "FALSE", "x"]}]})
+    codes = parse_infer(body, None, features, 8).rows[:, 0].tolist()
+    assert codes == [2, 2, 2, 3, 0]
+    assert [feature_vector({"flag": v}, features)[0] for v in (True, "TRUE", "False", "x")] == [2, 2, 3, 0]
