@@ -241,12 +241,18 @@ def pretrain(
     raw = np.asarray(x, dtype=np.float64) if encoded else schema.encode_rows(x)
     spec = network or NetworkSpec(kwargs={"hidden": hidden})
     net = networks.build(spec, schema)
-    fit(net, schema.transform(raw[:cut]), y[:cut], epochs, seed)
-
-    net.eval()
-    with torch.inference_mode():
-        val_scores = torch.softmax(net(torch.from_numpy(schema.transform(raw[cut:]))), 1)[:, 1].numpy()
-    calibration = fit_platt(val_scores, y[cut:])
+    try:
+        fit(net, schema.transform(raw[:cut]), y[:cut], epochs, seed)
+        net.eval()
+        with torch.inference_mode():
+            val_scores = torch.softmax(net(torch.from_numpy(schema.transform(raw[cut:]))), 1)[:, 1].numpy()
+        if not np.isfinite(val_scores).all():
+            raise ValueError(f"it scores {int((~np.isfinite(val_scores)).sum())} validation event(s) NaN or infinite")
+        calibration = fit_platt(val_scores, y[cut:])
+    except (RuntimeError, ValueError, TypeError) as exc:  # a network of a user's own: say which, and why, before anything is written
+        if spec.builtin:
+            raise
+        raise ValueError(f"network {spec.factory} cannot be trained on this history ({type(exc).__name__}: {exc})") from exc
     # the contradiction guard's first usual rate, at the scores the learner's guard sees: served ones
     called_fraud = calibration.apply(val_scores) >= contradiction_score
     retention, retention_w = retention_sample(y[cut:], retention_frauds, retention_size, rng)

@@ -45,20 +45,32 @@ NOT_CALLABLE = 3
 
 
 class Faulty(nn.Module):
-    """Logits of a linear layer, except for rows whose first input is above 5: NaN (``fails="nan"``)
-    or an exception (``fails="raise"``), as a user's network may on inputs it was never meant for."""
+    """Logits of a linear layer, except for rows whose first input is above ``above``: NaN
+    (``fails="nan"``) or an exception (``fails="raise"``), as a user's network may on inputs it was
+    never meant for."""
 
-    def __init__(self, width: int, fails: str):
+    def __init__(self, width: int, fails: str, above: float):
         super().__init__()
-        self.linear, self.fails = nn.Linear(width, 2), fails
+        self.linear, self.fails, self.above = nn.Linear(width, 2), fails, above
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bad = x[:, 0] > 5
+        bad = x[:, 0] > self.above
         if self.fails == "raise" and bool(bad.any()):
             raise ValueError("this network cannot score such an amount")
         out = self.linear(x)
         return torch.where(bad[:, None], torch.full_like(out, float("nan")), out)
 
 
-def faulty(schema, fails: str = "nan") -> Faulty:
-    return Faulty(schema.input_width, fails)
+def faulty(schema, fails: str = "nan", above: float = 5.0) -> Faulty:
+    return Faulty(schema.input_width, fails, above)
+
+
+class Constant(nn.Module):
+    """No parameters at all: nothing to train."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(x), 2)
+
+
+def untrainable(schema) -> Constant:
+    return Constant()

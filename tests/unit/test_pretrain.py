@@ -127,3 +127,8 @@ def test_a_network_of_your_own_is_trained_and_published_by_its_name(tmp_path):
     with pytest.raises(ValueError, match=r"network factory tests.unit.custom_networks:broken failed for this schema \(RuntimeError"):
         pretrain(MIXED, rows, y, Registry(tmp_path / "other"), network=NetworkSpec("tests.unit.custom_networks:broken"), epochs=1)
     assert Registry(tmp_path / "other").versions() == []
+    # built, but not trainable (no parameters) or scoring NaN: refused naming the network, nothing written
+    for factory, kwargs, why in (("untrainable", {}, "optimizer got an empty parameter list"), ("faulty", {"fails": "nan", "above": -100}, "NaN")):
+        with pytest.raises(ValueError, match=rf"network tests.unit.custom_networks:{factory} cannot be trained on this history \(.*{why}"):
+            pretrain(MIXED, rows, y, Registry(tmp_path / factory), network=NetworkSpec(f"tests.unit.custom_networks:{factory}", kwargs), epochs=1)
+        assert not (tmp_path / factory).exists() or Registry(tmp_path / factory).versions() == []
