@@ -488,10 +488,12 @@ def test_a_network_failing_on_some_rows_fails_those_requests_only_with_json_500s
 
 def test_a_boolean_category_is_one_key_in_any_spelling_on_v2_as_on_v1():
     from service.v2 import parse_infer
-    from streams.events import Features, feature_vector
+    from streams.events import MISSING, OTHER, Features, feature_vector
 
-    features = Features(("flag",), categories={"flag": {"true": 2, "false": 3}})
-    body = orjson.dumps({"inputs": [{"name": "flag", "datatype": "BYTES", "shape": [5], "data": ["true", "True", "TRUE", "FALSE", "x"]}]})
-    codes = parse_infer(body, None, features, 8).rows[:, 0].tolist()
-    assert codes == [2, 2, 2, 3, 0]
-    assert [feature_vector({"flag": v}, features)[0] for v in (True, "TRUE", "False", "x")] == [2, 2, 3, 0]
+    features = Features(("flag", "c"), optional={"c"}, categories={"flag": {"true": 2, "false": 3}, "c": {"US": 2}})
+    body = orjson.dumps({"inputs": [{"name": "flag", "datatype": "BYTES", "shape": [5], "data": ["true", "True", "TRUE", "FALSE", "x"]},
+                                    {"name": "c", "datatype": "BYTES", "shape": [5], "data": ["US", "", None, "x", "US"]}]})
+    rows = parse_infer(body, None, features, 8).rows
+    assert rows[:, 0].tolist() == [2, 2, 2, 3, OTHER] and rows[:, 1].tolist() == [2, OTHER, MISSING, OTHER, 2]
+    v1 = [feature_vector({"flag": f, "c": c}, features) for f, c in ((True, "US"), ("TRUE", ""), ("False", None), ("x", "x"))]
+    assert v1 == [(2, 2), (2, OTHER), (3, MISSING), (OTHER, OTHER)]
