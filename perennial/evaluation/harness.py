@@ -399,7 +399,7 @@ def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], setting
     from perennial.evaluation.report import scenario_meta, write
 
     started = time.perf_counter()
-    sections, walls = [], []
+    sections, walls, warnings = [], [], []
     for spec in specs:
         begun = time.perf_counter()
         built = {seed: spec.scenario(seed) for seed in seeds}
@@ -409,6 +409,13 @@ def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], setting
         emit("evaluate_data", scenario=spec.name, **used)  # before the runs: what they are computed from
         results = run_all(spec, strategies, seeds, settings, workdir / spec.base_name, workers,
                           lambda msg, name=spec.name: emit("evaluate", scenario=name, message=msg), built)
+        for r in results:  # a stream shorter than a round: the strategy never learned, and its figures must say so
+            if r["summary"].get("rounds") == 0 and r["labels"] > 0:
+                message = (f"{spec.name}, seed {r['seed']}: {r['strategy']} ran no round: its {r['labels']:,} labels are fewer than "
+                           f"learn.round_events ({settings.learn.round_events:,}), so its figures are the pretrained version's; "
+                           "for a stream this short set PERENNIAL_LEARN__ROUND_EVENTS lower")
+                emit("evaluate_warning", scenario=spec.name, strategy=r["strategy"], message=message)
+                warnings.append(f"**Warning**: {message}.")
         meta = {**scenario_meta([built[seed] for seed in seeds], spec.card_k), "data": used, "alert_budget": spec.alert_budget,
                 "resamples": spec.resamples, "confidence": confidence}
         if len(seeds) > 1:
@@ -424,4 +431,4 @@ def evaluate(specs: list[Spec], strategies: list[str], seeds: list[int], setting
     out_md.parent.mkdir(parents=True, exist_ok=True)
     wall = (f"Wall time of the whole evaluation: {time.perf_counter() - started:.0f} s on {workers} worker process(es) "
             f"({', '.join(walls)}).")
-    return write(sections, out_md, command, notes="\n\n".join(n for n in (wall, notes.strip()) if n))
+    return write(sections, out_md, command, notes="\n\n".join(n for n in (*warnings, wall, notes.strip()) if n))

@@ -136,3 +136,20 @@ def test_evaluate_replays_your_own_csv_through_your_own_network(tmp_path):
     assert product["summary"]["published"] >= 1 and product["summary"]["quarantines"] == 0
     difference = section["intervals"]["difference"]["frozen"]
     assert difference["verdict"] == "better", difference
+
+
+def test_evaluate_says_when_a_stream_is_too_short_for_a_round(tmp_path):
+    """A stream of fewer labels than learn.round_events never trains: the figures are the pretrained
+    version's, and the report and the output say so instead of a silent tie with frozen."""
+    path = tmp_path / "short.csv"
+    own_table(6000).to_csv(path, index=False)  # 4,200 rows pretrain, 1,800 stream
+    out = tmp_path / "report.md"
+    r = subprocess.run([sys.executable, "-m", "perennial.cli", "evaluate", "--input", str(path), "--history-fraction", "0.7", "--periods", "4",
+                        "--strategies", "product,frozen",
+                        "--workdir", str(tmp_path / "work"), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    warned = [e for e in map(orjson.loads, r.stdout.splitlines()) if e["event"] == "evaluate_warning"]
+    assert [w["strategy"] for w in warned] == ["product"]
+    message = warned[0]["message"]  # (the labels streamed: the stream less its held-out probes)
+    assert message.startswith("short, seed 0: product ran no round: its ") and "labels are fewer than learn.round_events (2,048)" in message
+    assert f"**Warning**: {warned[0]['message']}." in out.read_text()
