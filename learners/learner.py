@@ -262,7 +262,7 @@ class Learner:
             self.journal.add(self.journal.entry(origin, letter.raw))
             return
         self.metrics.dead_letter_failures.inc()
-        if getattr(error, "retriable", False):  # a lost topic, a cut longer than the producer's retries
+        if kio.worth_sending_again(error):  # a lost topic, a cut longer than the producer's retries, the broker's own error
             self.undelivered.add(letter)
             log.error(
                 "the dead letter of %s could not be sent yet (%s: %s); it is kept and sent again at the next checkpoint",

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError, UnknownError
 
 log = logging.getLogger("perennial.kafka")
 
@@ -187,3 +187,11 @@ def announce(kafka_producer: KafkaProducer, topic: str, manifest: dict[str, Any]
     """Tell the servers that a version is published (they verify and load it from the registry)."""
     doc = {k: manifest.get(k) for k in ("version", "parent", "sha256", "created")}
     kafka_producer.send(topic, value=orjson.dumps(doc), key=b"announcement").get(timeout=30)
+
+
+def worth_sending_again(error: Exception) -> bool:
+    """Whether a refused send may succeed later: a retriable Kafka error (a lost topic, a leader
+    moving), or the broker's own unexpected error (``UnknownError``, code -1: no verdict on the
+    record; the embedded broker answers it while a lost topic is made again). A refusal of the record
+    itself (too large, invalid) is not."""
+    return bool(getattr(error, "retriable", False)) or isinstance(error, UnknownError)

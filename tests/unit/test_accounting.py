@@ -10,7 +10,7 @@ import zlib
 
 import orjson
 import pytest
-from kafka.errors import UnknownTopicOrPartitionError
+from kafka.errors import UnknownError, UnknownTopicOrPartitionError
 
 import learners.learner as learner_module
 from learners.accounting import EventBuffer
@@ -191,3 +191,14 @@ def test_a_dead_letter_refused_for_now_is_sent_again_even_after_a_restart(learne
     assert len(again.undelivered) == 0 and again.journal.path.read_text().split() == ["t/0/10@" + str(zlib.crc32(b"{oops")), "t/0/11@null"]
     again.checkpoint()
     assert not again.undelivered.path.exists()
+
+
+def test_the_brokers_own_unexpected_error_keeps_a_dead_letter_to_send_again(learner, caplog):
+    """Kafka's UnknownError (code -1) is no verdict on the record: the embedded broker answered it for
+    a dead letter while a lost topic was made again, and the letter was dropped for good."""
+    unsure = DeadLetters(refuse=UnknownError("the broker had an unexpected error"))
+    feed(learner, [b"{oops"] + VALID[:10], unsure)
+    assert len(learner.undelivered) == 1 and "t/0/0 could not be sent yet" in caplog.text
+    back = DeadLetters()
+    learner.resend_dead_letters(back)
+    assert back.sent == [(("t", 0, 0), "not_json")] and len(learner.undelivered) == 0
