@@ -78,10 +78,8 @@ class Learner:
         self.adapter = ContinualLearner(trainable(incumbent), cfg)
         self.thresholds = GateThresholds(**cfg.gates.model_dump())
         n = len(self.schema.names)
-        # (column, name) of each categorical feature, whose code OTHER in a raw row is a value outside its vocabulary
-        self.categorical = [(i, name) for i, (name, vocab) in enumerate(zip(self.schema.names, self.schema.categories)) if vocab is not None]
-        for _, name in self.categorical:
-            metrics.unseen_categories.labels(name)
+        for i in self.schema.features.positions:  # each categorical feature's series exists from the start
+            metrics.unseen_categories.labels(self.schema.names[i])
         self.pending = EventBuffer(n)  # to train on in the next round
         self.pending_holdout = EventBuffer(n)  # to hold out once the round is accepted
         self.holdout = EventBuffer(n, limit=cfg.holdout_size)
@@ -225,9 +223,9 @@ class Learner:
         held_out = zlib.crc32(event.id.encode()) % 100 < self.settings.learn.holdout_percent
         buffer = self.pending_holdout if held_out else self.pending
         buffer.add(event.features, event.label)
-        for i, name in self.categorical:
+        for i in self.schema.features.positions:  # a code OTHER: a value outside the vocabulary
             if event.features[i] == OTHER:
-                self.metrics.unseen_categories.labels(name).inc()
+                self.metrics.unseen_categories.labels(self.schema.names[i]).inc()
         if buffer is self.pending and len(self.pending) == 1:
             self.pending_since = time.monotonic()
         self.seen[event.id] = None

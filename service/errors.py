@@ -7,6 +7,9 @@ from typing import Any
 import orjson
 from fastapi.responses import Response
 
+INTERNAL_ERROR = {"error": "internal error; the server log has the cause"}
+"""The body of a 500: what failed is logged, never sent."""
+
 
 def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type="application/json", headers=headers)

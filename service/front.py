@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from service.errors import ApiError
+from service.errors import INTERNAL_ERROR, ApiError
 from service.metrics import ServerMetrics
 
 PREDICT_ROUTE = "/v1/predict"
@@ -87,7 +87,7 @@ class PredictFront:
                 return
             except Exception:  # answered as FastAPI would, with the cause in the log
                 log.exception("predict failed")
-                code, payload, headers = 500, orjson.dumps({"error": "internal error; the server log has the cause"}), {}
+                code, payload, headers = 500, orjson.dumps(INTERNAL_ERROR), {}
             head = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
             head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
             await send({"type": "http.response.start", "status": code, "headers": head})

@@ -58,11 +58,11 @@ from pydantic import BaseModel
 from learners.scoring import ScoringModel
 from perennial import package_version
 from perennial.settings import ServeSettings
-from service.errors import ApiError, json_response
+from service.errors import INTERNAL_ERROR, ApiError, json_response
 from service.front import ClientGone, join_limited
 from service.model_store import ModelStore
 from service.predictor import Predictor
-from streams.events import MISSING, OTHER, Features, category_key
+from streams.events import MISSING, OTHER, category_key, declarations
 
 log = logging.getLogger("perennial.serve")
 
@@ -163,7 +163,7 @@ def parse_infer(body: bytes, header_length: str | None, names: Sequence[str], ma
     """The raw vectors of one V2 infer request (JSON, or JSON then binary tensors when ``header_length``
     is given), refused with 400 naming the problem (413 beyond ``max_batch`` rows). ``names`` is the
     schema's ``features`` (or plain names: required numbers only)."""
-    optional, categories = (names.optional, names.categories) if isinstance(names, Features) else (frozenset(), {})
+    optional, categories = declarations(names)
     binary = b""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
@@ -309,7 +309,7 @@ def _json_values(data: object, name: str, datatype: str, size: int) -> np.ndarra
 def _rows(tensors: list[_Tensor], names: Sequence[str]) -> np.ndarray:
     """The tensors as one float32 matrix of raw vectors in schema order: one matrix tensor, or one
     tensor per feature (categories by key to their codes, an optional feature left out missing)."""
-    optional, categories = (names.optional, names.categories) if isinstance(names, Features) else (frozenset(), {})
+    optional, categories = declarations(names)
     expected = (f"send one tensor per feature ({', '.join(names)}), each [N] or [N, 1], "
                 f"or one tensor [N, {len(names)}] with them as columns")
     if categories:
@@ -487,7 +487,7 @@ def v2_router(serve: ServeSettings, store: ModelStore, predictor: Predictor) -> 
             raise
         except Exception:  # as /v1/predict answers it: JSON, with the cause in the log
             log.exception("V2 infer failed")
-            return json_response({"error": "internal error; the server log has the cause"}, 500)
+            return json_response(INTERNAL_ERROR, 500)
         return infer_response(name, model.version, parsed, scores)
 
     @router.get("", response_model=ServerMetadata)

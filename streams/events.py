@@ -261,11 +261,16 @@ def _bulk_values(features: dict, names: Sequence[str]) -> tuple[float, ...] | No
 _NO_NAMES: frozenset[str] = frozenset()
 
 
+def declarations(names: Sequence[str]) -> tuple[frozenset[str], dict[str, dict[str, int]]]:
+    """The optional names and the vocabularies that ``names`` declares (none for plain names)."""
+    return (names.optional, names.categories) if isinstance(names, Features) else (_NO_NAMES, {})
+
+
 def exact_feature_vector(features: Any, names: Sequence[str], reason_prefix: str = "") -> tuple[float, ...]:
     """``feature_vector`` one check at a time: the first problem found is raised, named."""
     if not isinstance(features, dict):
         raise EventError("bad_features", f"{reason_prefix}'features' must be an object of feature name to number")
-    optional, categories = (names.optional, names.categories) if isinstance(names, Features) else (_NO_NAMES, {})
+    optional, categories = declarations(names)
     missing = [n for n in names if n not in features and n not in optional]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:5])

@@ -186,7 +186,7 @@ def parse_predictions(raw: bytes | None, names: Sequence[str]) -> list[Predictio
         raise EventError("bad_value", "'rows' and 'scores' must hold numbers only") from None
     if matrix.shape != (len(ids), len(names)) or not np.isfinite(score_values).all():
         raise EventError("bad_value", f"each row must hold {len(names)} finite numbers, each score a finite number")
-    if isinstance(names, Features) and (names.optional or names.categories):
+    if isinstance(names, Features) and names.declared:
         _declared(matrix, doc.get("categories"), names)
     elif not np.isfinite(matrix).all():
         raise EventError("bad_value", f"each row must hold {len(names)} finite numbers, each score a finite number")
