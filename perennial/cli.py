@@ -428,8 +428,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--label-column", default="label")
     ev.add_argument("--time-column", default="time", help="event time column (epoch seconds or ISO-8601; default time); "
                     "'' takes the row order as time, and only then")
-    ev.add_argument("--features", help="comma-separated feature columns (default: every numeric column but the label, the "
-                    "time, ids and the columns below); the features used are printed")
+    ev.add_argument("--features", help="comma-separated feature columns (default: every column but the label, the time, ids, "
+                    "free-form text whose values are nearly all distinct and the columns below); the features used are printed")
     ev.add_argument("--label-delay", type=float, help="seconds from an event to its label: fixed for a file (default 0), "
                     "the mean of an exponential delay for the simulator (default 86400)")
     ev.add_argument("--label-time-column", help="column with each label's arrival time (instead of --label-delay)")
